@@ -1,0 +1,36 @@
+//! Cachew-rs pipeline core: everything that turns TFRecord files of JPEG images into
+//! preprocessed, batched tensors, deterministically.
+//!
+//! # Layout
+//! - [`tfrecord`]: TFRecord framing, checksums, per-file record index, writer.
+//! - [`example`]: `tf.train.Example` decoding and encoding.
+//! - [`spec`]: the declarative pipeline spec (TOML), its validation and canonical form.
+//! - [`dataset`]: the indexed dataset, global record ids, random access, fingerprints.
+//! - [`order`]: deterministic splits and per-epoch order, element identity.
+//! - [`rng`]: per-record generators seeded by (seed, epoch, record id).
+//! - [`image`]: JPEG decode, crop/flip views, fixed-point bilinear resize, normalize.
+//! - [`exec`]: running the pipeline on records, split ranges and whole epochs; batching.
+//! - [`hashlog`]: the hash log (verification contract) and the exactly-once verdict.
+//! - [`manifest`]: MANIFEST files listing a dataset's reference hashes.
+//!
+//! This crate does no networking and spawns no long-lived threads; the services build on it.
+
+pub mod dataset;
+pub mod error;
+pub mod example;
+pub mod exec;
+pub mod hashlog;
+pub mod image;
+pub mod manifest;
+pub mod order;
+pub mod rng;
+pub mod spec;
+pub mod tensor;
+pub mod tfrecord;
+
+pub use dataset::Dataset;
+pub use error::{PipelineError, Result};
+pub use exec::{Batch, Batcher, Element, ElementBody, ExampleMeta, Pipeline, RecordCtx};
+pub use order::{ElementId, SplitPlan};
+pub use spec::{ErrorPolicy, PipelineSpec};
+pub use tensor::{DType, Tensor};

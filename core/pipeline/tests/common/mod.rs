@@ -1,0 +1,73 @@
+//! Shared helpers of the pipeline integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use cachew_fixtures::{GenerateParams, GeneratedDataset, generate};
+
+pub fn small_params() -> GenerateParams {
+    GenerateParams {
+        shards: 3,
+        records: 90,
+        height: 36,
+        width: 44,
+        classes: 10,
+        seed: 11,
+        quality: 85,
+    }
+}
+
+/// A small generated dataset shared by the tests of one binary (removed at process exit by the
+/// OS temp cleaner; it lives under the system temp dir only).
+pub fn small_dataset() -> &'static GeneratedDataset {
+    static DS: OnceLock<(tempfile::TempDir, GeneratedDataset)> = OnceLock::new();
+    &DS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = generate(dir.path(), &small_params(), |_, _| {}).unwrap();
+        (dir, ds)
+    })
+    .1
+}
+
+/// A spec over `files` with the given op section.
+pub fn spec_text(
+    files: &[PathBuf],
+    split_records: u32,
+    shuffle: bool,
+    on_error: &str,
+    ops: &str,
+) -> String {
+    let files: Vec<String> = files
+        .iter()
+        .map(|f| format!("\"{}\"", f.display()))
+        .collect();
+    format!(
+        "outputs = [\"image\", \"label\"]\nshuffle = {shuffle}\non_error = \"{on_error}\"\n\
+         [source]\nfiles = [{}]\nsplit_records = {split_records}\n{ops}",
+        files.join(", ")
+    )
+}
+
+pub const PARSE_DECODE: &str = r#"
+[[ops]]
+op = "parse_example"
+features = [
+  { key = "image/encoded", dtype = "bytes", name = "image" },
+  { key = "image/class/label", dtype = "int64", name = "label" },
+]
+[[ops]]
+op = "decode_jpeg"
+feature = "image"
+"#;
+
+pub fn copy_dataset(ds: &GeneratedDataset, to: &Path) -> Vec<PathBuf> {
+    ds.shards
+        .iter()
+        .map(|s| {
+            let dst = to.join(s.file_name().unwrap());
+            std::fs::copy(s, &dst).unwrap();
+            dst
+        })
+        .collect()
+}

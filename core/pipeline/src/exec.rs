@@ -484,6 +484,16 @@ impl Batcher {
         self.skipped
     }
 
+    /// Number the next batch gets (batches emitted so far in this epoch).
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    /// Continues numbering after `n` batches (a resumed epoch).
+    pub fn set_next_index(&mut self, n: u64) {
+        self.next_index = n;
+    }
+
     /// Adds the next element of the epoch; returns a batch when one is full.
     pub fn push(&mut self, element: Element) -> Result<Option<Batch>, String> {
         match element.body {

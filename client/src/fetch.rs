@@ -1,0 +1,201 @@
+//! Fetching one split from whichever worker currently owns it.
+//!
+//! A fetcher pulls elements of one (epoch, position) in index order from its owner, following
+//! the owner as the dispatcher moves the split (failover, restart): on any error it waits for a
+//! newer lease and resumes at its own cursor, so every element reaches the consumer exactly once
+//! and in order. Elements are checked against the identity the consumer expects.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cachew_pipeline::Element;
+use cachew_proto::{MAX_MESSAGE_BYTES, WorkerClient, v1};
+use tokio::sync::{mpsc, watch};
+use tonic::transport::Channel;
+
+use crate::ClientError;
+
+/// Where the dispatcher says each upcoming split is served.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Locations {
+    pub by_position: BTreeMap<(u64, u32), v1::SplitLocation>,
+    pub finished: bool,
+    pub superseded: bool,
+    /// Set when the dispatcher could not be reached for a while (for diagnostics).
+    pub dispatcher_down: bool,
+}
+
+/// Connections to workers, by address.
+#[derive(Debug, Default, Clone)]
+pub struct WorkerPool {
+    channels: Arc<Mutex<HashMap<String, WorkerClient<Channel>>>>,
+}
+
+impl WorkerPool {
+    fn get(&self, address: &str) -> Result<WorkerClient<Channel>, ClientError> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(address) {
+            return Ok(c.clone());
+        }
+        let channel = cachew_proto::endpoint(address)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .connect_lazy();
+        let client = WorkerClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        map.insert(address.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Forgets a connection that failed, so the next attempt reconnects.
+    fn forget(&self, address: &str) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(address);
+    }
+}
+
+/// What a fetcher needs to know about its split.
+#[derive(Debug, Clone)]
+pub struct SplitJob {
+    pub job_id: u64,
+    pub epoch: u64,
+    pub position: u32,
+    pub split: u32,
+    pub len: u32,
+    pub start: u32,
+    pub max_elements: u32,
+}
+
+/// Fetches `job`'s split into `out` from `start` to its end. Returns when done, when the
+/// consumer went away, or on a fatal error (sent through `out` as well).
+pub async fn fetch_split(
+    job: SplitJob,
+    pool: WorkerPool,
+    mut locations: watch::Receiver<Locations>,
+    poke: Arc<tokio::sync::Notify>,
+    out: mpsc::Sender<Result<Vec<Element>, ClientError>>,
+) {
+    let key = v1::TaskKey::new(job.job_id, job.epoch, job.position);
+    let mut next = job.start;
+    let mut failed_lease = 0u64;
+    let mut backoff = Duration::from_millis(20);
+    while next < job.len {
+        // Wait for an owner with a lease we have not seen fail.
+        let loc = loop {
+            let current = locations
+                .borrow_and_update()
+                .by_position
+                .get(&(job.epoch, job.position))
+                .cloned();
+            match current {
+                Some(l) if l.lease != 0 && l.lease != failed_lease => break l,
+                _ => {
+                    poke.notify_one();
+                    if tokio::time::timeout(Duration::from_millis(500), locations.changed())
+                        .await
+                        .is_ok_and(|r| r.is_err())
+                    {
+                        return;
+                    }
+                    if out.is_closed() {
+                        return;
+                    }
+                }
+            }
+        };
+        if loc.split != job.split {
+            let _ = out
+                .send(Err(ClientError::Protocol(format!(
+                    "dispatcher says epoch {} position {} is split {}, the epoch order says {}",
+                    job.epoch, job.position, loc.split, job.split
+                ))))
+                .await;
+            return;
+        }
+        let mut client = match pool.get(&loc.worker_address) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = out.send(Err(e)).await;
+                return;
+            }
+        };
+        let req = v1::GetElementsRequest {
+            key: Some(key),
+            lease: loc.lease,
+            split: job.split,
+            from_index: next,
+            max_elements: job.max_elements,
+            max_bytes: 0,
+            wait_ms: 1000,
+        };
+        match tokio::time::timeout(Duration::from_secs(5), client.get_elements(req)).await {
+            Ok(Ok(resp)) => {
+                backoff = Duration::from_millis(20);
+                let resp = resp.into_inner();
+                if resp.split_len != 0 && resp.split_len != job.len {
+                    let _ = out
+                        .send(Err(ClientError::Protocol(format!(
+                            "worker {} says split {} has {} elements, the plan says {}",
+                            loc.worker_address, job.split, resp.split_len, job.len
+                        ))))
+                        .await;
+                    return;
+                }
+                let mut batch = Vec::with_capacity(resp.elements.len());
+                for wire in resp.elements {
+                    let e = match cachew_proto::element_from_wire(wire) {
+                        Ok(e) => e,
+                        Err(err) => {
+                            let _ = out.send(Err(ClientError::Protocol(err.to_string()))).await;
+                            return;
+                        }
+                    };
+                    if (e.id.epoch, e.id.split, e.id.index) != (job.epoch, job.split, next) {
+                        let _ = out
+                            .send(Err(ClientError::Protocol(format!(
+                                "worker {} sent element {} where epoch {} split {} index {next} was due",
+                                loc.worker_address, e.id, job.epoch, job.split
+                            ))))
+                            .await;
+                        return;
+                    }
+                    next += 1;
+                    batch.push(e);
+                }
+                if !batch.is_empty() && out.send(Ok(batch)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::Internal => {
+                let _ = out
+                    .send(Err(ClientError::Pipeline(status.message().to_string())))
+                    .await;
+                return;
+            }
+            Ok(Err(status)) => {
+                tracing::debug!(worker = %loc.worker_address, lease = loc.lease, "fetch of {key} failed: {}", status.message());
+                if status.code() == tonic::Code::Unavailable {
+                    pool.forget(&loc.worker_address);
+                }
+                failed_lease = loc.lease;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+                // A worker that is merely slow to learn its new task deserves another try.
+                if status.code() == tonic::Code::NotFound {
+                    failed_lease = 0;
+                }
+            }
+            Err(_) => {
+                tracing::debug!(worker = %loc.worker_address, "fetch of {key} timed out");
+                pool.forget(&loc.worker_address);
+                failed_lease = loc.lease;
+            }
+        }
+        if out.is_closed() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,668 @@
+//! `cachew-client`: the training-side library. It registers (or joins) a job with the
+//! dispatcher, fetches splits from the workers that serve them, merges them into the canonical
+//! epoch order, batches, and hands the application each example exactly once.
+//!
+//! # Layout
+//! - [`JobClient`]: the async client (`next()` yields batches and epoch ends) and
+//!   [`BlockingClient`], a blocking iterator over it.
+//! - [`fetch`]: per-split fetchers that follow a split across owners.
+//! - [`cli`]: the `cachew-client` consumer binary (hash log, verdicts, throughput).
+//!
+//! Guarantees: elements are yielded strictly in the consumer's sequence (splits in epoch order,
+//! indices in split order); an element whose identity is not the one due is an error, never a
+//! silent duplicate or gap. Memory is bounded by `prefetch_splits x split_buffer` elements.
+
+pub mod cli;
+pub mod fetch;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cachew_pipeline::{Batch, Batcher, Element, ElementBody, PipelineSpec, SplitPlan};
+use cachew_proto::{DispatcherClient, MAX_MESSAGE_BYTES, v1};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc, watch};
+use tonic::transport::Channel;
+
+use fetch::{Locations, SplitJob, WorkerPool, fetch_split};
+
+/// Errors of the client library.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Unreachable(String),
+    #[error("the dispatcher refused: {0}")]
+    Refused(String),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("the pipeline failed on a worker: {0}")]
+    Pipeline(String),
+    #[error("another client took over this consumer")]
+    Superseded,
+    #[error("bad configuration: {0}")]
+    Config(String),
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub dispatcher: String,
+    pub job_name: String,
+    /// The pipeline, loaded and resolved (its canonical form is sent to the dispatcher).
+    pub spec: PipelineSpec,
+    pub seed: u64,
+    /// 0 = unbounded.
+    pub num_epochs: u64,
+    pub num_consumers: u32,
+    pub consumer_index: Option<u32>,
+    /// How long to keep trying to reach the dispatcher at start-up.
+    pub connect_timeout: Duration,
+    /// Splits fetched concurrently ahead of the one being consumed.
+    pub prefetch_splits: usize,
+    /// Elements buffered per split in the client.
+    pub split_buffer: usize,
+    /// Elements per fetch request.
+    pub fetch_elements: u32,
+    /// Resume a consumer where a saved cursor says.
+    pub resume: Option<ClientCursor>,
+}
+
+impl ClientConfig {
+    pub fn new(
+        dispatcher: impl Into<String>,
+        job_name: impl Into<String>,
+        spec: PipelineSpec,
+    ) -> ClientConfig {
+        let seed = spec.seed;
+        ClientConfig {
+            dispatcher: dispatcher.into(),
+            job_name: job_name.into(),
+            spec,
+            seed,
+            num_epochs: 1,
+            num_consumers: 1,
+            consumer_index: None,
+            connect_timeout: Duration::from_secs(60),
+            prefetch_splits: 8,
+            split_buffer: 64,
+            fetch_elements: 16,
+            resume: None,
+        }
+    }
+}
+
+/// Where a consumer stands, at a batch boundary: what a trainer saves with its model checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCursor {
+    pub consumer_index: u32,
+    pub epoch: u64,
+    /// The n-th of this consumer's splits in the epoch.
+    pub ordinal: u32,
+    /// Index within that split of the next element to deliver.
+    pub index: u32,
+    /// Examples delivered in this epoch before the cursor.
+    pub examples: u64,
+    /// Batches delivered in this epoch before the cursor.
+    pub batches: u64,
+}
+
+/// End-of-epoch figures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochSummary {
+    pub epoch: u64,
+    pub examples: u64,
+    pub batches: u64,
+    pub skipped: u64,
+    pub elapsed: Duration,
+}
+
+/// What the client yields.
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    Batch(Batch),
+    EpochEnd(EpochSummary),
+}
+
+/// One split being fetched.
+#[derive(Debug)]
+struct InFlight {
+    epoch: u64,
+    ordinal: u32,
+    len: u32,
+    next: u32,
+    rx: mpsc::Receiver<Result<Vec<Element>, ClientError>>,
+    pending: VecDeque<Element>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The async client of one consumer of one job.
+#[derive(Debug)]
+pub struct JobClient {
+    config: ClientConfig,
+    job_id: u64,
+    consumer: u32,
+    generation: u64,
+    num_consumers: u32,
+    num_epochs: u64,
+    plan: SplitPlan,
+    split_orders: BTreeMap<u64, Arc<Vec<u32>>>,
+    /// The next element to consume.
+    head_cursor: ClientCursor,
+    /// The cursor after the last batch handed out.
+    delivered: ClientCursor,
+    in_flight: VecDeque<InFlight>,
+    batcher: Batcher,
+    epoch_started: Instant,
+    pool: WorkerPool,
+    locations: watch::Receiver<Locations>,
+    shared_cursor: Arc<Mutex<(ClientCursor, u64)>>,
+    poke: Arc<Notify>,
+    heartbeat: tokio::task::JoinHandle<()>,
+    dispatcher: DispatcherClient<Channel>,
+    finished: bool,
+    pending_epoch_end: Option<EpochSummary>,
+    total_examples: u64,
+}
+
+impl Drop for JobClient {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
+}
+
+async fn connect_dispatcher(
+    address: &str,
+    timeout: Duration,
+) -> Result<DispatcherClient<Channel>, ClientError> {
+    let endpoint =
+        cachew_proto::endpoint(address).map_err(|e| ClientError::Config(e.to_string()))?;
+    let deadline = Instant::now() + timeout;
+    let mut backoff = Duration::from_millis(50);
+    let mut logged = false;
+    loop {
+        match endpoint.connect().await {
+            Ok(ch) => {
+                return Ok(DispatcherClient::new(ch)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES));
+            }
+            Err(e) if Instant::now() + backoff < deadline => {
+                if !logged {
+                    tracing::info!("waiting for the dispatcher at {address} ({e})");
+                    logged = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            Err(e) => {
+                return Err(ClientError::Unreachable(format!(
+                    "dispatcher {address} unreachable for {:.1} s: {e}",
+                    timeout.as_secs_f64()
+                )));
+            }
+        }
+    }
+}
+
+fn to_wire(c: &ClientCursor) -> v1::Cursor {
+    v1::Cursor {
+        epoch: c.epoch,
+        ordinal: c.ordinal,
+        index: c.index,
+    }
+}
+
+fn refused(status: tonic::Status) -> ClientError {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
+            ClientError::Unreachable(status.message().to_string())
+        }
+        _ => ClientError::Refused(status.message().to_string()),
+    }
+}
+
+impl JobClient {
+    /// Connects (waiting up to `connect_timeout` for the dispatcher), then gets or creates the
+    /// job and attaches as a consumer.
+    pub async fn connect(config: ClientConfig) -> Result<JobClient, ClientError> {
+        if config.prefetch_splits == 0 || config.split_buffer == 0 || config.fetch_elements == 0 {
+            return Err(ClientError::Config(
+                "prefetch, buffer and fetch sizes must be at least 1".into(),
+            ));
+        }
+        let deadline = Instant::now() + config.connect_timeout;
+        let mut dispatcher = connect_dispatcher(&config.dispatcher, config.connect_timeout).await?;
+        let resume = config.resume;
+        let req = v1::GetOrCreateJobRequest {
+            job_name: config.job_name.clone(),
+            spec_json: config.spec.to_canonical_json(),
+            seed: config.seed,
+            num_epochs: config.num_epochs,
+            num_consumers: config.num_consumers.max(1),
+            consumer_index: resume
+                .map(|c| c.consumer_index)
+                .or(config.consumer_index)
+                .map_or(-1, |c| c as i32),
+            resume: resume.is_some(),
+            cursor: resume.as_ref().map(to_wire),
+        };
+        let resp = loop {
+            match dispatcher.get_or_create_job(req.clone()).await {
+                Ok(r) => break r.into_inner(),
+                Err(status) => match refused(status) {
+                    ClientError::Unreachable(msg) if Instant::now() < deadline => {
+                        tracing::info!("dispatcher not ready ({msg}); retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    e => return Err(e),
+                },
+            }
+        };
+        let plan = SplitPlan::new(resp.num_records, resp.split_records, config.spec.shuffle);
+        if plan.num_splits() != resp.num_splits {
+            return Err(ClientError::Protocol(format!(
+                "dispatcher has {} splits, the local plan {}",
+                resp.num_splits,
+                plan.num_splits()
+            )));
+        }
+        let start = resp.cursor.unwrap_or_default();
+        let cursor = match resume {
+            Some(c) => c,
+            None => ClientCursor {
+                consumer_index: resp.consumer_index,
+                epoch: start.epoch,
+                ordinal: start.ordinal,
+                index: start.index,
+                examples: 0,
+                batches: 0,
+            },
+        };
+        tracing::info!(
+            job = resp.job_id,
+            consumer = resp.consumer_index,
+            created = resp.created,
+            records = resp.num_records,
+            splits = resp.num_splits,
+            "attached to job `{}` at epoch {} split #{} index {}",
+            config.job_name,
+            cursor.epoch,
+            cursor.ordinal,
+            cursor.index
+        );
+        let (loc_tx, loc_rx) = watch::channel(Locations::default());
+        let shared_cursor = Arc::new(Mutex::new((cursor, 0)));
+        let poke = Arc::new(Notify::new());
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            dispatcher.clone(),
+            (resp.job_id, resp.consumer_index, resp.consumer_generation),
+            shared_cursor.clone(),
+            loc_tx,
+            poke.clone(),
+        ));
+        let mut batcher = Batcher::for_spec(&config.spec, cursor.epoch);
+        batcher.set_next_index(cursor.batches);
+        Ok(JobClient {
+            job_id: resp.job_id,
+            consumer: resp.consumer_index,
+            generation: resp.consumer_generation,
+            num_consumers: resp.num_consumers.max(1),
+            num_epochs: resp.num_epochs,
+            plan,
+            split_orders: BTreeMap::new(),
+            head_cursor: cursor,
+            delivered: cursor,
+            in_flight: VecDeque::new(),
+            batcher,
+            epoch_started: Instant::now(),
+            pool: WorkerPool::default(),
+            locations: loc_rx,
+            shared_cursor,
+            poke,
+            heartbeat,
+            dispatcher,
+            finished: false,
+            pending_epoch_end: None,
+            total_examples: 0,
+            config,
+        })
+    }
+
+    pub fn job_id(&self) -> u64 {
+        self.job_id
+    }
+
+    pub fn consumer_index(&self) -> u32 {
+        self.consumer
+    }
+
+    pub fn num_consumers(&self) -> u32 {
+        self.num_consumers
+    }
+
+    pub fn num_epochs(&self) -> u64 {
+        self.num_epochs
+    }
+
+    /// The cursor after the last batch handed out: save it with a model checkpoint and pass it
+    /// as [`ClientConfig::resume`] to continue exactly there.
+    pub fn cursor(&self) -> ClientCursor {
+        self.delivered
+    }
+
+    fn positions_per_epoch(&self) -> u32 {
+        let s = self.plan.num_splits();
+        if self.consumer >= s {
+            0
+        } else {
+            (s - self.consumer).div_ceil(self.num_consumers)
+        }
+    }
+
+    /// (position, split, length) of this consumer's `ordinal`-th split of `epoch`.
+    fn split_of(&mut self, epoch: u64, ordinal: u32) -> (u32, u32, u32) {
+        let position = self.consumer + ordinal * self.num_consumers;
+        let (plan, seed) = (self.plan, self.config.seed);
+        let order = self
+            .split_orders
+            .entry(epoch)
+            .or_insert_with(|| Arc::new(plan.split_order(seed, epoch)))
+            .clone();
+        let split = order.get(position as usize).copied().unwrap_or(position);
+        (position, split, self.plan.split_len(split))
+    }
+
+    /// Starts fetchers for the next splits until `prefetch_splits` are in flight.
+    fn fill_window(&mut self) {
+        let per_epoch = self.positions_per_epoch();
+        if per_epoch == 0 {
+            return;
+        }
+        let (mut epoch, mut ordinal) = match self.in_flight.back() {
+            Some(last) => (last.epoch, last.ordinal + 1),
+            None => (self.head_cursor.epoch, self.head_cursor.ordinal),
+        };
+        while self.in_flight.len() < self.config.prefetch_splits {
+            if ordinal >= per_epoch {
+                epoch += 1;
+                ordinal = 0;
+            }
+            if self.num_epochs > 0 && epoch >= self.num_epochs {
+                break;
+            }
+            let (position, split, len) = self.split_of(epoch, ordinal);
+            let start = if (epoch, ordinal) == (self.head_cursor.epoch, self.head_cursor.ordinal) {
+                self.head_cursor.index.min(len)
+            } else {
+                0
+            };
+            let capacity = self
+                .config
+                .split_buffer
+                .div_ceil(self.config.fetch_elements as usize)
+                .max(1);
+            let (tx, rx) = mpsc::channel(capacity);
+            let task = tokio::spawn(fetch_split(
+                SplitJob {
+                    job_id: self.job_id,
+                    epoch,
+                    position,
+                    split,
+                    len,
+                    start,
+                    max_elements: self.config.fetch_elements,
+                },
+                self.pool.clone(),
+                self.locations.clone(),
+                self.poke.clone(),
+                tx,
+            ));
+            self.in_flight.push_back(InFlight {
+                epoch,
+                ordinal,
+                len,
+                next: start,
+                rx,
+                pending: VecDeque::new(),
+                task,
+            });
+            ordinal += 1;
+        }
+    }
+
+    fn publish_cursor(&self) {
+        let mut shared = self.shared_cursor.lock().unwrap_or_else(|p| p.into_inner());
+        *shared = (self.head_cursor, self.total_examples);
+    }
+
+    /// Ends the current epoch: flushes the last batch and moves to the next epoch.
+    fn end_epoch(&mut self) -> Option<Batch> {
+        let last = self.batcher.finish().ok().flatten();
+        let summary = EpochSummary {
+            epoch: self.head_cursor.epoch,
+            // Every example pushed into the batcher is in a batch now.
+            examples: self.head_cursor.examples,
+            batches: self.batcher.next_index(),
+            skipped: self.batcher.skipped(),
+            elapsed: self.epoch_started.elapsed(),
+        };
+        self.total_examples += last.as_ref().map_or(0, |b| b.examples.len() as u64);
+        self.head_cursor = ClientCursor {
+            consumer_index: self.consumer,
+            epoch: self.head_cursor.epoch + 1,
+            ordinal: 0,
+            index: 0,
+            examples: 0,
+            batches: 0,
+        };
+        self.delivered = self.head_cursor;
+        self.split_orders
+            .retain(|&e, _| e + 1 >= self.head_cursor.epoch);
+        self.batcher = Batcher::for_spec(&self.config.spec, self.head_cursor.epoch);
+        self.epoch_started = Instant::now();
+        self.pending_epoch_end = Some(summary);
+        self.publish_cursor();
+        self.poke.notify_one();
+        last
+    }
+
+    /// The next batch or epoch end; `None` when the job has delivered all its epochs.
+    pub async fn next(&mut self) -> Result<Option<ClientEvent>, ClientError> {
+        loop {
+            if let Some(summary) = self.pending_epoch_end.take() {
+                return Ok(Some(ClientEvent::EpochEnd(summary)));
+            }
+            if self.finished {
+                return Ok(None);
+            }
+            if self.locations.borrow().superseded {
+                return Err(ClientError::Superseded);
+            }
+            if self.num_epochs > 0 && self.head_cursor.epoch >= self.num_epochs {
+                self.finished = true;
+                self.release().await;
+                continue;
+            }
+            if self.positions_per_epoch() == 0 {
+                if let Some(b) = self.end_epoch() {
+                    return Ok(Some(ClientEvent::Batch(b)));
+                }
+                continue;
+            }
+            self.fill_window();
+            let Some(head) = self.in_flight.front_mut() else {
+                return Err(ClientError::Protocol("no split in flight".into()));
+            };
+            if head.next >= head.len {
+                self.in_flight.pop_front();
+                self.head_cursor.ordinal += 1;
+                self.head_cursor.index = 0;
+                if self.head_cursor.ordinal >= self.positions_per_epoch() {
+                    if let Some(b) = self.end_epoch() {
+                        return Ok(Some(ClientEvent::Batch(b)));
+                    }
+                } else {
+                    // Publish first, then wake the heartbeat, so it reports the new cursor.
+                    self.publish_cursor();
+                    self.poke.notify_one();
+                }
+                continue;
+            }
+            if head.pending.is_empty() {
+                match head.rx.recv().await {
+                    Some(Ok(elements)) => head.pending.extend(elements),
+                    Some(Err(e)) => return Err(e),
+                    None => {
+                        return Err(ClientError::Protocol(format!(
+                            "fetcher of epoch {} split #{} stopped at index {} of {}",
+                            head.epoch, head.ordinal, head.next, head.len
+                        )));
+                    }
+                }
+                continue;
+            }
+            let Some(element) = head.pending.pop_front() else {
+                continue;
+            };
+            if element.id.index != head.next {
+                return Err(ClientError::Protocol(format!(
+                    "element {} arrived where index {} was due",
+                    element.id, head.next
+                )));
+            }
+            head.next += 1;
+            self.head_cursor.index = head.next;
+            let is_example = matches!(element.body, ElementBody::Example(_));
+            let batch = self
+                .batcher
+                .push(element)
+                .map_err(|e| ClientError::Protocol(format!("cannot batch: {e}")))?;
+            if is_example {
+                self.head_cursor.examples += 1;
+            }
+            if let Some(b) = batch {
+                self.head_cursor.batches = self.batcher.next_index();
+                self.total_examples += b.examples.len() as u64;
+                self.delivered = self.head_cursor;
+                self.publish_cursor();
+                return Ok(Some(ClientEvent::Batch(b)));
+            }
+        }
+    }
+
+    /// Tells the dispatcher this consumer leaves (best effort).
+    async fn release(&mut self) {
+        let req = v1::ReleaseConsumerRequest {
+            job_id: self.job_id,
+            consumer_index: self.consumer,
+            consumer_generation: self.generation,
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.dispatcher.release_consumer(req),
+        )
+        .await;
+    }
+}
+
+/// Reports the cursor to the dispatcher and keeps the split locations up to date.
+async fn heartbeat_loop(
+    mut dispatcher: DispatcherClient<Channel>,
+    (job_id, consumer, generation): (u64, u32, u64),
+    cursor: Arc<Mutex<(ClientCursor, u64)>>,
+    locations: watch::Sender<Locations>,
+    poke: Arc<Notify>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let (c, delivered) = *cursor.lock().unwrap_or_else(|p| p.into_inner());
+        let known = locations
+            .borrow()
+            .by_position
+            .values()
+            .map(|l| v1::TaskLease {
+                epoch: l.epoch,
+                position: l.position,
+                lease: l.lease,
+            })
+            .collect();
+        let req = v1::ClientHeartbeatRequest {
+            job_id,
+            consumer_index: consumer,
+            consumer_generation: generation,
+            cursor: Some(to_wire(&c)),
+            wait_ms: 500,
+            known,
+            delivered_examples: delivered,
+        };
+        tokio::select! {
+            result = dispatcher.client_heartbeat(req) => match result {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    if failures > 0 {
+                        tracing::info!("dispatcher reachable again after {failures} failed heartbeat(s)");
+                        failures = 0;
+                    }
+                    let superseded = resp.superseded;
+                    locations.send_modify(|l| {
+                        l.by_position = resp.locations.into_iter().map(|x| ((x.epoch, x.position), x)).collect();
+                        l.finished = resp.job_finished;
+                        l.superseded = superseded;
+                        l.dispatcher_down = false;
+                    });
+                    if superseded {
+                        tracing::warn!("another client took over consumer {consumer} of job {job_id}");
+                        return;
+                    }
+                }
+                Err(status) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(20) {
+                        tracing::warn!("client heartbeat failed ({failures} in a row): {}", status.message());
+                    }
+                    locations.send_modify(|l| l.dispatcher_down = true);
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(5)))).await;
+                }
+            },
+            _ = poke.notified() => {}
+        }
+    }
+}
+
+/// A blocking iterator over a [`JobClient`], for training loops that are not async.
+#[derive(Debug)]
+pub struct BlockingClient {
+    runtime: tokio::runtime::Runtime,
+    client: JobClient,
+}
+
+impl BlockingClient {
+    pub fn connect(config: ClientConfig) -> Result<BlockingClient, ClientError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::Config(format!("cannot start a runtime: {e}")))?;
+        let client = runtime.block_on(JobClient::connect(config))?;
+        Ok(BlockingClient { runtime, client })
+    }
+
+    pub fn cursor(&self) -> ClientCursor {
+        self.client.cursor()
+    }
+}
+
+impl Iterator for BlockingClient {
+    type Item = Result<ClientEvent, ClientError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.runtime.block_on(self.client.next()).transpose()
+    }
+}

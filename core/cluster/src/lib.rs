@@ -1,0 +1,46 @@
+//! Cluster control: the one mechanism that starts, kills, pauses, resumes and restarts the real
+//! processes of a local Cachew-rs cluster. The scenario runner and the dashboard both use it.
+//!
+//! # Layout
+//! - [`Launcher`]: how to start each role (the real binaries, or a multi-call host).
+//! - [`Cluster`]: the running nodes: launch from a [`ClusterSpec`], signal, restart with the
+//!   same identity (address and directories), add nodes, report state.
+//! - [`free_port`]: loopback ports for nodes.
+//!
+//! It never leaves orphans: dropping a [`Cluster`] kills every node, and every node is started
+//! with `CACHEW_PARENT_PID` so it exits by itself if its supervisor dies without cleaning up
+//! (see `cachew_proto::daemon::exit_with_parent`).
+
+mod cluster;
+mod launcher;
+
+pub use cluster::{Cluster, ClusterSpec, NodeInfo, NodeSpec, NodeState, Role, Signal, free_port};
+pub use launcher::Launcher;
+
+/// Errors of cluster control.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("no node named `{0}`")]
+    NoSuchNode(String),
+    #[error(
+        "cannot find the `{program}` binary (looked in {looked}); build it with `cargo build --workspace`"
+    )]
+    MissingBinary { program: String, looked: String },
+    #[error("cannot start {node}: {source}")]
+    Spawn {
+        node: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot signal {node}: {reason}")]
+    Signal { node: String, reason: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = ClusterError> = std::result::Result<T, E>;
+
+/// Environment variable a supervised node reads to know its supervisor's pid.
+pub const PARENT_PID_ENV: &str = "CACHEW_PARENT_PID";

@@ -1,0 +1,99 @@
+//! The `cachew-dispatcher` command line.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use cachew_proto::daemon::{init_tracing, shutdown_signal};
+
+use crate::DispatcherConfig;
+
+/// Cachew-rs dispatcher: assigns dataset splits to workers and tells clients where to read them.
+#[derive(Parser, Debug)]
+#[command(name = "cachew-dispatcher", version)]
+pub struct Args {
+    /// Address to serve gRPC on.
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    pub listen: SocketAddr,
+    /// Directory for the journal and snapshots.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Worker heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..))]
+    pub heartbeat_interval_ms: u64,
+    /// A worker silent this long (ms) is declared dead and its splits fail over.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(50..))]
+    pub worker_timeout_ms: u64,
+    /// Splits assigned ahead of each consumer (0: 4 per active worker, at least 8).
+    #[arg(long, default_value_t = 0)]
+    pub window: u32,
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `cachew_dispatcher=debug`.
+    #[arg(long, default_value = "info")]
+    pub log: String,
+}
+
+/// Entry point of the binary (and of multi-call hosts): parses `args`, runs until SIGINT/SIGTERM.
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    let args = match Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_tracing(&args.log);
+    cachew_proto::daemon::exit_with_parent();
+    if args.worker_timeout_ms <= args.heartbeat_interval_ms {
+        eprintln!(
+            "cachew-dispatcher: --worker-timeout-ms ({}) must be larger than --heartbeat-interval-ms ({})",
+            args.worker_timeout_ms, args.heartbeat_interval_ms
+        );
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cachew-dispatcher: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cachew-dispatcher: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let address = listener.local_addr()?.to_string();
+    tracing::info!(%address, "dispatcher listening");
+    let config = DispatcherConfig {
+        heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
+        worker_timeout: Duration::from_millis(args.worker_timeout_ms),
+        window: args.window,
+        address,
+    };
+    if let Some(dir) = &args.work_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create --work-dir {}: {e}", dir.display()))?;
+    }
+    crate::run(config, listener, shutdown_signal()).await?;
+    tracing::info!("dispatcher stopped");
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! `cachew-dispatcher`: hands out splits of datasets to workers, tells clients where each split
+//! is served, detects dead workers and fails their splits over, and streams cluster status.
+//!
+//! # Layout
+//! - [`state`]: the pure state machine (workers, datasets, jobs, consumers, assignments, leases);
+//!   its `apply` is the only way state changes.
+//! - [`service`]: the gRPC service around it: RPC handling, soft facts (heartbeats, progress),
+//!   liveness checks, the status stream.
+//! - [`cli`]: flags and the process entry point used by the binary.
+//!
+//! [`run`] serves on an already-bound listener until `shutdown` resolves, so tests can run many
+//! dispatchers in one process on port 0.
+
+pub mod cli;
+pub mod service;
+pub mod state;
+
+use std::future::Future;
+use std::time::Duration;
+
+use cachew_proto::{DispatcherServer, MAX_MESSAGE_BYTES};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use service::{DispatcherConfig, DispatcherService};
+
+/// Errors that stop the dispatcher.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatcherError {
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves the dispatcher on `listener` until `shutdown` completes.
+pub async fn run(
+    config: DispatcherConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DispatcherError> {
+    let service = DispatcherService::new(config, state::State::default());
+    serve(service, listener, shutdown).await
+}
+
+/// Serves an existing service (with restored state) on `listener`.
+pub async fn serve(
+    service: DispatcherService,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DispatcherError> {
+    let tick = (service.config().heartbeat_interval / 4)
+        .clamp(Duration::from_millis(20), Duration::from_millis(250));
+    let checker = service.clone();
+    let liveness = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            checker.check_liveness();
+        }
+    });
+    let result = cachew_proto::server()
+        .add_service(
+            DispatcherServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    liveness.abort();
+    result.map_err(DispatcherError::from)
+}

@@ -1,0 +1,925 @@
+//! The dispatcher's gRPC service: turns RPCs into [`Command`]s for the state machine, keeps the
+//! soft facts (heartbeat times, reported progress), detects dead workers, serves the status
+//! stream.
+//!
+//! Every RPC takes the core lock for a short, await-free critical section; long polls wait on a
+//! version counter that is bumped whenever anything changes.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cachew_pipeline::{Dataset, PipelineSpec};
+use cachew_proto::v1;
+use tokio::sync::watch;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::state::{
+    Command, Cursor, DatasetEntry, JobId, Outcome, Rejection, State, TaskClaim, WorkerId,
+    WorkerLife,
+};
+
+/// Dispatcher settings.
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// How often workers heartbeat (also their long-poll budget).
+    pub heartbeat_interval: Duration,
+    /// A worker silent for this long is declared dead and its splits fail over.
+    pub worker_timeout: Duration,
+    /// Splits assigned ahead of each consumer's cursor; 0 picks 4 per active worker (at least 8).
+    pub window: u32,
+    /// The address this dispatcher was started on (shown in the status stream).
+    pub address: String,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        DispatcherConfig {
+            heartbeat_interval: Duration::from_millis(500),
+            worker_timeout: Duration::from_secs(5),
+            window: 0,
+            address: String::new(),
+        }
+    }
+}
+
+const EVENT_LOG_CAPACITY: usize = 1000;
+
+/// What a worker last reported about one task.
+#[derive(Debug, Clone, Copy)]
+struct Reported {
+    worker: WorkerId,
+    lease: u64,
+    produced: u32,
+    acked: u32,
+    len: u32,
+}
+
+/// Facts that need no durability.
+#[derive(Debug, Default)]
+struct Soft {
+    last_seen: HashMap<WorkerId, Instant>,
+    suspect: HashSet<WorkerId>,
+    progress: HashMap<(JobId, u64, u32), Reported>,
+    checkpoint: HashMap<WorkerId, v1::CheckpointInfo>,
+    delivered_examples: HashMap<(JobId, u32), u64>,
+    /// Datasets already indexed: canonical spec -> (id, records).
+    indexed: HashMap<String, (String, u64)>,
+}
+
+#[derive(Debug)]
+struct Core {
+    state: State,
+    soft: Soft,
+    events: VecDeque<v1::Event>,
+    next_event: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    core: Mutex<Core>,
+    version: watch::Sender<u64>,
+    config: DispatcherConfig,
+    started_unix_ms: u64,
+}
+
+/// The dispatcher service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DispatcherService {
+    inner: Arc<Inner>,
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn rejection_status(r: Rejection) -> Status {
+    match r {
+        Rejection::UnknownWorker(_) | Rejection::UnknownJob(_) | Rejection::UnknownDataset(_) => {
+            Status::not_found(r.to_string())
+        }
+        Rejection::DeadWorker(_) | Rejection::Superseded { .. } => {
+            Status::failed_precondition(r.to_string())
+        }
+        Rejection::JobMismatch { .. } | Rejection::NoFreeConsumer { .. } => {
+            Status::already_exists(r.to_string())
+        }
+        Rejection::BadConsumer { .. } | Rejection::BadCursor(_) => {
+            Status::invalid_argument(r.to_string())
+        }
+    }
+}
+
+fn cursor_to_wire(c: Cursor) -> v1::Cursor {
+    v1::Cursor {
+        epoch: c.epoch,
+        ordinal: c.ordinal,
+        index: c.index,
+    }
+}
+
+fn cursor_from_wire(c: Option<v1::Cursor>) -> Cursor {
+    c.map_or_else(Cursor::default, |c| Cursor {
+        epoch: c.epoch,
+        ordinal: c.ordinal,
+        index: c.index,
+    })
+}
+
+impl DispatcherService {
+    pub fn new(config: DispatcherConfig, state: State) -> DispatcherService {
+        let (version, _) = watch::channel(0);
+        let now = Instant::now();
+        let mut soft = Soft::default();
+        // After a restart every known live worker gets a full timeout to check in again.
+        for (id, w) in &state.workers {
+            if w.life == WorkerLife::Alive {
+                soft.last_seen.insert(*id, now);
+            }
+        }
+        DispatcherService {
+            inner: Arc::new(Inner {
+                core: Mutex::new(Core {
+                    state,
+                    soft,
+                    events: VecDeque::new(),
+                    next_event: 0,
+                }),
+                version,
+                config,
+                started_unix_ms: unix_ms(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &DispatcherConfig {
+        &self.inner.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.inner.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the durable state (for tests and snapshots).
+    pub fn state(&self) -> State {
+        self.lock().state.clone()
+    }
+
+    /// Applies a command and records what it produced.
+    fn execute(&self, core: &mut Core, command: Command) -> Result<Outcome, Rejection> {
+        let outcome = core.state.apply(&command)?;
+        for e in &outcome.events {
+            tracing::info!(kind = e.kind, "{}", e.message);
+            push_event(core, e.kind, e.message.clone(), e.worker, e.job);
+        }
+        if !outcome.noop {
+            self.inner.version.send_modify(|v| *v += 1);
+        }
+        Ok(outcome)
+    }
+
+    fn bump(&self) {
+        self.inner.version.send_modify(|v| *v += 1);
+    }
+
+    fn window(&self, state: &State) -> u32 {
+        match self.inner.config.window {
+            0 => (4 * state.active_workers() as u32).max(8),
+            w => w,
+        }
+    }
+
+    /// Waits until the state version moves past `seen` or `deadline` passes.
+    async fn wait_change(&self, seen: u64, deadline: tokio::time::Instant) {
+        let mut rx = self.inner.version.subscribe();
+        if *rx.borrow() != seen {
+            return;
+        }
+        let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
+    }
+
+    fn version(&self) -> u64 {
+        *self.inner.version.borrow()
+    }
+
+    /// Declares workers dead whose heartbeats stopped; marks late ones suspect. Called
+    /// periodically by [`crate::run`].
+    pub fn check_liveness(&self) {
+        let now = Instant::now();
+        let timeout = self.inner.config.worker_timeout;
+        let late = self.inner.config.heartbeat_interval * 2;
+        let mut core = self.lock();
+        let alive: Vec<WorkerId> = core
+            .state
+            .workers
+            .values()
+            .filter(|w| w.life == WorkerLife::Alive)
+            .map(|w| w.id)
+            .collect();
+        for id in alive {
+            let age = core
+                .soft
+                .last_seen
+                .get(&id)
+                .map_or(timeout + late, |t| now.duration_since(*t));
+            if age > timeout {
+                let resume_at: Vec<((JobId, u64, u32), u32)> = core
+                    .soft
+                    .progress
+                    .iter()
+                    .filter(|(_, r)| r.worker == id)
+                    .map(|(k, r)| (*k, r.acked))
+                    .collect();
+                let msg = format!(
+                    "worker {id}: no heartbeat for {} ms (timeout {} ms)",
+                    age.as_millis(),
+                    timeout.as_millis()
+                );
+                push_event(&mut core, "heartbeat_timeout", msg, Some(id), None);
+                let _ = self.execute(
+                    &mut core,
+                    Command::DeclareDead {
+                        worker: id,
+                        resume_at,
+                    },
+                );
+                core.soft.suspect.remove(&id);
+            } else if age > late && core.soft.suspect.insert(id) {
+                let msg = format!(
+                    "worker {id}: heartbeat missed ({} ms since the last)",
+                    age.as_millis()
+                );
+                tracing::warn!("{msg}");
+                push_event(&mut core, "heartbeat_missed", msg, Some(id), None);
+                self.bump();
+            }
+        }
+    }
+
+    fn touch(core: &mut Core, worker: WorkerId) -> bool {
+        core.soft.last_seen.insert(worker, Instant::now());
+        core.soft.suspect.remove(&worker)
+    }
+
+    fn record_progress(core: &mut Core, worker: WorkerId, tasks: &[v1::TaskProgress]) {
+        for t in tasks {
+            let Some(key) = &t.key else { continue };
+            core.soft.progress.insert(
+                (key.job_id, key.epoch, key.position),
+                Reported {
+                    worker,
+                    lease: t.lease,
+                    produced: t.produced,
+                    acked: t.acked,
+                    len: t.len,
+                },
+            );
+        }
+    }
+
+    /// Builds a worker's heartbeat answer: tasks to drop (with reasons) and tasks it should
+    /// hold but did not report.
+    fn reconcile(
+        &self,
+        core: &mut Core,
+        worker: WorkerId,
+        reported: &[v1::TaskProgress],
+    ) -> (Vec<v1::TaskDef>, Vec<v1::DroppedTask>) {
+        let mut dropped = Vec::new();
+        let mut held = HashSet::new();
+        for t in reported {
+            let Some(key) = &t.key else { continue };
+            let job = core.state.jobs.get(&key.job_id);
+            let current = job.and_then(|j| j.assignments.get(&(key.epoch, key.position)));
+            match current {
+                Some(a) if a.worker == worker && a.lease == t.lease => {
+                    held.insert((key.job_id, key.epoch, key.position));
+                }
+                other => {
+                    let reason = match (job, other) {
+                        (None, _) => "unknown job".to_string(),
+                        (Some(j), _) if j.finished => "job finished".to_string(),
+                        (Some(j), None) if j.is_delivered(key.epoch, key.position) => {
+                            "delivered".to_string()
+                        }
+                        (Some(_), None) => "unassigned".to_string(),
+                        (Some(_), Some(a)) => {
+                            let msg = format!(
+                                "worker {worker} reported {key} under stale lease {} (now worker {} lease {}): fenced",
+                                t.lease, a.worker, a.lease
+                            );
+                            tracing::warn!("{msg}");
+                            push_event(core, "fenced", msg, Some(worker), Some(key.job_id));
+                            "fenced".to_string()
+                        }
+                    };
+                    core.soft
+                        .progress
+                        .remove(&(key.job_id, key.epoch, key.position));
+                    dropped.push(v1::DroppedTask {
+                        key: Some(*key),
+                        lease: t.lease,
+                        reason,
+                    });
+                }
+            }
+        }
+        let mut new_tasks = Vec::new();
+        for (job_id, epoch, position, a) in core.state.assignments_of(worker) {
+            if held.contains(&(job_id, epoch, position)) {
+                continue;
+            }
+            let Some(job) = core.state.jobs.get(&job_id) else {
+                continue;
+            };
+            new_tasks.push(v1::TaskDef {
+                key: Some(v1::TaskKey::new(job_id, epoch, position)),
+                lease: a.lease,
+                split: a.split,
+                dataset_id: job.dataset_id.clone(),
+                seed: job.seed,
+                start_index: a.start_index,
+            });
+        }
+        (new_tasks, dropped)
+    }
+
+    /// Indexes the dataset of a canonical spec (once per spec) and returns its entry.
+    async fn dataset_for(&self, spec_json: &str) -> Result<DatasetEntry, Status> {
+        if let Some((id, records)) = self.lock().soft.indexed.get(spec_json).cloned() {
+            let spec = PipelineSpec::from_json(spec_json)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            return Ok(DatasetEntry {
+                id,
+                spec_json: spec_json.to_string(),
+                num_records: records,
+                split_records: spec.source.split_records,
+                shuffle: spec.shuffle,
+            });
+        }
+        let json = spec_json.to_string();
+        let entry = tokio::task::spawn_blocking(move || -> Result<DatasetEntry, String> {
+            let spec = PipelineSpec::from_json(&json).map_err(|e| e.to_string())?;
+            let dataset = Dataset::for_spec(&spec).map_err(|e| e.to_string())?;
+            Ok(DatasetEntry {
+                id: hex::encode(dataset.fingerprint(&spec)),
+                spec_json: json,
+                num_records: dataset.num_records(),
+                split_records: spec.source.split_records,
+                shuffle: spec.shuffle,
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(Status::invalid_argument)?;
+        self.lock()
+            .soft
+            .indexed
+            .insert(spec_json.to_string(), (entry.id.clone(), entry.num_records));
+        Ok(entry)
+    }
+
+    /// The current cluster status.
+    pub fn status(&self, events_after: u64) -> v1::ClusterStatus {
+        let core = self.lock();
+        let now = Instant::now();
+        let workers = core
+            .state
+            .workers
+            .values()
+            .map(|w| {
+                let age = core
+                    .soft
+                    .last_seen
+                    .get(&w.id)
+                    .map_or(0, |t| now.duration_since(*t).as_millis() as u64);
+                let state = match w.life {
+                    WorkerLife::Dead => "dead",
+                    WorkerLife::Alive if core.soft.suspect.contains(&w.id) => "suspect",
+                    WorkerLife::Alive if w.standby => "standby",
+                    WorkerLife::Alive => "alive",
+                };
+                let tasks = core
+                    .state
+                    .assignments_of(w.id)
+                    .into_iter()
+                    .map(|(j, e, p, a)| {
+                        let r = core
+                            .soft
+                            .progress
+                            .get(&(j, e, p))
+                            .filter(|r| r.lease == a.lease);
+                        v1::TaskProgress {
+                            key: Some(v1::TaskKey::new(j, e, p)),
+                            lease: a.lease,
+                            split: a.split,
+                            produced: r.map_or(0, |r| r.produced),
+                            acked: r.map_or(a.start_index, |r| r.acked),
+                            len: r.map_or(0, |r| r.len),
+                        }
+                    })
+                    .collect();
+                v1::WorkerStatus {
+                    worker_id: w.id,
+                    address: w.address.clone(),
+                    state: state.to_string(),
+                    heartbeat_age_ms: if w.life == WorkerLife::Dead { 0 } else { age },
+                    standby: w.standby,
+                    incarnation: w.incarnation,
+                    tasks,
+                    checkpoint: core.soft.checkpoint.get(&w.id).copied(),
+                    threads: w.threads,
+                }
+            })
+            .collect();
+        let mut assignments = Vec::new();
+        let jobs = core
+            .state
+            .jobs
+            .values()
+            .map(|j| {
+                for (&(e, p), a) in &j.assignments {
+                    let r = core
+                        .soft
+                        .progress
+                        .get(&(j.id, e, p))
+                        .filter(|r| r.lease == a.lease);
+                    assignments.push(v1::AssignmentStatus {
+                        job_id: j.id,
+                        epoch: e,
+                        position: p,
+                        split: a.split,
+                        worker_id: a.worker,
+                        lease: a.lease,
+                        produced: r.map_or(0, |r| r.produced),
+                        acked: r.map_or(a.start_index, |r| r.acked),
+                        len: r.map_or(0, |r| r.len),
+                    });
+                }
+                let mut epochs: BTreeMap<u64, v1::EpochStatus> = BTreeMap::new();
+                let horizon = j
+                    .consumers
+                    .iter()
+                    .map(|c| j.normalize(c.index, c.cursor).epoch)
+                    .max()
+                    .unwrap_or(0);
+                let first = j
+                    .consumers
+                    .iter()
+                    .map(|c| j.normalize(c.index, c.cursor).epoch)
+                    .min()
+                    .unwrap_or(0);
+                let last_epoch = if j.num_epochs > 0 {
+                    horizon.min(j.num_epochs - 1)
+                } else {
+                    horizon
+                };
+                for e in first.saturating_sub(1)..=last_epoch {
+                    let delivered =
+                        (0..j.num_splits).filter(|&p| j.is_delivered(e, p)).count() as u32;
+                    let assigned = j.assignments.keys().filter(|(ae, _)| *ae == e).count() as u32;
+                    epochs.insert(
+                        e,
+                        v1::EpochStatus {
+                            epoch: e,
+                            splits_total: j.num_splits,
+                            splits_delivered: delivered,
+                            splits_assigned: assigned,
+                        },
+                    );
+                }
+                v1::JobStatus {
+                    job_id: j.id,
+                    name: j.name.clone(),
+                    dataset_id: j.dataset_id.clone(),
+                    seed: j.seed,
+                    num_epochs: j.num_epochs,
+                    num_splits: j.num_splits,
+                    num_records: core
+                        .state
+                        .datasets
+                        .get(&j.dataset_id)
+                        .map_or(0, |d| d.num_records),
+                    consumers: j
+                        .consumers
+                        .iter()
+                        .map(|c| v1::ConsumerStatus {
+                            index: c.index,
+                            generation: c.generation,
+                            attached: c.attached,
+                            cursor: Some(cursor_to_wire(j.normalize(c.index, c.cursor))),
+                            delivered_examples: core
+                                .soft
+                                .delivered_examples
+                                .get(&(j.id, c.index))
+                                .copied()
+                                .unwrap_or(0),
+                        })
+                        .collect(),
+                    epochs: epochs.into_values().collect(),
+                    finished: j.finished,
+                }
+            })
+            .collect();
+        v1::ClusterStatus {
+            unix_ms: unix_ms(),
+            dispatcher_address: self.inner.config.address.clone(),
+            dispatcher_start_unix_ms: self.inner.started_unix_ms,
+            workers,
+            jobs,
+            assignments,
+            events: core
+                .events
+                .iter()
+                .filter(|e| e.seq > events_after)
+                .cloned()
+                .collect(),
+            journal: None,
+            worker_timeout_ms: self.inner.config.worker_timeout.as_millis() as u64,
+            heartbeat_interval_ms: self.inner.config.heartbeat_interval.as_millis() as u64,
+        }
+    }
+}
+
+fn push_event(
+    core: &mut Core,
+    kind: &str,
+    message: String,
+    worker: Option<WorkerId>,
+    job: Option<JobId>,
+) {
+    core.next_event += 1;
+    core.events.push_back(v1::Event {
+        seq: core.next_event,
+        unix_ms: unix_ms(),
+        kind: kind.to_string(),
+        message,
+        worker_id: worker.unwrap_or(0),
+        job_id: job.unwrap_or(0),
+    });
+    while core.events.len() > EVENT_LOG_CAPACITY {
+        core.events.pop_front();
+    }
+}
+
+type StatusStream = Pin<Box<dyn Stream<Item = Result<v1::ClusterStatus, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl cachew_proto::Dispatcher for DispatcherService {
+    async fn register_worker(
+        &self,
+        request: Request<v1::RegisterWorkerRequest>,
+    ) -> Result<Response<v1::RegisterWorkerResponse>, Status> {
+        let req = request.into_inner();
+        if req.address.is_empty() {
+            return Err(Status::invalid_argument("worker address is empty"));
+        }
+        let claims: Vec<TaskClaim> = req
+            .tasks
+            .iter()
+            .filter_map(|t| {
+                t.key.map(|k| TaskClaim {
+                    job: k.job_id,
+                    epoch: k.epoch,
+                    position: k.position,
+                    lease: t.lease,
+                })
+            })
+            .collect();
+        let mut core = self.lock();
+        let outcome = self
+            .execute(
+                &mut core,
+                Command::RegisterWorker {
+                    address: req.address.clone(),
+                    standby: req.standby,
+                    threads: req.threads,
+                    claims,
+                },
+            )
+            .map_err(rejection_status)?;
+        let id = outcome
+            .worker
+            .ok_or_else(|| Status::internal("registration produced no worker id"))?;
+        Self::touch(&mut core, id);
+        // Forget progress reported by the previous process; keep what the restored tasks say.
+        core.soft.progress.retain(|_, r| r.worker != id);
+        let kept_tasks: Vec<v1::TaskProgress> = req
+            .tasks
+            .iter()
+            .filter(|t| {
+                t.key.is_some_and(|k| {
+                    outcome.kept.iter().any(|c| {
+                        (c.job, c.epoch, c.position, c.lease)
+                            == (k.job_id, k.epoch, k.position, t.lease)
+                    })
+                })
+            })
+            .cloned()
+            .collect();
+        Self::record_progress(&mut core, id, &kept_tasks);
+        Ok(Response::new(v1::RegisterWorkerResponse {
+            worker_id: id,
+            heartbeat_interval_ms: self.inner.config.heartbeat_interval.as_millis() as u64,
+            kept: outcome
+                .kept
+                .iter()
+                .map(|c| v1::TaskKey::new(c.job, c.epoch, c.position))
+                .collect(),
+            incarnation: outcome.incarnation,
+        }))
+    }
+
+    async fn worker_heartbeat(
+        &self,
+        request: Request<v1::WorkerHeartbeatRequest>,
+    ) -> Result<Response<v1::WorkerHeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms.min(10_000));
+        loop {
+            let seen = self.version();
+            {
+                let mut core = self.lock();
+                let alive = core.state.workers.get(&req.worker_id).filter(|w| {
+                    w.life == WorkerLife::Alive
+                        && (req.incarnation == 0 || w.incarnation == req.incarnation)
+                });
+                if alive.is_none() {
+                    let reported = req.tasks.len();
+                    if reported > 0 {
+                        let msg = format!(
+                            "worker {} (not alive here) reported {reported} task(s): fenced, it must register again",
+                            req.worker_id
+                        );
+                        push_event(&mut core, "fenced", msg, Some(req.worker_id), None);
+                    }
+                    return Ok(Response::new(v1::WorkerHeartbeatResponse {
+                        reregister: true,
+                        ..Default::default()
+                    }));
+                }
+                if Self::touch(&mut core, req.worker_id) {
+                    let msg = format!("worker {}: heartbeats resumed", req.worker_id);
+                    push_event(
+                        &mut core,
+                        "heartbeat_resumed",
+                        msg,
+                        Some(req.worker_id),
+                        None,
+                    );
+                }
+                Self::record_progress(&mut core, req.worker_id, &req.tasks);
+                if let Some(cp) = req.checkpoint {
+                    core.soft.checkpoint.insert(req.worker_id, cp);
+                }
+                let (mut new_tasks, dropped) = self.reconcile(&mut core, req.worker_id, &req.tasks);
+                let holding = req.tasks.len() - dropped.len() + new_tasks.len();
+                let free =
+                    (req.free_slots as usize + req.tasks.len()).saturating_sub(holding) as u32;
+                let free = free.min(req.free_slots);
+                if free > 0 {
+                    let window = self.window(&core.state);
+                    if let Ok(out) = self.execute(
+                        &mut core,
+                        Command::AssignTasks {
+                            worker: req.worker_id,
+                            max: free,
+                            window,
+                        },
+                    ) {
+                        for (job_id, epoch, position, a) in out.assigned {
+                            let Some(job) = core.state.jobs.get(&job_id) else {
+                                continue;
+                            };
+                            new_tasks.push(v1::TaskDef {
+                                key: Some(v1::TaskKey::new(job_id, epoch, position)),
+                                lease: a.lease,
+                                split: a.split,
+                                dataset_id: job.dataset_id.clone(),
+                                seed: job.seed,
+                                start_index: a.start_index,
+                            });
+                        }
+                    }
+                }
+                if !new_tasks.is_empty()
+                    || !dropped.is_empty()
+                    || tokio::time::Instant::now() >= deadline
+                {
+                    return Ok(Response::new(v1::WorkerHeartbeatResponse {
+                        new_tasks,
+                        dropped,
+                        reregister: false,
+                    }));
+                }
+            }
+            self.wait_change(seen, deadline).await;
+        }
+    }
+
+    async fn get_dataset(
+        &self,
+        request: Request<v1::GetDatasetRequest>,
+    ) -> Result<Response<v1::GetDatasetResponse>, Status> {
+        let id = request.into_inner().dataset_id;
+        let core = self.lock();
+        let d = core
+            .state
+            .datasets
+            .get(&id)
+            .ok_or_else(|| Status::not_found(format!("unknown dataset {id}")))?;
+        Ok(Response::new(v1::GetDatasetResponse {
+            spec_json: d.spec_json.clone(),
+        }))
+    }
+
+    async fn get_or_create_job(
+        &self,
+        request: Request<v1::GetOrCreateJobRequest>,
+    ) -> Result<Response<v1::GetOrCreateJobResponse>, Status> {
+        let req = request.into_inner();
+        if req.job_name.is_empty() {
+            return Err(Status::invalid_argument("job name is empty"));
+        }
+        let entry = self.dataset_for(&req.spec_json).await?;
+        let mut core = self.lock();
+        self.execute(&mut core, Command::RegisterDataset(entry.clone()))
+            .map_err(rejection_status)?;
+        let outcome = self
+            .execute(
+                &mut core,
+                Command::GetOrCreateJob {
+                    name: req.job_name.clone(),
+                    dataset_id: entry.id.clone(),
+                    seed: req.seed,
+                    num_epochs: req.num_epochs,
+                    num_consumers: req.num_consumers.max(1),
+                    consumer_index: u32::try_from(req.consumer_index).ok(),
+                    resume: req.resume.then(|| cursor_from_wire(req.cursor)),
+                },
+            )
+            .map_err(rejection_status)?;
+        let job_id = outcome.job.ok_or_else(|| Status::internal("no job"))?;
+        let (index, generation) = outcome
+            .consumer
+            .ok_or_else(|| Status::internal("no consumer"))?;
+        let job = core
+            .state
+            .jobs
+            .get(&job_id)
+            .ok_or_else(|| Status::internal("job vanished"))?;
+        Ok(Response::new(v1::GetOrCreateJobResponse {
+            job_id,
+            dataset_id: entry.id.clone(),
+            consumer_index: index,
+            consumer_generation: generation,
+            num_consumers: job.num_consumers,
+            num_records: entry.num_records,
+            split_records: entry.split_records,
+            num_splits: job.num_splits,
+            seed: job.seed,
+            num_epochs: job.num_epochs,
+            cursor: outcome.cursor.map(cursor_to_wire),
+            created: outcome.created,
+        }))
+    }
+
+    async fn client_heartbeat(
+        &self,
+        request: Request<v1::ClientHeartbeatRequest>,
+    ) -> Result<Response<v1::ClientHeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms.min(10_000));
+        let cursor = cursor_from_wire(req.cursor);
+        let known: HashMap<(u64, u32), u64> = req
+            .known
+            .iter()
+            .map(|k| ((k.epoch, k.position), k.lease))
+            .collect();
+        let mut first = true;
+        loop {
+            let seen = self.version();
+            {
+                let mut core = self.lock();
+                if first {
+                    first = false;
+                    core.soft
+                        .delivered_examples
+                        .insert((req.job_id, req.consumer_index), req.delivered_examples);
+                    match self.execute(
+                        &mut core,
+                        Command::ConsumerProgress {
+                            job: req.job_id,
+                            consumer: req.consumer_index,
+                            generation: req.consumer_generation,
+                            cursor,
+                        },
+                    ) {
+                        Ok(_) => {}
+                        Err(Rejection::Superseded { .. }) => {
+                            return Ok(Response::new(v1::ClientHeartbeatResponse {
+                                superseded: true,
+                                ..Default::default()
+                            }));
+                        }
+                        Err(r) => return Err(rejection_status(r)),
+                    }
+                }
+                let window = self.window(&core.state);
+                let job = core
+                    .state
+                    .jobs
+                    .get(&req.job_id)
+                    .ok_or_else(|| Status::not_found(format!("unknown job {}", req.job_id)))?;
+                let mut locations = Vec::new();
+                let mut changed = false;
+                for (epoch, position) in job.window(req.consumer_index, cursor, window) {
+                    let a = job.assignments.get(&(epoch, position));
+                    let lease = a.map_or(0, |a| a.lease);
+                    if known.get(&(epoch, position)).copied().unwrap_or(0) != lease {
+                        changed = true;
+                    }
+                    let worker = a.and_then(|a| core.state.workers.get(&a.worker));
+                    let split = match (a, core.state.datasets.get(&job.dataset_id)) {
+                        (Some(a), _) => a.split,
+                        (None, Some(d)) => crate::state::split_at(d, job.seed, epoch, position),
+                        (None, None) => position,
+                    };
+                    locations.push(v1::SplitLocation {
+                        epoch,
+                        position,
+                        split,
+                        lease,
+                        worker_address: worker.map(|w| w.address.clone()).unwrap_or_default(),
+                        worker_id: a.map_or(0, |a| a.worker),
+                        start_index: a.map_or(0, |a| a.start_index),
+                    });
+                }
+                let finished = job.finished || job.consumer_done(req.consumer_index, cursor);
+                if changed || finished || tokio::time::Instant::now() >= deadline {
+                    return Ok(Response::new(v1::ClientHeartbeatResponse {
+                        locations,
+                        job_finished: finished,
+                        superseded: false,
+                    }));
+                }
+            }
+            self.wait_change(seen, deadline).await;
+        }
+    }
+
+    async fn release_consumer(
+        &self,
+        request: Request<v1::ReleaseConsumerRequest>,
+    ) -> Result<Response<v1::ReleaseConsumerResponse>, Status> {
+        let req = request.into_inner();
+        let mut core = self.lock();
+        self.execute(
+            &mut core,
+            Command::ReleaseConsumer {
+                job: req.job_id,
+                consumer: req.consumer_index,
+                generation: req.consumer_generation,
+            },
+        )
+        .map_err(rejection_status)?;
+        Ok(Response::new(v1::ReleaseConsumerResponse {}))
+    }
+
+    type WatchStatusStream = StatusStream;
+
+    async fn watch_status(
+        &self,
+        request: Request<v1::WatchStatusRequest>,
+    ) -> Result<Response<Self::WatchStatusStream>, Status> {
+        let mut events_after = request.into_inner().events_after;
+        let svc = self.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let seen = svc.version();
+                let status = svc.status(events_after);
+                if let Some(last) = status.events.last() {
+                    events_after = last.seq;
+                }
+                if tx.send(Ok(status)).await.is_err() {
+                    break;
+                }
+                // At most 10 snapshots a second, at least one a second.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                svc.wait_change(
+                    seen,
+                    tokio::time::Instant::now() + Duration::from_millis(900),
+                )
+                .await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

@@ -1,0 +1,118 @@
+//! The `cachew-worker` command line.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use cachew_proto::daemon::{init_tracing, shutdown_signal};
+
+use crate::{ControlConfig, EngineConfig, WorkerConfig};
+
+/// Cachew-rs worker: runs the preprocessing pipeline on assigned splits and serves the results.
+#[derive(Parser, Debug)]
+#[command(name = "cachew-worker", version)]
+pub struct Args {
+    /// Address to serve the data service on.
+    #[arg(long, default_value = "127.0.0.1:5051")]
+    pub listen: SocketAddr,
+    /// Address clients should use to reach this worker (default: the bound --listen address).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// The dispatcher's HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    pub dispatcher: String,
+    /// Stay idle until the dispatcher promotes this worker to replace a dead one.
+    #[arg(long)]
+    pub standby: bool,
+    /// Compute threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Splits served at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_tasks: u32,
+    /// Elements a split may hold past its client's fetch cursor (bounds memory).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub buffer_elements: u32,
+    /// Directory for worker state.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// How long (ms) to keep trying to reach the dispatcher at start-up.
+    #[arg(long, default_value_t = 60_000)]
+    pub connect_timeout_ms: u64,
+    /// Log filter (tracing env-filter syntax).
+    #[arg(long, default_value = "info")]
+    pub log: String,
+}
+
+/// Entry point of the binary: parses `args`, runs until SIGINT/SIGTERM.
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    let args = match Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_tracing(&args.log);
+    cachew_proto::daemon::exit_with_parent();
+    if args.threads == Some(0) {
+        eprintln!("cachew-worker: --threads must be at least 1");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cachew-worker: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cachew-worker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let bound = listener.local_addr()?.to_string();
+    if let Some(dir) = &args.work_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create --work-dir {}: {e}", dir.display()))?;
+    }
+    let defaults = EngineConfig::default();
+    let config = WorkerConfig {
+        control: ControlConfig {
+            dispatcher: args.dispatcher.clone(),
+            advertise: args.advertise.clone().unwrap_or_else(|| bound.clone()),
+            standby: args.standby,
+            connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        },
+        engine: EngineConfig {
+            threads: args.threads.unwrap_or(defaults.threads),
+            max_tasks: args.max_tasks as usize,
+            ahead: args.buffer_elements,
+            chunk: defaults.chunk,
+        },
+    };
+    tracing::info!(address = %bound, dispatcher = %args.dispatcher, threads = config.engine.threads, "worker listening");
+    crate::run(config, listener, shutdown_signal()).await?;
+    tracing::info!("worker stopped");
+    Ok(())
+}

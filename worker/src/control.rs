@@ -1,0 +1,312 @@
+//! The worker's control loop: registers with the dispatcher, heartbeats progress and free slots,
+//! takes new tasks (preparing their datasets) and drops the ones the dispatcher says to drop.
+//! Re-registers when the dispatcher does not know this worker (declared dead, or restarted).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cachew_pipeline::exec::plan_for;
+use cachew_pipeline::{Dataset, Pipeline, PipelineSpec};
+use cachew_proto::{DispatcherClient, MAX_MESSAGE_BYTES, v1};
+use tonic::transport::Channel;
+
+use crate::WorkerError;
+use crate::engine::{Engine, Prepared, PreparedCache, TaskKey, TaskReport, TaskSpec};
+
+/// How the control loop reaches the dispatcher and presents this worker.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    pub dispatcher: String,
+    /// Address clients use to reach this worker.
+    pub advertise: String,
+    pub standby: bool,
+    /// How long to keep trying to reach the dispatcher at start-up before giving up.
+    pub connect_timeout: Duration,
+}
+
+pub(crate) async fn connect(
+    dispatcher: &str,
+    timeout: Duration,
+) -> Result<DispatcherClient<Channel>, WorkerError> {
+    let endpoint =
+        cachew_proto::endpoint(dispatcher).map_err(|e| WorkerError::Config(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match endpoint.connect().await {
+            Ok(ch) => {
+                return Ok(DispatcherClient::new(ch)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES));
+            }
+            Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                tracing::debug!("dispatcher {dispatcher} not reachable yet: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => {
+                return Err(WorkerError::Unreachable(format!(
+                    "dispatcher {dispatcher} unreachable for {} s: {e}",
+                    timeout.as_secs()
+                )));
+            }
+        }
+    }
+}
+
+fn report_to_wire(r: &TaskReport) -> v1::TaskProgress {
+    v1::TaskProgress {
+        key: Some(v1::TaskKey::new(r.key.job, r.key.epoch, r.key.position)),
+        lease: r.lease,
+        split: r.split,
+        produced: r.produced,
+        acked: r.acked,
+        len: r.len,
+    }
+}
+
+/// Runs until the process stops: register, then heartbeat forever.
+pub async fn control_loop(
+    config: ControlConfig,
+    engine: Engine,
+    cache: Arc<PreparedCache>,
+) -> Result<(), WorkerError> {
+    let mut client = connect(&config.dispatcher, config.connect_timeout).await?;
+    loop {
+        let (worker_id, incarnation, interval) = match register(&mut client, &config, &engine).await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("registration failed: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        tracing::info!(worker_id, incarnation, address = %config.advertise, standby = config.standby, "registered with dispatcher {}", config.dispatcher);
+        heartbeat_loop(
+            &mut client,
+            &engine,
+            &cache,
+            worker_id,
+            incarnation,
+            interval,
+        )
+        .await;
+        tracing::warn!(
+            worker_id,
+            "the dispatcher asked this worker to register again"
+        );
+    }
+}
+
+async fn register(
+    client: &mut DispatcherClient<Channel>,
+    config: &ControlConfig,
+    engine: &Engine,
+) -> Result<(u64, u64, Duration), tonic::Status> {
+    let tasks: Vec<v1::TaskProgress> = engine.reports().iter().map(report_to_wire).collect();
+    let resp = client
+        .register_worker(v1::RegisterWorkerRequest {
+            address: config.advertise.clone(),
+            standby: config.standby,
+            tasks,
+            threads: engine.config().threads as u32,
+            worker_id: 0,
+        })
+        .await?
+        .into_inner();
+    // Keep only the tasks the dispatcher still gives us.
+    for r in engine.reports() {
+        let kept = resp
+            .kept
+            .iter()
+            .any(|k| (k.job_id, k.epoch, k.position) == (r.key.job, r.key.epoch, r.key.position));
+        if !kept {
+            engine.drop_task(&r.key);
+        }
+    }
+    Ok((
+        resp.worker_id,
+        resp.incarnation,
+        Duration::from_millis(resp.heartbeat_interval_ms.max(10)),
+    ))
+}
+
+/// Heartbeats until the dispatcher asks for re-registration.
+async fn heartbeat_loop(
+    client: &mut DispatcherClient<Channel>,
+    engine: &Engine,
+    cache: &Arc<PreparedCache>,
+    worker_id: u64,
+    incarnation: u64,
+    interval: Duration,
+) {
+    let mut failures = 0u32;
+    let pending = Arc::new(Pending::default());
+    loop {
+        let req = v1::WorkerHeartbeatRequest {
+            worker_id,
+            tasks: engine.reports().iter().map(report_to_wire).collect(),
+            free_slots: engine.free_slots() as u32,
+            wait_ms: interval.as_millis() as u64,
+            checkpoint: None,
+            incarnation,
+        };
+        let free = req.free_slots;
+        let result = {
+            let call = tokio::time::timeout(
+                interval * 4 + Duration::from_secs(1),
+                client.worker_heartbeat(req),
+            );
+            tokio::pin!(call);
+            loop {
+                tokio::select! {
+                    r = &mut call => break Some(r),
+                    // A slot freed while the dispatcher holds our long poll: ask again at once.
+                    _ = engine.slot_freed() => {
+                        if engine.free_slots() as u32 > free {
+                            break None;
+                        }
+                    }
+                }
+            }
+        };
+        let Some(result) = result else { continue };
+        let resp = match result {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(status)) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(20) {
+                    tracing::warn!(
+                        "heartbeat failed ({failures} in a row): {}",
+                        status.message()
+                    );
+                }
+                tokio::time::sleep(interval.min(Duration::from_millis(200))).await;
+                continue;
+            }
+            Err(_) => {
+                failures += 1;
+                tracing::warn!("heartbeat timed out ({failures} in a row)");
+                continue;
+            }
+        };
+        if failures > 0 {
+            tracing::info!("heartbeats to the dispatcher work again after {failures} failure(s)");
+            failures = 0;
+        }
+        if resp.reregister {
+            engine.drop_all();
+            return;
+        }
+        for d in resp.dropped {
+            let Some(k) = d.key else { continue };
+            let key = TaskKey {
+                job: k.job_id,
+                epoch: k.epoch,
+                position: k.position,
+            };
+            if d.reason == "fenced" {
+                tracing::warn!(
+                    ?key,
+                    lease = d.lease,
+                    "task fenced: another worker owns it now"
+                );
+            } else {
+                tracing::debug!(?key, reason = %d.reason, "task dropped");
+            }
+            engine.drop_task(&key);
+        }
+        for t in resp.new_tasks {
+            let Some(k) = t.key else { continue };
+            let spec = TaskSpec {
+                key: TaskKey {
+                    job: k.job_id,
+                    epoch: k.epoch,
+                    position: k.position,
+                },
+                lease: t.lease,
+                split: t.split,
+                seed: t.seed,
+                dataset_id: t.dataset_id.clone(),
+                start_index: t.start_index,
+            };
+            if engine.has_task(&spec.key, spec.lease) || !pending.insert((spec.key, spec.lease)) {
+                continue;
+            }
+            // Prepare in the background so heartbeats keep flowing while a large dataset is
+            // indexed.
+            let (mut client, cache, engine, pending) = (
+                client.clone(),
+                cache.clone(),
+                engine.clone(),
+                pending.clone(),
+            );
+            tokio::spawn(async move {
+                match prepare(&mut client, &cache, &spec.dataset_id).await {
+                    Ok(p) => engine.add_task(spec.clone(), p),
+                    Err(e) => {
+                        tracing::error!(dataset = %spec.dataset_id, "cannot prepare dataset: {e}")
+                    }
+                }
+                pending.remove((spec.key, spec.lease));
+            });
+        }
+    }
+}
+
+/// Tasks being prepared, so a repeated assignment does not prepare twice.
+#[derive(Debug, Default)]
+struct Pending(std::sync::Mutex<std::collections::HashSet<(TaskKey, u64)>>);
+
+impl Pending {
+    fn insert(&self, k: (TaskKey, u64)) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(k)
+    }
+    fn remove(&self, k: (TaskKey, u64)) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
+    }
+}
+
+/// Loads (once) the pipeline and index of a dataset.
+pub(crate) async fn prepare(
+    client: &mut DispatcherClient<Channel>,
+    cache: &Arc<PreparedCache>,
+    dataset_id: &str,
+) -> Result<Arc<Prepared>, WorkerError> {
+    if let Some(p) = cache.get(dataset_id) {
+        return Ok(p);
+    }
+    let spec_json = client
+        .get_dataset(v1::GetDatasetRequest {
+            dataset_id: dataset_id.to_string(),
+        })
+        .await
+        .map_err(|s| WorkerError::Dispatcher(s.message().to_string()))?
+        .into_inner()
+        .spec_json;
+    let id = dataset_id.to_string();
+    let prepared = tokio::task::spawn_blocking(move || -> Result<Prepared, WorkerError> {
+        let spec = PipelineSpec::from_json(&spec_json).map_err(|e| WorkerError::Pipeline(e.to_string()))?;
+        let dataset = Dataset::for_spec(&spec).map_err(|e| WorkerError::Pipeline(e.to_string()))?;
+        let found = hex::encode(dataset.fingerprint(&spec));
+        if found != id {
+            return Err(WorkerError::Pipeline(format!(
+                "dataset {id} has fingerprint {found} on this host: the files differ from the dispatcher's"
+            )));
+        }
+        let pipeline = Pipeline::new(spec).map_err(|e| WorkerError::Pipeline(e.to_string()))?;
+        let plan = plan_for(&pipeline, &dataset);
+        Ok(Prepared { pipeline, dataset, plan })
+    })
+    .await
+    .map_err(|e| WorkerError::Pipeline(e.to_string()))??;
+    let prepared = Arc::new(prepared);
+    cache.insert(dataset_id, prepared.clone());
+    tracing::info!(
+        dataset = dataset_id,
+        records = prepared.dataset.num_records(),
+        "dataset prepared"
+    );
+    Ok(prepared)
+}

@@ -1,0 +1,517 @@
+//! The worker's task engine: the splits this worker serves, a bounded pool of compute threads
+//! that run the pipeline on them, and the buffers that hold produced elements until the client
+//! has fetched them.
+//!
+//! Memory is bounded by configuration: a task never holds more than `ahead` elements past the
+//! client's fetch cursor, and the worker holds at most `max_tasks` unfinished tasks. Compute
+//! threads always pick the most urgent work (lowest job, epoch, position), so the split a client
+//! is waiting for is never starved by splits further ahead. This module owns no sockets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cachew_pipeline::{Dataset, Element, Pipeline, SplitPlan};
+use tokio::sync::Notify;
+
+/// A task: one position of one epoch of one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskKey {
+    pub job: u64,
+    pub epoch: u64,
+    pub position: u32,
+}
+
+/// A dataset ready to run: its pipeline, index and split plan.
+#[derive(Debug)]
+pub struct Prepared {
+    pub pipeline: Pipeline,
+    pub dataset: Dataset,
+    pub plan: SplitPlan,
+}
+
+/// What the dispatcher assigned.
+#[derive(Debug, Clone)]
+pub struct TaskSpec {
+    pub key: TaskKey,
+    pub lease: u64,
+    pub split: u32,
+    pub seed: u64,
+    pub dataset_id: String,
+    pub start_index: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    pub threads: usize,
+    pub max_tasks: usize,
+    /// Elements a task may hold past the client's fetch cursor.
+    pub ahead: u32,
+    /// Elements per unit of compute work.
+    pub chunk: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_tasks: 4,
+            ahead: 128,
+            chunk: 8,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Task {
+    spec: TaskSpec,
+    prepared: Arc<Prepared>,
+    order: Arc<Vec<u64>>,
+    len: u32,
+    acked: u32,
+    next_claim: u32,
+    buffer: BTreeMap<u32, Element>,
+    generation: u64,
+    error: Option<String>,
+    notify: Arc<Notify>,
+    sent_end: bool,
+}
+
+impl Task {
+    /// The first index at or after `acked` that is not computed yet.
+    fn produced(&self) -> u32 {
+        let mut i = self.acked;
+        while self.buffer.contains_key(&i) {
+            i += 1;
+        }
+        i
+    }
+}
+
+/// Progress of one task, as reported to the dispatcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskReport {
+    pub key: TaskKey,
+    pub lease: u64,
+    pub split: u32,
+    pub produced: u32,
+    pub acked: u32,
+    pub len: u32,
+}
+
+/// Why a fetch was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("this worker does not serve {0:?}")]
+    UnknownTask(TaskKey),
+    #[error("stale lease {asked} for {key:?}: this worker holds lease {held}")]
+    WrongLease { key: TaskKey, asked: u64, held: u64 },
+    #[error("index {from} is past the end of the split ({len} elements)")]
+    BadIndex { from: u32, len: u32 },
+    #[error("pipeline failed: {0}")]
+    Pipeline(String),
+}
+
+/// The result of a fetch.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub elements: Vec<Element>,
+    pub end_of_split: bool,
+    pub len: u32,
+}
+
+#[derive(Debug, Default)]
+struct EngineState {
+    tasks: BTreeMap<TaskKey, Task>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<EngineState>,
+    work: Condvar,
+    config: EngineConfig,
+    stop: AtomicBool,
+    /// Source of task generations: results computed for an older generation are discarded.
+    generations: AtomicU64,
+    /// Signalled when a slot frees up, so the control loop can ask for work at once.
+    slots_freed: Notify,
+}
+
+/// The engine; clones share it. Dropping the last [`EngineThreads`] stops the compute threads.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+/// Handle to the compute threads; stops and joins them when dropped.
+#[derive(Debug)]
+pub struct EngineThreads {
+    shared: Arc<Shared>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Drop for EngineThreads {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.work.notify_all();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Engine {
+    /// Creates the engine and starts its compute threads.
+    pub fn start(config: EngineConfig) -> (Engine, EngineThreads) {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(EngineState::default()),
+            work: Condvar::new(),
+            config,
+            stop: AtomicBool::new(false),
+            generations: AtomicU64::new(1),
+            slots_freed: Notify::new(),
+        });
+        let handles = (0..config.threads.max(1))
+            .map(|i| {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("cachew-compute-{i}"))
+                    .spawn(move || compute_loop(&shared))
+                    .expect("spawning a compute thread")
+            })
+            .collect();
+        (
+            Engine {
+                shared: shared.clone(),
+            },
+            EngineThreads { shared, handles },
+        )
+    }
+
+    pub fn config(&self) -> EngineConfig {
+        self.shared.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, EngineState> {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts serving a task (replacing one with the same key under another lease).
+    pub fn add_task(&self, spec: TaskSpec, prepared: Arc<Prepared>) {
+        let order = Arc::new(
+            prepared
+                .plan
+                .record_order(spec.seed, spec.key.epoch, spec.split),
+        );
+        let len = order.len() as u32;
+        let start = spec.start_index.min(len);
+        let mut st = self.lock();
+        if let Some(existing) = st.tasks.get(&spec.key)
+            && existing.spec.lease == spec.lease
+        {
+            return;
+        }
+        if let Some(old) = st.tasks.remove(&spec.key) {
+            old.notify.notify_waiters();
+        }
+        tracing::debug!(key = ?spec.key, lease = spec.lease, split = spec.split, start, "task added");
+        let generation = self.shared.generations.fetch_add(1, Ordering::Relaxed);
+        st.tasks.insert(
+            spec.key,
+            Task {
+                spec,
+                prepared,
+                order,
+                len,
+                acked: start,
+                next_claim: start,
+                buffer: BTreeMap::new(),
+                generation,
+                error: None,
+                notify: Arc::new(Notify::new()),
+                sent_end: false,
+            },
+        );
+        drop(st);
+        self.shared.work.notify_all();
+    }
+
+    /// Stops serving a task; waiting fetches see it gone.
+    pub fn drop_task(&self, key: &TaskKey) {
+        if let Some(task) = self.lock().tasks.remove(key) {
+            task.notify.notify_waiters();
+            if !task.sent_end {
+                self.shared.slots_freed.notify_one();
+            }
+        }
+    }
+
+    /// Resolves when a slot frees up (a split fully sent, or a task dropped).
+    pub async fn slot_freed(&self) {
+        self.shared.slots_freed.notified().await;
+    }
+
+    pub fn drop_all(&self) {
+        let tasks = std::mem::take(&mut self.lock().tasks);
+        for t in tasks.values() {
+            t.notify.notify_waiters();
+        }
+    }
+
+    pub fn has_task(&self, key: &TaskKey, lease: u64) -> bool {
+        self.lock()
+            .tasks
+            .get(key)
+            .is_some_and(|t| t.spec.lease == lease)
+    }
+
+    pub fn reports(&self) -> Vec<TaskReport> {
+        self.lock()
+            .tasks
+            .values()
+            .map(|t| TaskReport {
+                key: t.spec.key,
+                lease: t.spec.lease,
+                split: t.spec.split,
+                produced: t.produced(),
+                acked: t.acked,
+                len: t.len,
+            })
+            .collect()
+    }
+
+    /// How many more tasks this worker takes: tasks whose last element was sent no longer count.
+    pub fn free_slots(&self) -> usize {
+        let busy = self.lock().tasks.values().filter(|t| !t.sent_end).count();
+        self.shared.config.max_tasks.saturating_sub(busy)
+    }
+
+    /// Elements from `from` on (at most `max` and about `max_bytes`), waiting up to `wait` for
+    /// the first. Moves the task's fetch cursor to `from`: elements before it are dropped, and a
+    /// cursor that moves back makes the task recompute from there (same bytes: determinism).
+    pub async fn fetch(
+        &self,
+        key: TaskKey,
+        lease: u64,
+        from: u32,
+        max: u32,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Fetched, FetchError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notify = {
+                let mut st = self.lock();
+                let task = st.tasks.get_mut(&key).ok_or(FetchError::UnknownTask(key))?;
+                if task.spec.lease != lease {
+                    return Err(FetchError::WrongLease {
+                        key,
+                        asked: lease,
+                        held: task.spec.lease,
+                    });
+                }
+                if from > task.len {
+                    return Err(FetchError::BadIndex {
+                        from,
+                        len: task.len,
+                    });
+                }
+                if let Some(e) = &task.error {
+                    return Err(FetchError::Pipeline(e.clone()));
+                }
+                let moved = move_cursor(task, from, &self.shared.generations);
+                let mut elements = Vec::new();
+                let mut bytes = 0usize;
+                let mut i = from;
+                while (elements.len() as u32) < max.max(1)
+                    && (elements.is_empty() || bytes < max_bytes)
+                {
+                    let Some(e) = task.buffer.get(&i) else { break };
+                    bytes += cachew_proto::element_bytes(e);
+                    elements.push(e.clone());
+                    i += 1;
+                }
+                let end = i == task.len;
+                if moved {
+                    self.shared.work.notify_all();
+                }
+                if !elements.is_empty() || end {
+                    if end && !task.sent_end {
+                        task.sent_end = true;
+                        self.shared.slots_freed.notify_one();
+                    }
+                    return Ok(Fetched {
+                        elements,
+                        end_of_split: end,
+                        len: task.len,
+                    });
+                }
+                task.notify.clone()
+            };
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Re-check under the lock after registering, so a wake-up between is not lost.
+            {
+                let st = self.lock();
+                let ready = st.tasks.get(&key).is_none_or(|t| {
+                    t.buffer.contains_key(&from) || t.error.is_some() || t.spec.lease != lease
+                });
+                drop(st);
+                if ready {
+                    continue;
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let len = self.lock().tasks.get(&key).map_or(0, |t| t.len);
+                return Ok(Fetched {
+                    elements: Vec::new(),
+                    end_of_split: false,
+                    len,
+                });
+            }
+        }
+    }
+}
+
+/// Moves a task's fetch cursor; returns whether compute threads may have new room.
+fn move_cursor(task: &mut Task, from: u32, generations: &AtomicU64) -> bool {
+    if from == task.acked {
+        return false;
+    }
+    if from > task.acked {
+        task.buffer = task.buffer.split_off(&from);
+        task.acked = from;
+        task.next_claim = task.next_claim.max(from);
+    } else {
+        // The client went back (a resumed client): recompute from there.
+        task.generation = generations.fetch_add(1, Ordering::Relaxed);
+        task.buffer.clear();
+        task.acked = from;
+        task.next_claim = from;
+        task.sent_end = false;
+    }
+    true
+}
+
+struct Claim {
+    key: TaskKey,
+    generation: u64,
+    prepared: Arc<Prepared>,
+    order: Arc<Vec<u64>>,
+    seed: u64,
+    split: u32,
+    range: Range<u32>,
+}
+
+fn claim(st: &mut EngineState, config: &EngineConfig) -> Option<Claim> {
+    for task in st.tasks.values_mut() {
+        if task.error.is_some() {
+            continue;
+        }
+        let limit = task.len.min(task.acked.saturating_add(config.ahead.max(1)));
+        // Skip indices already computed (after a forward jump inside the buffer).
+        while task.next_claim < limit && task.buffer.contains_key(&task.next_claim) {
+            task.next_claim += 1;
+        }
+        if task.next_claim < limit {
+            let start = task.next_claim;
+            let end = (start + config.chunk.max(1)).min(limit);
+            task.next_claim = end;
+            return Some(Claim {
+                key: task.spec.key,
+                generation: task.generation,
+                prepared: task.prepared.clone(),
+                order: task.order.clone(),
+                seed: task.spec.seed,
+                split: task.spec.split,
+                range: start..end,
+            });
+        }
+    }
+    None
+}
+
+/// Niceness of compute threads: serving elements and heartbeats must preempt computing, or every
+/// hop of the control and data paths waits behind a full time slice when the cores are busy.
+const COMPUTE_NICE: i32 = 10;
+
+fn compute_loop(shared: &Shared) {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), COMPUTE_NICE) {
+        tracing::debug!("cannot lower the compute thread's priority: {e}");
+    }
+    loop {
+        let claimed = {
+            let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if shared.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Some(c) = claim(&mut st, &shared.config) {
+                    break c;
+                }
+                st = shared
+                    .work
+                    .wait_timeout(st, Duration::from_millis(200))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+        };
+        let result = claimed.prepared.pipeline.produce(
+            &claimed.prepared.dataset,
+            claimed.seed,
+            claimed.key.epoch,
+            claimed.split,
+            &claimed.order,
+            claimed.range.clone(),
+        );
+        let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(task) = st.tasks.get_mut(&claimed.key) else {
+            continue;
+        };
+        if task.generation != claimed.generation {
+            continue;
+        }
+        match result {
+            Ok(elements) => {
+                for e in elements {
+                    if e.id.index >= task.acked {
+                        task.buffer.insert(e.id.index, e);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(key = ?claimed.key, "pipeline failed: {e}");
+                task.error = Some(e.to_string());
+            }
+        }
+        task.notify.notify_waiters();
+    }
+}
+
+/// Datasets this worker has prepared, by id.
+#[derive(Debug, Default)]
+pub struct PreparedCache {
+    by_id: Mutex<HashMap<String, Arc<Prepared>>>,
+}
+
+impl PreparedCache {
+    pub fn get(&self, id: &str) -> Option<Arc<Prepared>> {
+        self.by_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    pub fn insert(&self, id: &str, p: Arc<Prepared>) {
+        self.by_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), p);
+    }
+}

@@ -1,0 +1,71 @@
+//! `cachew-worker`: runs the preprocessing pipeline on the splits the dispatcher assigns and
+//! serves the produced elements to clients.
+//!
+//! # Layout
+//! - [`engine`]: tasks, the bounded compute pool and the element buffers (no sockets).
+//! - [`service`]: the gRPC data service (`GetElements`).
+//! - [`control`]: registration and heartbeats with the dispatcher.
+//! - [`cli`]: flags and the process entry point used by the binary.
+//!
+//! [`run`] serves on an already-bound listener until `shutdown` resolves.
+
+pub mod cli;
+pub mod control;
+pub mod engine;
+pub mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use cachew_proto::{MAX_MESSAGE_BYTES, WorkerServer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use control::ControlConfig;
+pub use engine::{Engine, EngineConfig};
+
+/// Errors that stop a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("bad configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Unreachable(String),
+    #[error("dispatcher refused: {0}")]
+    Dispatcher(String),
+    #[error("pipeline: {0}")]
+    Pipeline(String),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub control: ControlConfig,
+    pub engine: EngineConfig,
+}
+
+/// Runs a worker: serves `listener` and talks to the dispatcher until `shutdown` completes or
+/// the dispatcher stays unreachable at start-up.
+pub async fn run(
+    config: WorkerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
+    let (engine, _threads) = Engine::start(config.engine);
+    let cache = Arc::new(engine::PreparedCache::default());
+    let server = cachew_proto::server()
+        .add_service(
+            WorkerServer::new(service::WorkerService::new(engine.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+    tokio::select! {
+        served = server => served.map_err(WorkerError::from),
+        control = control::control_loop(config.control, engine.clone(), cache) => control,
+    }
+}

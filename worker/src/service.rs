@@ -1,0 +1,82 @@
+//! The worker's data service: clients fetch elements with `GetElements`.
+
+use std::time::Duration;
+
+use cachew_proto::v1;
+use tonic::{Request, Response, Status};
+
+use crate::engine::{Engine, FetchError, TaskKey};
+
+/// Serves elements from the engine.
+#[derive(Debug, Clone)]
+pub struct WorkerService {
+    engine: Engine,
+}
+
+impl WorkerService {
+    pub fn new(engine: Engine) -> WorkerService {
+        WorkerService { engine }
+    }
+}
+
+/// Largest response we assemble, in element bytes.
+const MAX_RESPONSE_BYTES: u64 = 32 * 1024 * 1024;
+
+#[tonic::async_trait]
+impl cachew_proto::Worker for WorkerService {
+    async fn get_elements(
+        &self,
+        request: Request<v1::GetElementsRequest>,
+    ) -> Result<Response<v1::GetElementsResponse>, Status> {
+        let req = request.into_inner();
+        let key = req
+            .key
+            .ok_or_else(|| Status::invalid_argument("missing task key"))?;
+        let key = TaskKey {
+            job: key.job_id,
+            epoch: key.epoch,
+            position: key.position,
+        };
+        let max_bytes = if req.max_bytes == 0 {
+            MAX_RESPONSE_BYTES
+        } else {
+            req.max_bytes.min(MAX_RESPONSE_BYTES)
+        };
+        let wait = Duration::from_millis(req.wait_ms.min(10_000));
+        let fetched = self
+            .engine
+            .fetch(
+                key,
+                req.lease,
+                req.from_index,
+                req.max_elements.max(1),
+                max_bytes as usize,
+                wait,
+            )
+            .await
+            .map_err(|e| match e {
+                FetchError::UnknownTask(_) => Status::not_found(e.to_string()),
+                FetchError::WrongLease { .. } => Status::failed_precondition(e.to_string()),
+                FetchError::BadIndex { .. } => Status::out_of_range(e.to_string()),
+                FetchError::Pipeline(_) => Status::internal(e.to_string()),
+            })?;
+        if let Some(first) = fetched.elements.first()
+            && first.id.split != req.split
+            && req.split != u32::MAX
+        {
+            return Err(Status::failed_precondition(format!(
+                "task serves split {}, request names split {}",
+                first.id.split, req.split
+            )));
+        }
+        Ok(Response::new(v1::GetElementsResponse {
+            elements: fetched
+                .elements
+                .iter()
+                .map(cachew_proto::element_to_wire)
+                .collect(),
+            end_of_split: fetched.end_of_split,
+            split_len: fetched.len,
+        }))
+    }
+}

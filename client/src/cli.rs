@@ -145,6 +145,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             }
             ClientEvent::EpochEnd(summary) => {
                 let mut verdict = String::new();
+                let secs = summary.elapsed.as_secs_f64().max(1e-9);
+                let mut report = cachew_proto::v1::EpochReport {
+                    epoch: summary.epoch,
+                    examples: summary.examples,
+                    skipped: summary.skipped,
+                    images_per_sec: summary.examples as f64 / secs,
+                    ..Default::default()
+                };
                 if let (Some(dir), Some(mut w)) = (&args.hash_log, log.take()) {
                     w.sync()?;
                     if let Some(reference) = &reference {
@@ -153,11 +161,16 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                         let v = check_exactly_once(&records, reference);
                         all_ok &= v.is_exactly_once() || client.num_consumers() > 1;
                         verdict = format!(", {v}");
+                        if client.num_consumers() == 1 {
+                            report.verified = true;
+                            report.exactly_once = v.is_exactly_once();
+                            report.verdict = v.to_string();
+                        }
                     }
                 } else if args.hash_log.is_none() && reference.is_some() {
                     verdict = ", exactly-once check needs --hash-log".to_string();
                 }
-                let secs = summary.elapsed.as_secs_f64().max(1e-9);
+                client.report_epoch(report);
                 println!(
                     "epoch {}: {} examples in {} batches, {:.2} s, {:.0} images/s{}{}",
                     summary.epoch,

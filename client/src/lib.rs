@@ -163,6 +163,7 @@ pub struct JobClient {
     pool: WorkerPool,
     locations: watch::Receiver<Locations>,
     shared_cursor: Arc<Mutex<(ClientCursor, u64)>>,
+    reports: Arc<Mutex<Vec<v1::EpochReport>>>,
     poke: Arc<Notify>,
     heartbeat: tokio::task::JoinHandle<()>,
     dispatcher: DispatcherClient<Channel>,
@@ -299,11 +300,13 @@ impl JobClient {
         );
         let (loc_tx, loc_rx) = watch::channel(Locations::default());
         let shared_cursor = Arc::new(Mutex::new((cursor, 0)));
+        let reports = Arc::new(Mutex::new(Vec::new()));
         let poke = Arc::new(Notify::new());
         let heartbeat = tokio::spawn(heartbeat_loop(
             dispatcher.clone(),
             (resp.job_id, resp.consumer_index, resp.consumer_generation),
             shared_cursor.clone(),
+            reports.clone(),
             loc_tx,
             poke.clone(),
         ));
@@ -325,6 +328,7 @@ impl JobClient {
             pool: WorkerPool::default(),
             locations: loc_rx,
             shared_cursor,
+            reports,
             poke,
             heartbeat,
             dispatcher,
@@ -355,6 +359,18 @@ impl JobClient {
     /// as [`ClientConfig::resume`] to continue exactly there.
     pub fn cursor(&self) -> ClientCursor {
         self.delivered
+    }
+
+    /// Tells the dispatcher (and so the dashboard) how a finished epoch went; the latest 32
+    /// reports travel with every heartbeat until the client exits.
+    pub fn report_epoch(&self, report: v1::EpochReport) {
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        reports.retain(|r| r.epoch != report.epoch);
+        reports.push(report);
+        let excess = reports.len().saturating_sub(32);
+        reports.drain(..excess);
+        drop(reports);
+        self.poke.notify_one();
     }
 
     fn positions_per_epoch(&self) -> u32 {
@@ -577,6 +593,7 @@ async fn heartbeat_loop(
     mut dispatcher: DispatcherClient<Channel>,
     (job_id, consumer, generation): (u64, u32, u64),
     cursor: Arc<Mutex<(ClientCursor, u64)>>,
+    reports: Arc<Mutex<Vec<v1::EpochReport>>>,
     locations: watch::Sender<Locations>,
     poke: Arc<Notify>,
 ) {
@@ -601,6 +618,7 @@ async fn heartbeat_loop(
             wait_ms: 500,
             known,
             delivered_examples: delivered,
+            reports: reports.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         };
         tokio::select! {
             result = dispatcher.client_heartbeat(req) => match result {

@@ -31,6 +31,10 @@ pub struct Args {
     /// Splits assigned ahead of each consumer (0: 4 per active worker, at least 8).
     #[arg(long, default_value_t = 0)]
     pub window: u32,
+    /// Cluster-control endpoint of the launcher of this cluster, advertised in the status stream
+    /// so dashboards attached to this dispatcher can kill and restart nodes.
+    #[arg(long, default_value = "")]
+    pub control_address: String,
     /// Log filter (tracing env-filter syntax), e.g. `info` or `cachew_dispatcher=debug`.
     #[arg(long, default_value = "info")]
     pub log: String,
@@ -88,6 +92,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         worker_timeout: Duration::from_millis(args.worker_timeout_ms),
         window: args.window,
         address,
+        control_address: args.control_address.clone(),
     };
     if let Some(dir) = &args.work_dir {
         std::fs::create_dir_all(dir)

@@ -32,6 +32,8 @@ pub struct DispatcherConfig {
     pub window: u32,
     /// The address this dispatcher was started on (shown in the status stream).
     pub address: String,
+    /// The cluster-control endpoint of whoever launched this cluster (shown in the status stream).
+    pub control_address: String,
 }
 
 impl Default for DispatcherConfig {
@@ -41,6 +43,7 @@ impl Default for DispatcherConfig {
             worker_timeout: Duration::from_secs(5),
             window: 0,
             address: String::new(),
+            control_address: String::new(),
         }
     }
 }
@@ -65,6 +68,8 @@ struct Soft {
     progress: HashMap<(JobId, u64, u32), Reported>,
     checkpoint: HashMap<WorkerId, v1::CheckpointInfo>,
     delivered_examples: HashMap<(JobId, u32), u64>,
+    /// Epoch verdicts clients reported, per (job, consumer), by epoch.
+    reports: HashMap<(JobId, u32), BTreeMap<u64, v1::EpochReport>>,
     /// Datasets already indexed: canonical spec -> (id, records).
     indexed: HashMap<String, (String, u64)>,
 }
@@ -518,6 +523,12 @@ impl DispatcherService {
                                 .get(&(j.id, c.index))
                                 .copied()
                                 .unwrap_or(0),
+                            reports: core
+                                .soft
+                                .reports
+                                .get(&(j.id, c.index))
+                                .map(|m| m.values().cloned().collect())
+                                .unwrap_or_default(),
                         })
                         .collect(),
                     epochs: epochs.into_values().collect(),
@@ -541,6 +552,7 @@ impl DispatcherService {
             journal: None,
             worker_timeout_ms: self.inner.config.worker_timeout.as_millis() as u64,
             heartbeat_interval_ms: self.inner.config.heartbeat_interval.as_millis() as u64,
+            control_address: self.inner.config.control_address.clone(),
         }
     }
 }
@@ -810,6 +822,42 @@ impl cachew_proto::Dispatcher for DispatcherService {
                     core.soft
                         .delivered_examples
                         .insert((req.job_id, req.consumer_index), req.delivered_examples);
+                    let mut fresh = Vec::new();
+                    let known = core
+                        .soft
+                        .reports
+                        .entry((req.job_id, req.consumer_index))
+                        .or_default();
+                    for r in &req.reports {
+                        if known.get(&r.epoch) != Some(r) {
+                            known.insert(r.epoch, r.clone());
+                            fresh.push(r.clone());
+                        }
+                    }
+                    for r in &fresh {
+                        let kind = match (r.verified, r.exactly_once) {
+                            (false, _) => "epoch_report",
+                            (true, true) => "verdict_ok",
+                            (true, false) => "verdict_failed",
+                        };
+                        let msg = format!(
+                            "job {} consumer {} epoch {}: {} examples, {:.0} images/s{}",
+                            req.job_id,
+                            req.consumer_index,
+                            r.epoch,
+                            r.examples,
+                            r.images_per_sec,
+                            if r.verdict.is_empty() {
+                                String::new()
+                            } else {
+                                format!(", {}", r.verdict)
+                            }
+                        );
+                        push_event(&mut core, kind, msg, None, Some(req.job_id));
+                    }
+                    if !fresh.is_empty() {
+                        self.bump();
+                    }
                     match self.execute(
                         &mut core,
                         Command::ConsumerProgress {

@@ -6,12 +6,14 @@
 //! - [`Cluster`]: the running nodes: launch from a [`ClusterSpec`], signal, restart with the
 //!   same identity (address and directories), add nodes, report state.
 //! - [`free_port`]: loopback ports for nodes.
+//! - [`control`]: the gRPC cluster-control endpoint other processes use to drive the nodes.
 //!
 //! It never leaves orphans: dropping a [`Cluster`] kills every node, and every node is started
 //! with `CACHEW_PARENT_PID` so it exits by itself if its supervisor dies without cleaning up
 //! (see `cachew_proto::daemon::exit_with_parent`).
 
 mod cluster;
+pub mod control;
 mod launcher;
 
 pub use cluster::{Cluster, ClusterSpec, NodeInfo, NodeSpec, NodeState, Role, Signal, free_port};

@@ -1,0 +1,162 @@
+//! The cluster-control endpoint: other processes (the dashboard, a second runner) drive the
+//! nodes of a cluster this process launched, over gRPC on a local port.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use cachew_proto::v1;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::cluster::{Cluster, NodeInfo, Role, Signal};
+
+/// A cluster shared between its owner and the control endpoint.
+pub type SharedCluster = Arc<Mutex<Cluster>>;
+
+pub fn node_to_wire(n: &NodeInfo) -> v1::NodeInfo {
+    v1::NodeInfo {
+        name: n.name.clone(),
+        role: n.role.name().to_string(),
+        address: n.listen.clone().unwrap_or_default(),
+        pid: n.pid.unwrap_or(0),
+        state: n.state.label(),
+        restarts: n.restarts,
+        standby: n.standby,
+        log_path: n.log.display().to_string(),
+    }
+}
+
+/// Serves [`cachew_proto::v1::cluster_control_server::ClusterControl`] for a shared cluster.
+#[derive(Debug, Clone)]
+pub struct ControlService {
+    cluster: SharedCluster,
+    /// Extra worker flags for standby workers started through the endpoint.
+    standby_args: Vec<String>,
+}
+
+impl ControlService {
+    pub fn new(cluster: SharedCluster, standby_args: Vec<String>) -> ControlService {
+        ControlService {
+            cluster,
+            standby_args,
+        }
+    }
+}
+
+/// Applies one action to the named nodes (or all nodes of a role); returns errors per node.
+pub fn act(
+    cluster: &mut Cluster,
+    action: v1::Action,
+    nodes: &[String],
+    role: &str,
+    standby_args: &[String],
+) -> Vec<String> {
+    let targets: Vec<String> = if !nodes.is_empty() {
+        nodes.to_vec()
+    } else {
+        let all = cluster.nodes();
+        all.into_iter()
+            .filter(|n| role == "all" || n.role.name() == role)
+            .map(|n| n.name)
+            .collect()
+    };
+    let mut errors = Vec::new();
+    if action == v1::Action::StartStandby {
+        if let Err(e) = cluster.add_standby(standby_args) {
+            errors.push(e.to_string());
+        }
+        return errors;
+    }
+    // Restart the dispatcher first and kill it last, so workers and clients see a consistent
+    // order when a whole role set is acted upon.
+    let mut ordered = targets;
+    ordered.sort_by_key(|name| {
+        let is_dispatcher = cluster.info(name).is_ok_and(|n| n.role == Role::Dispatcher);
+        match action {
+            v1::Action::Restart => !is_dispatcher,
+            _ => is_dispatcher,
+        }
+    });
+    for name in ordered {
+        let result = match action {
+            v1::Action::Kill => cluster.kill(&name, Signal::Kill),
+            v1::Action::Terminate => cluster.kill(&name, Signal::Term),
+            v1::Action::Pause => cluster.pause(&name),
+            v1::Action::Resume => cluster.resume(&name),
+            v1::Action::Restart => cluster.restart(&name),
+            v1::Action::StartStandby | v1::Action::Unspecified => {
+                Err(crate::ClusterError::Invalid("no action given".into()))
+            }
+        };
+        if let Err(e) = result {
+            errors.push(format!("{name}: {e}"));
+        }
+    }
+    errors
+}
+
+#[tonic::async_trait]
+impl v1::cluster_control_server::ClusterControl for ControlService {
+    async fn list_nodes(
+        &self,
+        _: Request<v1::ListNodesRequest>,
+    ) -> Result<Response<v1::ListNodesResponse>, Status> {
+        let cluster = self.cluster.clone();
+        let nodes = tokio::task::spawn_blocking(move || {
+            let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+            c.nodes().iter().map(node_to_wire).collect()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(v1::ListNodesResponse { nodes }))
+    }
+
+    async fn act(
+        &self,
+        request: Request<v1::ActRequest>,
+    ) -> Result<Response<v1::ActResponse>, Status> {
+        let req = request.into_inner();
+        let action = v1::Action::try_from(req.action)
+            .map_err(|_| Status::invalid_argument("unknown action"))?;
+        if action == v1::Action::Unspecified {
+            return Err(Status::invalid_argument("no action given"));
+        }
+        if req.nodes.is_empty()
+            && !matches!(
+                req.role.as_str(),
+                "dispatcher" | "worker" | "client" | "all"
+            )
+            && action != v1::Action::StartStandby
+        {
+            return Err(Status::invalid_argument(
+                "name nodes, or a role: dispatcher, worker, client or all",
+            ));
+        }
+        let cluster = self.cluster.clone();
+        let standby_args = self.standby_args.clone();
+        let (nodes, errors) = tokio::task::spawn_blocking(move || {
+            let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+            let errors = act(&mut c, action, &req.nodes, &req.role, &standby_args);
+            let nodes = c.nodes().iter().map(node_to_wire).collect();
+            (nodes, errors)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(v1::ActResponse { nodes, errors }))
+    }
+}
+
+/// Serves the control endpoint on `listener` until `shutdown` completes.
+pub async fn serve(
+    service: ControlService,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    cachew_proto::server()
+        .add_service(v1::cluster_control_server::ClusterControlServer::new(
+            service,
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

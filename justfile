@@ -1,8 +1,24 @@
 # Cachew-rs recipes. Get `just` with `cargo install just` or `pip install rust-just`.
 
-# Run every test (the README's test command).
+# The local cluster on the built-in dataset, printing each epoch (Ctrl-C stops it).
+up *ARGS:
+    cargo run --release -p cachew-fixtures --bin cachew-scenario -- up {{ARGS}}
+
+# The main job: the same cluster, shown in the dashboard.
+demo *ARGS:
+    cargo run --release -p cachew-fixtures --bin cachew-scenario -- up {{ARGS}}
+
+# Every test (the README's test command): unit, property, end-to-end and scenario tests.
 test:
     cargo test --workspace
+
+# Every fault scenario in fixtures/scenarios, one verdict line each.
+test-all:
+    cargo run --release -p cachew-fixtures --bin cachew-scenario -- all
+
+# Some scenario files: just scenario fixtures/scenarios/failover.toml
+scenario +FILES:
+    cargo run --release -p cachew-fixtures --bin cachew-scenario -- run {{FILES}}
 
 # Benchmarks; results and method go into BENCHMARKS.md.
 bench:

@@ -67,6 +67,7 @@ struct Soft {
     suspect: HashSet<WorkerId>,
     progress: HashMap<(JobId, u64, u32), Reported>,
     checkpoint: HashMap<WorkerId, v1::CheckpointInfo>,
+    produced: HashMap<WorkerId, u64>,
     delivered_examples: HashMap<(JobId, u32), u64>,
     /// Epoch verdicts clients reported, per (job, consumer), by epoch.
     reports: HashMap<(JobId, u32), BTreeMap<u64, v1::EpochReport>>,
@@ -438,6 +439,7 @@ impl DispatcherService {
                     tasks,
                     checkpoint: core.soft.checkpoint.get(&w.id).copied(),
                     threads: w.threads,
+                    elements_produced: core.soft.produced.get(&w.id).copied().unwrap_or(0),
                 }
             })
             .collect();
@@ -688,6 +690,9 @@ impl cachew_proto::Dispatcher for DispatcherService {
                 if let Some(cp) = req.checkpoint {
                     core.soft.checkpoint.insert(req.worker_id, cp);
                 }
+                core.soft
+                    .produced
+                    .insert(req.worker_id, req.elements_produced);
                 let (mut new_tasks, dropped) = self.reconcile(&mut core, req.worker_id, &req.tasks);
                 let holding = req.tasks.len() - dropped.len() + new_tasks.len();
                 let free =

@@ -151,6 +151,7 @@ async fn heartbeat_loop(
             wait_ms: interval.as_millis() as u64,
             checkpoint: None,
             incarnation,
+            elements_produced: engine.elements_produced(),
         };
         let free = req.free_slots;
         let result = {

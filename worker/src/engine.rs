@@ -138,6 +138,8 @@ struct Shared {
     generations: AtomicU64,
     /// Signalled when a slot frees up, so the control loop can ask for work at once.
     slots_freed: Notify,
+    /// Elements computed since this engine started.
+    produced: AtomicU64,
 }
 
 /// The engine; clones share it. Dropping the last [`EngineThreads`] stops the compute threads.
@@ -173,6 +175,7 @@ impl Engine {
             stop: AtomicBool::new(false),
             generations: AtomicU64::new(1),
             slots_freed: Notify::new(),
+            produced: AtomicU64::new(0),
         });
         let handles = (0..config.threads.max(1))
             .map(|i| {
@@ -259,6 +262,11 @@ impl Engine {
         for t in tasks.values() {
             t.notify.notify_waiters();
         }
+    }
+
+    /// Elements computed since this engine started.
+    pub fn elements_produced(&self) -> u64 {
+        self.shared.produced.load(Ordering::Relaxed)
     }
 
     pub fn has_task(&self, key: &TaskKey, lease: u64) -> bool {
@@ -478,6 +486,9 @@ fn compute_loop(shared: &Shared) {
         }
         match result {
             Ok(elements) => {
+                shared
+                    .produced
+                    .fetch_add(elements.len() as u64, Ordering::Relaxed);
                 for e in elements {
                     if e.id.index >= task.acked {
                         task.buffer.insert(e.id.index, e);

@@ -14,6 +14,7 @@ use cachew_pipeline::hashlog::{
 use cachew_pipeline::{Dataset, PipelineSpec};
 use clap::Parser;
 
+use crate::cursor::SavedCursor;
 use crate::{ClientConfig, ClientEvent, JobClient};
 
 /// Cachew-rs training client: streams a job's epochs from the cluster.
@@ -56,6 +57,19 @@ pub struct Args {
     /// Splits fetched concurrently.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub prefetch_splits: u64,
+    /// Save the cursor (where the next batch starts) to FILE, as a trainer saves it with its
+    /// model checkpoint.
+    #[arg(long)]
+    pub save_cursor: Option<PathBuf>,
+    /// Save the cursor every N batches (and at every epoch end).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    pub save_every: u64,
+    /// Resume exactly where a saved cursor says (the hash log is cut back to it).
+    #[arg(long)]
+    pub resume_from: Option<PathBuf>,
+    /// Both: save the cursor to FILE, and resume from it when it exists (restart-safe).
+    #[arg(long, conflicts_with_all = ["save_cursor", "resume_from"])]
+    pub cursor_file: Option<PathBuf>,
     /// Log filter (tracing env-filter syntax).
     #[arg(long, default_value = "info")]
     pub log: String,
@@ -120,7 +134,65 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     config.consumer_index = args.consumer_index;
     config.connect_timeout = Duration::from_millis(args.connect_timeout_ms);
     config.prefetch_splits = args.prefetch_splits as usize;
+    let save_path = args
+        .save_cursor
+        .clone()
+        .or_else(|| args.cursor_file.clone());
+    let resume_path = args
+        .resume_from
+        .clone()
+        .or_else(|| args.cursor_file.clone().filter(|p| p.exists()));
+    // The hash log of the resumed epoch keeps exactly the lines before the cursor.
+    let mut keep_lines: Option<(u64, u64)> = None;
+    if let Some(path) = &resume_path {
+        let saved = SavedCursor::load(path)?;
+        let mismatch = [
+            (saved.job != args.job, "job"),
+            (saved.seed != config.seed, "seed"),
+            (saved.num_epochs != config.num_epochs, "epochs"),
+            (
+                saved.num_consumers != config.num_consumers,
+                "number of consumers",
+            ),
+        ];
+        if let Some((_, what)) = mismatch.iter().find(|(bad, _)| *bad) {
+            anyhow::bail!(
+                "{}: the saved cursor belongs to a job with another {what}",
+                path.display()
+            );
+        }
+        tracing::info!(
+            "resuming from {}: epoch {} split #{} index {} ({} examples in)",
+            path.display(),
+            saved.cursor.epoch,
+            saved.cursor.ordinal,
+            saved.cursor.index,
+            saved.cursor.examples
+        );
+        keep_lines = Some((saved.cursor.epoch, saved.cursor.examples));
+        config.resume = Some(saved.cursor);
+    }
+    let (seed, num_epochs, num_consumers) = (config.seed, config.num_epochs, config.num_consumers);
     let mut client = JobClient::connect(config).await?;
+    let save = |client: &JobClient, log: &mut Option<HashLogWriter>| -> anyhow::Result<()> {
+        let Some(path) = &save_path else {
+            return Ok(());
+        };
+        // The hash log must never lag behind a saved cursor.
+        if let Some(w) = log {
+            w.sync()?;
+        }
+        SavedCursor {
+            job: args.job.clone(),
+            seed,
+            num_epochs,
+            num_consumers,
+            cursor: client.cursor(),
+        }
+        .save(path)?;
+        Ok(())
+    };
+    let mut since_save = 0u64;
     let step = Duration::from_millis(args.step_time_ms);
     let mut all_ok = true;
     let mut log: Option<HashLogWriter> = None;
@@ -130,7 +202,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 if let Some(dir) = &args.hash_log {
                     let writer = match &mut log {
                         Some(w) => w,
-                        None => log.insert(HashLogWriter::open(dir, batch.epoch, 0)?),
+                        None => {
+                            let keep = match keep_lines.take() {
+                                Some((epoch, lines)) if epoch == batch.epoch => lines,
+                                _ => 0,
+                            };
+                            log.insert(HashLogWriter::open(dir, batch.epoch, keep)?)
+                        }
                     };
                     for (i, meta) in batch.examples.iter().enumerate() {
                         writer.append(&HashLine {
@@ -141,6 +219,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 }
                 if !step.is_zero() {
                     tokio::time::sleep(step).await;
+                }
+                since_save += 1;
+                if since_save >= args.save_every {
+                    save(&client, &mut log)?;
+                    since_save = 0;
                 }
             }
             ClientEvent::EpochEnd(summary) => {
@@ -171,6 +254,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                     verdict = ", exactly-once check needs --hash-log".to_string();
                 }
                 client.report_epoch(report);
+                save(&client, &mut None)?;
+                since_save = 0;
                 println!(
                     "epoch {}: {} examples in {} batches, {:.2} s, {:.0} images/s{}{}",
                     summary.epoch,

@@ -177,21 +177,22 @@ pub async fn fetch_split(
             }
             Ok(Err(status)) => {
                 tracing::debug!(worker = %loc.worker_address, lease = loc.lease, "fetch of {key} failed: {}", status.message());
-                if status.code() == tonic::Code::Unavailable {
-                    pool.forget(&loc.worker_address);
+                match status.code() {
+                    // The worker holds another lease: ours is stale, wait for the new owner.
+                    tonic::Code::FailedPrecondition => failed_lease = loc.lease,
+                    // Down, restarting in place (it keeps its lease after recovery), or not
+                    // holding the task yet: try again, following any new location meanwhile.
+                    tonic::Code::Unavailable => pool.forget(&loc.worker_address),
+                    _ => {}
                 }
-                failed_lease = loc.lease;
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-                // A worker that is merely slow to learn its new task deserves another try.
-                if status.code() == tonic::Code::NotFound {
-                    failed_lease = 0;
-                }
+                backoff = (backoff * 2).min(Duration::from_millis(250));
+                poke.notify_one();
             }
             Err(_) => {
                 tracing::debug!(worker = %loc.worker_address, "fetch of {key} timed out");
                 pool.forget(&loc.worker_address);
-                failed_lease = loc.lease;
+                poke.notify_one();
             }
         }
         if out.is_closed() {

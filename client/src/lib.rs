@@ -13,6 +13,7 @@
 //! silent duplicate or gap. Memory is bounded by `prefetch_splits x split_buffer` elements.
 
 pub mod cli;
+pub mod cursor;
 pub mod fetch;
 
 use std::collections::{BTreeMap, VecDeque};

@@ -86,6 +86,7 @@ pub struct Job {
     pub num_consumers: u32,
     pub consumers: Vec<Consumer>,
     /// Assigned positions ahead of their consumer's cursor: (epoch, position) -> assignment.
+    #[serde(with = "assignment_list")]
     pub assignments: BTreeMap<(u64, u32), Assignment>,
     pub finished: bool,
 }
@@ -162,6 +163,49 @@ impl Job {
         let ordinal = position / self.num_consumers.max(1);
         let cur = self.normalize(c, consumer.cursor);
         (epoch, ordinal) < (cur.epoch, cur.ordinal)
+    }
+}
+
+/// Serializes the assignment map as a list of entries (snapshot formats such as JSON only allow
+/// string map keys).
+mod assignment_list {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Assignment;
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        epoch: u64,
+        position: u32,
+        #[serde(flatten)]
+        assignment: Assignment,
+    }
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<(u64, u32), Assignment>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let entries: Vec<Entry> = map
+            .iter()
+            .map(|(&(epoch, position), &assignment)| Entry {
+                epoch,
+                position,
+                assignment,
+            })
+            .collect();
+        entries.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<(u64, u32), Assignment>, D::Error> {
+        let entries = Vec::<Entry>::deserialize(d)?;
+        Ok(entries
+            .into_iter()
+            .map(|e| ((e.epoch, e.position), e.assignment))
+            .collect())
     }
 }
 
@@ -523,6 +567,8 @@ impl State {
         out
     }
 
+    /// Validates everything first and mutates only when the command will succeed, so a rejected
+    /// command leaves the state untouched (rejections are not journaled).
     #[allow(clippy::too_many_arguments)]
     fn get_or_create_job(
         &mut self,
@@ -539,34 +585,69 @@ impl State {
             .get(dataset_id)
             .ok_or_else(|| Rejection::UnknownDataset(dataset_id.to_string()))?;
         let num_consumers = num_consumers.max(1);
-        let mut out = Outcome::default();
-        let job_id = match self.job_by_name(name) {
-            Some(j) => {
-                let mismatch = |what: String| Rejection::JobMismatch {
-                    name: name.to_string(),
-                    what,
-                };
-                if j.dataset_id != dataset_id {
-                    return Err(mismatch(format!(
-                        "another dataset ({})",
-                        short(&j.dataset_id)
-                    )));
-                }
-                if j.seed != seed {
-                    return Err(mismatch(format!("seed {}", j.seed)));
-                }
-                if j.num_epochs != num_epochs {
-                    return Err(mismatch(format!("{} epochs", j.num_epochs)));
-                }
-                if j.num_consumers != num_consumers {
-                    return Err(mismatch(format!("{} consumers", j.num_consumers)));
-                }
-                j.id
+        let num_splits = dataset.plan().num_splits();
+        let existing = self.job_by_name(name);
+        if let Some(j) = existing {
+            let mismatch = |what: String| Rejection::JobMismatch {
+                name: name.to_string(),
+                what,
+            };
+            if j.dataset_id != dataset_id {
+                return Err(mismatch(format!(
+                    "another dataset ({})",
+                    short(&j.dataset_id)
+                )));
             }
+            if j.seed != seed {
+                return Err(mismatch(format!("seed {}", j.seed)));
+            }
+            if j.num_epochs != num_epochs {
+                return Err(mismatch(format!("{} epochs", j.num_epochs)));
+            }
+            if j.num_consumers != num_consumers {
+                return Err(mismatch(format!("{} consumers", j.num_consumers)));
+            }
+        }
+        let index = match consumer_index {
+            Some(i) if i >= num_consumers => {
+                return Err(Rejection::BadConsumer {
+                    index: i,
+                    n: num_consumers,
+                });
+            }
+            Some(i) => i,
+            None => match existing {
+                None => 0,
+                Some(j) => j
+                    .consumers
+                    .iter()
+                    .find(|c| !c.attached)
+                    .map(|c| c.index)
+                    .ok_or_else(|| Rejection::NoFreeConsumer {
+                        name: name.to_string(),
+                        n: num_consumers,
+                    })?,
+            },
+        };
+        if let Some(cursor) = resume {
+            let per_epoch = if index >= num_splits {
+                0
+            } else {
+                (num_splits - index).div_ceil(num_consumers)
+            };
+            if cursor.ordinal > per_epoch
+                || (num_epochs > 0 && cursor.epoch >= num_epochs && cursor.ordinal > 0)
+            {
+                return Err(Rejection::BadCursor(cursor));
+            }
+        }
+        // Everything checked: from here on the command succeeds.
+        let mut out = Outcome::default();
+        let job_id = match existing.map(|j| j.id) {
+            Some(id) => id,
             None => {
                 self.next_job_id += 1;
                 let id = self.next_job_id;
-                let num_splits = dataset.plan().num_splits();
                 self.jobs.insert(
                     id,
                     Job {
@@ -606,30 +687,8 @@ impl State {
             .jobs
             .get_mut(&job_id)
             .ok_or(Rejection::UnknownJob(job_id))?;
-        let index = match consumer_index {
-            Some(i) if i >= job.num_consumers => {
-                return Err(Rejection::BadConsumer {
-                    index: i,
-                    n: job.num_consumers,
-                });
-            }
-            Some(i) => i,
-            None => job
-                .consumers
-                .iter()
-                .find(|c| !c.attached)
-                .map(|c| c.index)
-                .ok_or_else(|| Rejection::NoFreeConsumer {
-                    name: name.to_string(),
-                    n: job.num_consumers,
-                })?,
-        };
-        let slot = index as usize;
         if let Some(cursor) = resume {
             let normalized = job.normalize(index, cursor);
-            if cursor.ordinal > job.positions_per_epoch(index) {
-                return Err(Rejection::BadCursor(cursor));
-            }
             // Positions at or after the resume point must be served again: forget this
             // consumer's assignments (their workers may have dropped what the old client
             // fetched) so they are reassigned and start at the cursor.
@@ -642,14 +701,21 @@ impl State {
             for key in stale {
                 job.assignments.remove(&key);
             }
-            if let Some(consumer) = job.consumers.get_mut(slot) {
+            // A resumed consumer may stand before the end of a job that was marked finished.
+            if job.finished && !job.consumer_done(index, normalized) {
+                job.finished = false;
+            }
+            if let Some(consumer) = job.consumers.get_mut(index as usize) {
                 consumer.cursor = normalized;
             }
         }
-        let consumer = job.consumers.get_mut(slot).ok_or(Rejection::BadConsumer {
-            index,
-            n: num_consumers,
-        })?;
+        let consumer = job
+            .consumers
+            .get_mut(index as usize)
+            .ok_or(Rejection::BadConsumer {
+                index,
+                n: num_consumers,
+            })?;
         consumer.generation += 1;
         consumer.attached = true;
         out.events.push(StateEvent {
@@ -1194,6 +1260,218 @@ mod tests {
             }),
             Err(Rejection::JobMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn rejected_commands_leave_the_state_unchanged() {
+        let (mut s, a, _, j, g) = setup();
+        s.apply(&Command::DeclareDead {
+            worker: a,
+            resume_at: vec![],
+        })
+        .unwrap();
+        let before = s.clone();
+        let rejected = [
+            Command::GetOrCreateJob {
+                name: "new".into(),
+                dataset_id: "ds".into(),
+                seed: 1,
+                num_epochs: 1,
+                num_consumers: 1,
+                consumer_index: Some(3),
+                resume: None,
+            },
+            Command::GetOrCreateJob {
+                name: "new".into(),
+                dataset_id: "ds".into(),
+                seed: 1,
+                num_epochs: 1,
+                num_consumers: 1,
+                consumer_index: None,
+                resume: Some(Cursor {
+                    epoch: 0,
+                    ordinal: 99,
+                    index: 0,
+                }),
+            },
+            Command::GetOrCreateJob {
+                name: "j".into(),
+                dataset_id: "nope".into(),
+                seed: 7,
+                num_epochs: 2,
+                num_consumers: 1,
+                consumer_index: None,
+                resume: None,
+            },
+            Command::GetOrCreateJob {
+                name: "j".into(),
+                dataset_id: "ds".into(),
+                seed: 8,
+                num_epochs: 2,
+                num_consumers: 1,
+                consumer_index: None,
+                resume: None,
+            },
+            Command::ConsumerProgress {
+                job: j,
+                consumer: 0,
+                generation: g + 5,
+                cursor: Cursor::default(),
+            },
+            Command::ConsumerProgress {
+                job: 99,
+                consumer: 0,
+                generation: g,
+                cursor: Cursor::default(),
+            },
+            Command::AssignTasks {
+                worker: a,
+                max: 2,
+                window: 4,
+            },
+            Command::AssignTasks {
+                worker: 77,
+                max: 2,
+                window: 4,
+            },
+            Command::DeclareDead {
+                worker: 77,
+                resume_at: vec![],
+            },
+        ];
+        for c in &rejected {
+            assert!(s.apply(c).is_err(), "{c:?} should be rejected");
+            assert_eq!(
+                s, before,
+                "{c:?} changed the state although it was rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn replaying_the_journaled_commands_rebuilds_the_live_state() {
+        // A live sequence: every command that changed the state is journaled (serialized as the
+        // journal does), then replayed into a fresh state machine.
+        let mut live = State::default();
+        let mut journal: Vec<String> = Vec::new();
+        let mut run = |s: &mut State, c: Command| {
+            if let Ok(out) = s.apply(&c)
+                && !out.noop
+            {
+                journal.push(serde_json::to_string(&c).unwrap());
+            }
+        };
+        run(&mut live, Command::RegisterDataset(dataset(100, 10)));
+        for addr in ["a:1", "b:1", "s:1"] {
+            run(
+                &mut live,
+                Command::RegisterWorker {
+                    address: addr.into(),
+                    standby: addr == "s:1",
+                    threads: 2,
+                    claims: vec![],
+                },
+            );
+        }
+        run(
+            &mut live,
+            Command::GetOrCreateJob {
+                name: "j".into(),
+                dataset_id: "ds".into(),
+                seed: 7,
+                num_epochs: 3,
+                num_consumers: 1,
+                consumer_index: None,
+                resume: None,
+            },
+        );
+        for step in 0..25u32 {
+            run(
+                &mut live,
+                Command::AssignTasks {
+                    worker: 1 + u64::from(step % 2),
+                    max: 2,
+                    window: 6,
+                },
+            );
+            run(
+                &mut live,
+                Command::ConsumerProgress {
+                    job: 1,
+                    consumer: 0,
+                    generation: 1,
+                    cursor: Cursor {
+                        epoch: u64::from(step / 10),
+                        ordinal: step % 10,
+                        index: 3,
+                    },
+                },
+            );
+            if step == 12 {
+                run(
+                    &mut live,
+                    Command::DeclareDead {
+                        worker: 1,
+                        resume_at: vec![((1, 1, 3), 9)],
+                    },
+                );
+            }
+            if step == 15 {
+                run(
+                    &mut live,
+                    Command::RegisterWorker {
+                        address: "a:1".into(),
+                        standby: false,
+                        threads: 2,
+                        claims: vec![],
+                    },
+                );
+            }
+        }
+        run(
+            &mut live,
+            Command::GetOrCreateJob {
+                name: "j".into(),
+                dataset_id: "ds".into(),
+                seed: 7,
+                num_epochs: 3,
+                num_consumers: 1,
+                consumer_index: Some(0),
+                resume: Some(Cursor {
+                    epoch: 1,
+                    ordinal: 4,
+                    index: 2,
+                }),
+            },
+        );
+        run(
+            &mut live,
+            Command::AssignTasks {
+                worker: 2,
+                max: 3,
+                window: 6,
+            },
+        );
+        assert!(journal.len() > 30);
+        let mut replayed = State::default();
+        for line in &journal {
+            let c: Command = serde_json::from_str(line).unwrap();
+            replayed.apply(&c).unwrap();
+        }
+        assert_eq!(replayed, live);
+        // A snapshot taken midway plus the rest of the journal gives the same state too.
+        let mut half = State::default();
+        for line in &journal[..journal.len() / 2] {
+            half.apply(&serde_json::from_str(line).unwrap()).unwrap();
+        }
+        let mut from_snapshot: State =
+            serde_json::from_str(&serde_json::to_string(&half).unwrap()).unwrap();
+        for line in &journal[journal.len() / 2..] {
+            from_snapshot
+                .apply(&serde_json::from_str(line).unwrap())
+                .unwrap();
+        }
+        assert_eq!(from_snapshot, live);
     }
 
     #[test]

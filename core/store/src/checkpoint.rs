@@ -159,9 +159,9 @@ impl CheckpointStore {
         let mut skipped_corrupt = 0;
         let mut first_failure = None;
         for guard in checkpoints.iter().rev() {
-            let (key, value) = guard
-                .into_inner()
-                .map_err(|e| StoreError::fjall(&db.path, e))?;
+            let (key, value) = guard.into_inner().map_err(|e| {
+                StoreError::fjall_reading(&db.path, e, "checkpoint", Location::Key(CHECKPOINTS))
+            })?;
             let seq = <[u8; 8]>::try_from(&*key)
                 .map(u64::from_be_bytes)
                 .map_err(|_| StoreError::Corrupt {
@@ -335,10 +335,9 @@ fn micros(since: Instant) -> u64 {
 }
 
 fn check_format(db: &Db, meta: &Keyspace) -> Result<(), StoreError> {
-    match meta
-        .get(FORMAT_KEY)
-        .map_err(|e| StoreError::fjall(&db.path, e))?
-    {
+    match meta.get(FORMAT_KEY).map_err(|e| {
+        StoreError::fjall_reading(&db.path, e, "format marker", Location::Key(FORMAT_KEY))
+    })? {
         Some(found) if &*found == FORMAT => Ok(()),
         Some(found) => Err(StoreError::UnsupportedFormat {
             path: db.path.clone(),

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions};
 
+use crate::error::Location;
 use crate::{StoreError, fjall_journal};
 
 /// The fjall database directory inside a store directory.
@@ -89,7 +90,7 @@ impl Db {
             .worker_threads(1)
             .cache_size(tuning.cache_bytes)
             .open()
-            .map_err(|e| StoreError::fjall(&path, e))?;
+            .map_err(|e| StoreError::fjall_reading(&path, e, "fjall database", Location::Open))?;
         Ok((
             Db {
                 db,
@@ -108,7 +109,7 @@ impl Db {
             .keyspace(name, || {
                 KeyspaceCreateOptions::default().max_memtable_size(memtable)
             })
-            .map_err(|e| StoreError::fjall(&self.path, e))
+            .map_err(|e| StoreError::fjall_reading(&self.path, e, "fjall keyspace", Location::Open))
     }
 }
 

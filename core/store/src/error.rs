@@ -50,21 +50,29 @@ impl StoreError {
     pub fn is_corruption(&self) -> bool {
         match self {
             StoreError::Corrupt { .. } => true,
-            StoreError::Fjall { source, .. } => matches!(
-                source,
-                fjall::Error::JournalRecovery(_)
-                    | fjall::Error::InvalidTrailer
-                    | fjall::Error::InvalidTag(_)
-                    | fjall::Error::Decompress(_)
-                    | fjall::Error::Storage(
-                        fjall::LsmError::ChecksumMismatch { .. }
-                            | fjall::LsmError::InvalidTrailer
-                            | fjall::LsmError::InvalidHeader(_)
-                            | fjall::LsmError::InvalidTag(_)
-                            | fjall::LsmError::Decompress(_)
-                    )
-            ),
+            StoreError::Fjall { source, .. } => fjall_is_corruption(source),
             _ => false,
+        }
+    }
+
+    /// A fjall error met while reading `what` at `at`: corruption fjall detected (a table block
+    /// checksum, say) becomes [`StoreError::Corrupt`] naming the place; anything else stays a
+    /// [`StoreError::Fjall`].
+    pub(crate) fn fjall_reading(
+        path: impl Into<PathBuf>,
+        source: fjall::Error,
+        what: &'static str,
+        at: Location,
+    ) -> Self {
+        if fjall_is_corruption(&source) {
+            StoreError::Corrupt {
+                path: path.into(),
+                what,
+                at,
+                detail: format!("the storage engine reports damaged data: {source}"),
+            }
+        } else {
+            StoreError::fjall(path, source)
         }
     }
 
@@ -83,6 +91,24 @@ impl StoreError {
     }
 }
 
+/// True for fjall errors that mean damaged data rather than I/O trouble.
+fn fjall_is_corruption(error: &fjall::Error) -> bool {
+    matches!(
+        error,
+        fjall::Error::JournalRecovery(_)
+            | fjall::Error::InvalidTrailer
+            | fjall::Error::InvalidTag(_)
+            | fjall::Error::Decompress(_)
+            | fjall::Error::Storage(
+                fjall::LsmError::ChecksumMismatch { .. }
+                    | fjall::LsmError::InvalidTrailer
+                    | fjall::LsmError::InvalidHeader(_)
+                    | fjall::LsmError::InvalidTag(_)
+                    | fjall::LsmError::Decompress(_)
+            )
+    )
+}
+
 /// Where in a store a corruption was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -90,8 +116,10 @@ pub enum Location {
     Seq(u64),
     /// A byte offset in the file named by the error's path.
     Offset(u64),
-    /// A named key (e.g. the journal's snapshot) or the whole file.
+    /// A named key (e.g. the journal's snapshot) or file.
     Key(&'static str),
+    /// Found by fjall while it recovered the database (its journal replay or table loading).
+    Open,
 }
 
 impl fmt::Display for Location {
@@ -100,6 +128,7 @@ impl fmt::Display for Location {
             Location::Seq(seq) => write!(f, "sequence number {seq}"),
             Location::Offset(offset) => write!(f, "byte offset {offset}"),
             Location::Key(key) => write!(f, "`{key}`"),
+            Location::Open => write!(f, "open (fjall recovery)"),
         }
     }
 }

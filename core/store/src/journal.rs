@@ -263,10 +263,9 @@ impl Journal {
 }
 
 fn check_format(db: &Db, meta: &Keyspace) -> Result<(), StoreError> {
-    match meta
-        .get(FORMAT_KEY)
-        .map_err(|e| StoreError::fjall(&db.path, e))?
-    {
+    match meta.get(FORMAT_KEY).map_err(|e| {
+        StoreError::fjall_reading(&db.path, e, "format marker", Location::Key(FORMAT_KEY))
+    })? {
         Some(found) if &*found == FORMAT => Ok(()),
         Some(found) => Err(StoreError::UnsupportedFormat {
             path: db.path.clone(),
@@ -291,9 +290,9 @@ struct Snapshot {
 }
 
 fn read_snapshot(path: &Path, meta: &Keyspace) -> Result<Option<Snapshot>, StoreError> {
-    let Some(value) = meta
-        .get(SNAPSHOT_KEY)
-        .map_err(|e| StoreError::fjall(path, e))?
+    let Some(value) = meta.get(SNAPSHOT_KEY).map_err(|e| {
+        StoreError::fjall_reading(path, e, "journal snapshot", Location::Key(SNAPSHOT_KEY))
+    })?
     else {
         return Ok(None);
     };
@@ -325,7 +324,9 @@ fn read_records(
     };
     let mut out = Vec::new();
     for (expected, guard) in (after + 1..).zip(records.range((after + 1).to_be_bytes()..)) {
-        let (key, value) = guard.into_inner().map_err(|e| StoreError::fjall(path, e))?;
+        let (key, value) = guard.into_inner().map_err(|e| {
+            StoreError::fjall_reading(path, e, "journal record", Location::Seq(expected))
+        })?;
         let seq = <[u8; 8]>::try_from(&*key)
             .map(u64::from_be_bytes)
             .map_err(|_| {

@@ -167,3 +167,23 @@ pub fn scratch() -> tempfile::TempDir {
     }
     tempfile::tempdir().unwrap()
 }
+
+/// XORs one byte of a file in place (journal files are 64 MiB, mostly a hole: no rewriting).
+pub fn flip_byte(path: &Path, at: u64, mask: u8) {
+    use std::os::unix::fs::FileExt;
+    let file = fs::File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    byte[0] ^= mask;
+    file.write_all_at(&byte, at).unwrap();
+    file.sync_all().unwrap();
+}
+
+/// The bytes of a file up to its last non-zero byte.
+pub fn data_of(path: &Path) -> Vec<u8> {
+    FileImage::from_bytes(&fs::read(path).unwrap()).data
+}

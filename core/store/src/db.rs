@@ -59,6 +59,7 @@ impl Db {
     /// Locks `dir`, checks fjall's journal (cutting a torn tail), and opens the database,
     /// creating everything if needed. Returns the description of a cut tail, if any.
     pub fn open(dir: &Path, tuning: Tuning) -> Result<(Db, Option<String>), StoreError> {
+        let created_dir = !dir.exists();
         fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = fs::OpenOptions::new()
@@ -85,12 +86,21 @@ impl Db {
                 remove_unfinished(&path)?;
             }
         }
+        let created_db = !path.exists();
         let db = Database::builder(&path)
             .journal_compression(CompressionType::None)
             .worker_threads(1)
             .cache_size(tuning.cache_bytes)
             .open()
             .map_err(|e| StoreError::fjall_reading(&path, e, "fjall database", Location::Open))?;
+        // fjall fsyncs the database directory it creates, not the entry naming it: without
+        // these, a crash soon after creation could lose the whole store.
+        if created_db {
+            sync_dir(dir)?;
+        }
+        if created_dir {
+            sync_dir(parent_or_cwd(dir))?;
+        }
         Ok((
             Db {
                 db,
@@ -164,7 +174,14 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Fsyncs a directory, so a rename or a new file in it is durable.
+fn parent_or_cwd(dir: &Path) -> &Path {
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Fsyncs a directory, so a new entry in it is durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())

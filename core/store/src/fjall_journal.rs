@@ -100,7 +100,7 @@ pub fn journal_files(db_dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
 
 /// Checks every journal file of the fjall database in `db_dir` (see the module doc); cuts a torn
 /// tail of the active file and returns a description of what was cut.
-pub fn check_and_cut_tail(db_dir: &Path) -> Result<Option<String>, StoreError> {
+pub(crate) fn check_and_cut_tail(db_dir: &Path) -> Result<Option<String>, StoreError> {
     let files = journal_files(db_dir)?;
     let mut cut = None;
     for (index, (_, path)) in files.iter().enumerate() {

@@ -33,7 +33,8 @@
 //!    ones that fail are logged, counted in [`CheckpointStats::skipped_corrupt`] and collected
 //!    by the next write. If checkpoints exist but none passes, `open` fails with
 //!    [`StoreError::Corrupt`]: starting from nothing would silently lose the worker's progress.
-//! 3. The summary marker is rewritten if it does not describe the recovered checkpoint.
+//! 3. The summary marker is rewritten if it does not describe the recovered checkpoint, and
+//!    removed if there is none.
 //!
 //! # The summary marker
 //!
@@ -223,8 +224,11 @@ impl CheckpointStore {
             live,
             stats,
         };
-        if let Some(checkpoint) = &newest_valid {
-            store.repair_summary(checkpoint)?;
+        match &newest_valid {
+            Some(checkpoint) => store.repair_summary(checkpoint)?,
+            // A marker without a checkpoint behind it (the database was removed) must not be
+            // shown as if there were one.
+            None => remove_if_present(&dir.join(SUMMARY_FILE))?,
         }
         tracing::info!(
             dir = %dir.display(),

@@ -6,7 +6,7 @@
 //!   batch), compacted by snapshots of the caller's state; [`Recovery`] is what to replay.
 //! - [`checkpoint`]: [`CheckpointStore`], periodic checksummed checkpoints (the last two kept)
 //!   and a summary marker other processes read with [`CheckpointStore::peek`].
-//! - `frame`: the checksummed value framing (length + CRC-32C) both stores use.
+//! - [`frame`]: the checksummed value framing (length + CRC-32C) both stores use.
 //! - [`fjall_journal`]: fjall's own journal format, and the check that runs on it before fjall
 //!   opens it: a torn tail is cut and reported, damage before the tail is an error.
 //! - `db`: the store directory (a lock file and `db/`, the fjall database) and engine settings.
@@ -21,7 +21,7 @@ pub mod checkpoint;
 mod db;
 mod error;
 pub mod fjall_journal;
-mod frame;
+pub mod frame;
 pub mod journal;
 
 pub use checkpoint::{Checkpoint, CheckpointStats, CheckpointStore, CheckpointSummary};

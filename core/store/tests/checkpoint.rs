@@ -204,8 +204,15 @@ fn peek_reads_the_summary_while_the_owner_has_the_store_open() {
         "{err}"
     );
     drop(store);
-    let (_store, recovered) = CheckpointStore::open(&dir).unwrap();
+    let (store, recovered) = CheckpointStore::open(&dir).unwrap();
     let Checkpoint { seq, payload, .. } = recovered.unwrap();
     assert_eq!((seq, payload), (1, body));
     assert_eq!(CheckpointStore::peek(&dir).unwrap().unwrap().seq, 1);
+    drop(store);
+
+    // A marker left without its database is removed, not shown.
+    std::fs::remove_dir_all(dir.join(DB_DIR)).unwrap();
+    let (_store, recovered) = CheckpointStore::open(&dir).unwrap();
+    assert_eq!(recovered, None);
+    assert_eq!(CheckpointStore::peek(&dir).unwrap(), None);
 }

@@ -186,7 +186,7 @@ pub async fn fetch_split(
                     _ => {}
                 }
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(250));
+                backoff = (backoff * 2).min(Duration::from_millis(100));
                 poke.notify_one();
             }
             Err(_) => {

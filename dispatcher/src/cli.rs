@@ -19,7 +19,8 @@ pub struct Args {
     /// Address to serve gRPC on.
     #[arg(long, default_value = "127.0.0.1:5050")]
     pub listen: SocketAddr,
-    /// Directory for the journal and snapshots.
+    /// Directory for the journal and its snapshots (`DIR/journal`). Without it the state lives
+    /// only in memory and a restarted dispatcher forgets every job.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
     /// Worker heartbeat interval in milliseconds.
@@ -98,7 +99,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot create --work-dir {}: {e}", dir.display()))?;
     }
-    crate::run(config, listener, shutdown_signal()).await?;
+    let journal = args.work_dir.as_ref().map(|d| d.join("journal"));
+    crate::run(config, journal, listener, shutdown_signal()).await?;
     tracing::info!("dispatcher stopped");
     Ok(())
 }

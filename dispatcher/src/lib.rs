@@ -6,12 +6,14 @@
 //!   its `apply` is the only way state changes.
 //! - [`service`]: the gRPC service around it: RPC handling, soft facts (heartbeats, progress),
 //!   liveness checks, the status stream.
+//! - [`durable`]: the journal of commands (group commit, replay, snapshots).
 //! - [`cli`]: flags and the process entry point used by the binary.
 //!
 //! [`run`] serves on an already-bound listener until `shutdown` resolves, so tests can run many
 //! dispatchers in one process on port 0.
 
 pub mod cli;
+pub mod durable;
 pub mod service;
 pub mod state;
 
@@ -31,15 +33,30 @@ pub enum DispatcherError {
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("journal: {0}")]
+    Journal(String),
 }
 
 /// Serves the dispatcher on `listener` until `shutdown` completes.
+/// With `journal_dir`, every state change is journaled there first and the state is replayed
+/// from it at start.
 pub async fn run(
     config: DispatcherConfig,
+    journal_dir: Option<std::path::PathBuf>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DispatcherError> {
-    let service = DispatcherService::new(config, state::State::default());
+    let service = match journal_dir {
+        None => DispatcherService::new(config, state::State::default()),
+        Some(dir) => {
+            let (journal, state, summary) =
+                tokio::task::spawn_blocking(move || durable::open(&dir, durable::SNAPSHOT_EVERY))
+                    .await
+                    .map_err(|e| DispatcherError::Journal(e.to_string()))?
+                    .map_err(DispatcherError::Journal)?;
+            DispatcherService::with_journal(config, state, journal, summary)
+        }
+    };
     serve(service, listener, shutdown).await
 }
 
@@ -60,14 +77,18 @@ pub async fn serve(
             checker.check_liveness();
         }
     });
-    let result = cachew_proto::server()
+    let watcher = service.clone();
+    let server = cachew_proto::server()
         .add_service(
             DispatcherServer::new(service)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+    let result = tokio::select! {
+        served = server => served.map_err(DispatcherError::from),
+        reason = watcher.journal_failed() => Err(DispatcherError::Journal(reason)),
+    };
     liveness.abort();
-    result.map_err(DispatcherError::from)
+    result
 }

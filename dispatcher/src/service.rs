@@ -16,6 +16,9 @@ use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use cachew_store::Journal;
+
+use crate::durable::{Batch, Durability, Pending, Take};
 use crate::state::{
     Command, Cursor, DatasetEntry, JobId, Outcome, Rejection, State, TaskClaim, WorkerId,
     WorkerLife,
@@ -81,6 +84,8 @@ struct Core {
     soft: Soft,
     events: VecDeque<v1::Event>,
     next_event: u64,
+    /// Journal records not yet handed to the writer.
+    pending: Pending,
 }
 
 #[derive(Debug)]
@@ -89,6 +94,7 @@ struct Inner {
     version: watch::Sender<u64>,
     config: DispatcherConfig,
     started_unix_ms: u64,
+    durability: Arc<Durability>,
 }
 
 /// The dispatcher service; cheap to clone.
@@ -137,7 +143,60 @@ fn cursor_from_wire(c: Option<v1::Cursor>) -> Cursor {
 }
 
 impl DispatcherService {
+    /// A dispatcher without a journal (its state dies with the process).
     pub fn new(config: DispatcherConfig, state: State) -> DispatcherService {
+        DispatcherService::build(config, state, Durability::disabled(), 0)
+    }
+
+    /// A dispatcher whose state changes are journaled in `journal` (with `state` replayed from
+    /// it); spawns the journal writer on the current runtime.
+    pub fn with_journal(
+        config: DispatcherConfig,
+        state: State,
+        journal: Journal,
+        replay_summary: String,
+    ) -> DispatcherService {
+        let last = journal.last_seq();
+        let svc = DispatcherService::build(
+            config,
+            state,
+            Durability::enabled(last, journal.stats()),
+            last,
+        );
+        {
+            let mut core = svc.lock();
+            tracing::info!("{replay_summary}");
+            push_event(&mut core, "journal_replayed", replay_summary, None, None);
+        }
+        // The writer holds the service weakly, so dropping the dispatcher closes the journal.
+        let inner = Arc::downgrade(&svc.inner);
+        tokio::spawn(crate::durable::writer(
+            journal,
+            svc.inner.durability.clone(),
+            move |snapshot_due| {
+                let Some(inner) = inner.upgrade() else {
+                    return Take::Stop;
+                };
+                let mut core = inner.core.lock().unwrap_or_else(|p| p.into_inner());
+                if core.pending.records.is_empty() {
+                    return Take::Idle;
+                }
+                Take::Batch(Batch {
+                    records: std::mem::take(&mut core.pending.records),
+                    last_seq: core.pending.applied,
+                    snapshot: snapshot_due.then(|| core.state.clone()),
+                })
+            },
+        ));
+        svc
+    }
+
+    fn build(
+        config: DispatcherConfig,
+        state: State,
+        durability: Arc<Durability>,
+        applied: u64,
+    ) -> DispatcherService {
         let (version, _) = watch::channel(0);
         let now = Instant::now();
         let mut soft = Soft::default();
@@ -154,10 +213,15 @@ impl DispatcherService {
                     soft,
                     events: VecDeque::new(),
                     next_event: 0,
+                    pending: Pending {
+                        records: Vec::new(),
+                        applied,
+                    },
                 }),
                 version,
                 config,
                 started_unix_ms: unix_ms(),
+                durability,
             }),
         }
     }
@@ -175,9 +239,41 @@ impl DispatcherService {
         self.lock().state.clone()
     }
 
-    /// Applies a command and records what it produced.
+    /// Resolves with the reason when the journal failed (the dispatcher must stop).
+    pub async fn journal_failed(&self) -> String {
+        let mut rx = self.inner.durability.durable.subscribe();
+        loop {
+            if let Some(e) = self.inner.durability.failure() {
+                return e;
+            }
+            if rx.changed().await.is_err() {
+                return "the journal writer stopped".into();
+            }
+        }
+    }
+
+    /// The sequence number of the state an RPC is about to reveal.
+    fn visible(core: &Core) -> u64 {
+        core.pending.applied
+    }
+
+    /// Waits until the state an RPC reveals is durable.
+    async fn durable(&self, seq: u64) -> Result<(), Status> {
+        self.inner
+            .durability
+            .wait(seq)
+            .await
+            .map_err(|e| Status::unavailable(format!("dispatcher journal failed: {e}")))
+    }
+
+    /// Applies a command, queues it for the journal, and records what it produced.
     fn execute(&self, core: &mut Core, command: Command) -> Result<Outcome, Rejection> {
         let outcome = core.state.apply(&command)?;
+        if !outcome.noop && self.inner.durability.enabled {
+            core.pending.records.push(crate::durable::encode(&command));
+            core.pending.applied += 1;
+            self.inner.durability.wake.notify_one();
+        }
         for e in &outcome.events {
             tracing::info!(kind = e.kind, "{}", e.message);
             push_event(core, e.kind, e.message.clone(), e.worker, e.job);
@@ -551,10 +647,27 @@ impl DispatcherService {
                 .filter(|e| e.seq > events_after)
                 .cloned()
                 .collect(),
-            journal: None,
+            journal: Some(self.journal_status()),
             worker_timeout_ms: self.inner.config.worker_timeout.as_millis() as u64,
             heartbeat_interval_ms: self.inner.config.heartbeat_interval.as_millis() as u64,
             control_address: self.inner.config.control_address.clone(),
+        }
+    }
+}
+
+impl DispatcherService {
+    fn journal_status(&self) -> v1::JournalStatus {
+        let d = &self.inner.durability;
+        let stats = *d.stats.lock().unwrap_or_else(|p| p.into_inner());
+        match stats {
+            Some(s) if d.enabled => v1::JournalStatus {
+                enabled: true,
+                records: s.records_since_snapshot,
+                last_seq: s.last_seq,
+                last_snapshot_seq: s.last_snapshot_seq,
+                last_snapshot_unix_ms: s.last_snapshot_unix_ms.unwrap_or(0),
+            },
+            _ => v1::JournalStatus::default(),
         }
     }
 }
@@ -604,48 +717,53 @@ impl cachew_proto::Dispatcher for DispatcherService {
                 })
             })
             .collect();
-        let mut core = self.lock();
-        let outcome = self
-            .execute(
-                &mut core,
-                Command::RegisterWorker {
-                    address: req.address.clone(),
-                    standby: req.standby,
-                    threads: req.threads,
-                    claims,
-                },
-            )
-            .map_err(rejection_status)?;
-        let id = outcome
-            .worker
-            .ok_or_else(|| Status::internal("registration produced no worker id"))?;
-        Self::touch(&mut core, id);
-        // Forget progress reported by the previous process; keep what the restored tasks say.
-        core.soft.progress.retain(|_, r| r.worker != id);
-        let kept_tasks: Vec<v1::TaskProgress> = req
-            .tasks
-            .iter()
-            .filter(|t| {
-                t.key.is_some_and(|k| {
-                    outcome.kept.iter().any(|c| {
-                        (c.job, c.epoch, c.position, c.lease)
-                            == (k.job_id, k.epoch, k.position, t.lease)
+        let (response, visible) = {
+            let mut core = self.lock();
+            let outcome = self
+                .execute(
+                    &mut core,
+                    Command::RegisterWorker {
+                        address: req.address.clone(),
+                        standby: req.standby,
+                        threads: req.threads,
+                        claims,
+                    },
+                )
+                .map_err(rejection_status)?;
+            let id = outcome
+                .worker
+                .ok_or_else(|| Status::internal("registration produced no worker id"))?;
+            Self::touch(&mut core, id);
+            // Forget progress reported by the previous process; keep what the restored tasks say.
+            core.soft.progress.retain(|_, r| r.worker != id);
+            let kept_tasks: Vec<v1::TaskProgress> = req
+                .tasks
+                .iter()
+                .filter(|t| {
+                    t.key.is_some_and(|k| {
+                        outcome.kept.iter().any(|c| {
+                            (c.job, c.epoch, c.position, c.lease)
+                                == (k.job_id, k.epoch, k.position, t.lease)
+                        })
                     })
                 })
-            })
-            .cloned()
-            .collect();
-        Self::record_progress(&mut core, id, &kept_tasks);
-        Ok(Response::new(v1::RegisterWorkerResponse {
-            worker_id: id,
-            heartbeat_interval_ms: self.inner.config.heartbeat_interval.as_millis() as u64,
-            kept: outcome
-                .kept
-                .iter()
-                .map(|c| v1::TaskKey::new(c.job, c.epoch, c.position))
-                .collect(),
-            incarnation: outcome.incarnation,
-        }))
+                .cloned()
+                .collect();
+            Self::record_progress(&mut core, id, &kept_tasks);
+            let response = v1::RegisterWorkerResponse {
+                worker_id: id,
+                heartbeat_interval_ms: self.inner.config.heartbeat_interval.as_millis() as u64,
+                kept: outcome
+                    .kept
+                    .iter()
+                    .map(|c| v1::TaskKey::new(c.job, c.epoch, c.position))
+                    .collect(),
+                incarnation: outcome.incarnation,
+            };
+            (response, Self::visible(&core))
+        };
+        self.durable(visible).await?;
+        Ok(Response::new(response))
     }
 
     async fn worker_heartbeat(
@@ -656,7 +774,7 @@ impl cachew_proto::Dispatcher for DispatcherService {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms.min(10_000));
         loop {
             let seen = self.version();
-            {
+            let ready = 'poll: {
                 let mut core = self.lock();
                 let alive = core.state.workers.get(&req.worker_id).filter(|w| {
                     w.life == WorkerLife::Alive
@@ -727,12 +845,18 @@ impl cachew_proto::Dispatcher for DispatcherService {
                     || !dropped.is_empty()
                     || tokio::time::Instant::now() >= deadline
                 {
-                    return Ok(Response::new(v1::WorkerHeartbeatResponse {
+                    let response = v1::WorkerHeartbeatResponse {
                         new_tasks,
                         dropped,
                         reregister: false,
-                    }));
+                    };
+                    break 'poll Some((response, Self::visible(&core)));
                 }
+                None
+            };
+            if let Some((response, visible)) = ready {
+                self.durable(visible).await?;
+                return Ok(Response::new(response));
             }
             self.wait_change(seen, deadline).await;
         }
@@ -763,46 +887,51 @@ impl cachew_proto::Dispatcher for DispatcherService {
             return Err(Status::invalid_argument("job name is empty"));
         }
         let entry = self.dataset_for(&req.spec_json).await?;
-        let mut core = self.lock();
-        self.execute(&mut core, Command::RegisterDataset(entry.clone()))
-            .map_err(rejection_status)?;
-        let outcome = self
-            .execute(
-                &mut core,
-                Command::GetOrCreateJob {
-                    name: req.job_name.clone(),
-                    dataset_id: entry.id.clone(),
-                    seed: req.seed,
-                    num_epochs: req.num_epochs,
-                    num_consumers: req.num_consumers.max(1),
-                    consumer_index: u32::try_from(req.consumer_index).ok(),
-                    resume: req.resume.then(|| cursor_from_wire(req.cursor)),
-                },
-            )
-            .map_err(rejection_status)?;
-        let job_id = outcome.job.ok_or_else(|| Status::internal("no job"))?;
-        let (index, generation) = outcome
-            .consumer
-            .ok_or_else(|| Status::internal("no consumer"))?;
-        let job = core
-            .state
-            .jobs
-            .get(&job_id)
-            .ok_or_else(|| Status::internal("job vanished"))?;
-        Ok(Response::new(v1::GetOrCreateJobResponse {
-            job_id,
-            dataset_id: entry.id.clone(),
-            consumer_index: index,
-            consumer_generation: generation,
-            num_consumers: job.num_consumers,
-            num_records: entry.num_records,
-            split_records: entry.split_records,
-            num_splits: job.num_splits,
-            seed: job.seed,
-            num_epochs: job.num_epochs,
-            cursor: outcome.cursor.map(cursor_to_wire),
-            created: outcome.created,
-        }))
+        let (response, visible) = {
+            let mut core = self.lock();
+            self.execute(&mut core, Command::RegisterDataset(entry.clone()))
+                .map_err(rejection_status)?;
+            let outcome = self
+                .execute(
+                    &mut core,
+                    Command::GetOrCreateJob {
+                        name: req.job_name.clone(),
+                        dataset_id: entry.id.clone(),
+                        seed: req.seed,
+                        num_epochs: req.num_epochs,
+                        num_consumers: req.num_consumers.max(1),
+                        consumer_index: u32::try_from(req.consumer_index).ok(),
+                        resume: req.resume.then(|| cursor_from_wire(req.cursor)),
+                    },
+                )
+                .map_err(rejection_status)?;
+            let job_id = outcome.job.ok_or_else(|| Status::internal("no job"))?;
+            let (index, generation) = outcome
+                .consumer
+                .ok_or_else(|| Status::internal("no consumer"))?;
+            let job = core
+                .state
+                .jobs
+                .get(&job_id)
+                .ok_or_else(|| Status::internal("job vanished"))?;
+            let response = v1::GetOrCreateJobResponse {
+                job_id,
+                dataset_id: entry.id.clone(),
+                consumer_index: index,
+                consumer_generation: generation,
+                num_consumers: job.num_consumers,
+                num_records: entry.num_records,
+                split_records: entry.split_records,
+                num_splits: job.num_splits,
+                seed: job.seed,
+                num_epochs: job.num_epochs,
+                cursor: outcome.cursor.map(cursor_to_wire),
+                created: outcome.created,
+            };
+            (response, Self::visible(&core))
+        };
+        self.durable(visible).await?;
+        Ok(Response::new(response))
     }
 
     async fn client_heartbeat(
@@ -820,7 +949,7 @@ impl cachew_proto::Dispatcher for DispatcherService {
         let mut first = true;
         loop {
             let seen = self.version();
-            {
+            let ready = 'poll: {
                 let mut core = self.lock();
                 if first {
                     first = false;
@@ -914,12 +1043,18 @@ impl cachew_proto::Dispatcher for DispatcherService {
                 }
                 let finished = job.finished || job.consumer_done(req.consumer_index, cursor);
                 if changed || finished || tokio::time::Instant::now() >= deadline {
-                    return Ok(Response::new(v1::ClientHeartbeatResponse {
+                    let response = v1::ClientHeartbeatResponse {
                         locations,
                         job_finished: finished,
                         superseded: false,
-                    }));
+                    };
+                    break 'poll Some((response, Self::visible(&core)));
                 }
+                None
+            };
+            if let Some((response, visible)) = ready {
+                self.durable(visible).await?;
+                return Ok(Response::new(response));
             }
             self.wait_change(seen, deadline).await;
         }
@@ -930,16 +1065,20 @@ impl cachew_proto::Dispatcher for DispatcherService {
         request: Request<v1::ReleaseConsumerRequest>,
     ) -> Result<Response<v1::ReleaseConsumerResponse>, Status> {
         let req = request.into_inner();
-        let mut core = self.lock();
-        self.execute(
-            &mut core,
-            Command::ReleaseConsumer {
-                job: req.job_id,
-                consumer: req.consumer_index,
-                generation: req.consumer_generation,
-            },
-        )
-        .map_err(rejection_status)?;
+        let visible = {
+            let mut core = self.lock();
+            self.execute(
+                &mut core,
+                Command::ReleaseConsumer {
+                    job: req.job_id,
+                    consumer: req.consumer_index,
+                    generation: req.consumer_generation,
+                },
+            )
+            .map_err(rejection_status)?;
+            Self::visible(&core)
+        };
+        self.durable(visible).await?;
         Ok(Response::new(v1::ReleaseConsumerResponse {}))
     }
 

@@ -37,9 +37,16 @@ pub struct Args {
     /// Elements a split may hold past its client's fetch cursor (bounds memory).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     pub buffer_elements: u32,
-    /// Directory for worker state.
+    /// Directory for worker state; checkpoints go to `DIR/checkpoints` unless --checkpoint-dir
+    /// says otherwise.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Where checkpoints of task positions go (a restarted worker resumes from them).
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Milliseconds between checkpoints (0: no checkpoints).
+    #[arg(long, default_value_t = 1000)]
+    pub checkpoint_interval_ms: u64,
     /// How long (ms) to keep trying to reach the dispatcher at start-up.
     #[arg(long, default_value_t = 60_000)]
     pub connect_timeout_ms: u64,
@@ -110,6 +117,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ahead: args.buffer_elements,
             chunk: defaults.chunk,
         },
+        checkpoint_dir: if args.checkpoint_interval_ms == 0 {
+            None
+        } else {
+            args.checkpoint_dir
+                .clone()
+                .or_else(|| args.work_dir.as_ref().map(|d| d.join("checkpoints")))
+        },
+        checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.max(10)),
     };
     tracing::info!(address = %bound, dispatcher = %args.dispatcher, threads = config.engine.threads, "worker listening");
     crate::run(config, listener, shutdown_signal()).await?;

@@ -11,6 +11,7 @@ use cachew_proto::{DispatcherClient, MAX_MESSAGE_BYTES, v1};
 use tonic::transport::Channel;
 
 use crate::WorkerError;
+use crate::checkpoint::{SharedInfo, TaskCheckpoint};
 use crate::engine::{Engine, Prepared, PreparedCache, TaskKey, TaskReport, TaskSpec};
 
 /// How the control loop reaches the dispatcher and presents this worker.
@@ -70,11 +71,13 @@ pub async fn control_loop(
     config: ControlConfig,
     engine: Engine,
     cache: Arc<PreparedCache>,
+    mut restored: Vec<TaskCheckpoint>,
+    checkpoint: SharedInfo,
 ) -> Result<(), WorkerError> {
     let mut client = connect(&config.dispatcher, config.connect_timeout).await?;
     loop {
-        let (worker_id, incarnation, interval) = match register(&mut client, &config, &engine).await
-        {
+        let registered = register(&mut client, &config, &engine, &mut restored, &cache).await;
+        let (worker_id, incarnation, interval) = match registered {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("registration failed: {e}; retrying");
@@ -90,6 +93,7 @@ pub async fn control_loop(
             worker_id,
             incarnation,
             interval,
+            &checkpoint,
         )
         .await;
         tracing::warn!(
@@ -103,8 +107,11 @@ async fn register(
     client: &mut DispatcherClient<Channel>,
     config: &ControlConfig,
     engine: &Engine,
+    restored: &mut Vec<TaskCheckpoint>,
+    cache: &Arc<PreparedCache>,
 ) -> Result<(u64, u64, Duration), tonic::Status> {
-    let tasks: Vec<v1::TaskProgress> = engine.reports().iter().map(report_to_wire).collect();
+    let mut tasks: Vec<v1::TaskProgress> = engine.reports().iter().map(report_to_wire).collect();
+    tasks.extend(restored.iter().map(TaskCheckpoint::progress));
     let resp = client
         .register_worker(v1::RegisterWorkerRequest {
             address: config.advertise.clone(),
@@ -115,6 +122,39 @@ async fn register(
         })
         .await?
         .into_inner();
+    // Resume the restored tasks the dispatcher still gives us, at their delivered position.
+    let kept = |job: u64, epoch: u64, position: u32| {
+        resp.kept
+            .iter()
+            .any(|k| (k.job_id, k.epoch, k.position) == (job, epoch, position))
+    };
+    for t in std::mem::take(restored) {
+        if !kept(t.job, t.epoch, t.position) {
+            tracing::info!(
+                job = t.job,
+                epoch = t.epoch,
+                position = t.position,
+                "checkpointed task is no longer this worker's (delivered or reassigned meanwhile); dropped"
+            );
+            continue;
+        }
+        let spec = t.spec();
+        match prepare(client, cache, &spec.dataset_id).await {
+            Ok(p) => {
+                tracing::info!(
+                    job = t.job,
+                    epoch = t.epoch,
+                    position = t.position,
+                    at = t.acked,
+                    "recovered task from the checkpoint"
+                );
+                engine.add_task(spec, p);
+            }
+            Err(e) => {
+                tracing::error!(dataset = %spec.dataset_id, "cannot prepare a recovered task: {e}")
+            }
+        }
+    }
     // Keep only the tasks the dispatcher still gives us.
     for r in engine.reports() {
         let kept = resp
@@ -140,6 +180,7 @@ async fn heartbeat_loop(
     worker_id: u64,
     incarnation: u64,
     interval: Duration,
+    checkpoint: &SharedInfo,
 ) {
     let mut failures = 0u32;
     let pending = Arc::new(Pending::default());
@@ -149,7 +190,7 @@ async fn heartbeat_loop(
             tasks: engine.reports().iter().map(report_to_wire).collect(),
             free_slots: engine.free_slots() as u32,
             wait_ms: interval.as_millis() as u64,
-            checkpoint: None,
+            checkpoint: *checkpoint.lock().unwrap_or_else(|p| p.into_inner()),
             incarnation,
             elements_produced: engine.elements_produced(),
         };

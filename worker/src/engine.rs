@@ -276,6 +276,25 @@ impl Engine {
             .is_some_and(|t| t.spec.lease == lease)
     }
 
+    /// Every task's assignment and progress (what a checkpoint records).
+    pub fn snapshot(&self) -> Vec<(TaskSpec, TaskReport)> {
+        self.lock()
+            .tasks
+            .values()
+            .map(|t| {
+                let report = TaskReport {
+                    key: t.spec.key,
+                    lease: t.spec.lease,
+                    split: t.spec.split,
+                    produced: t.produced(),
+                    acked: t.acked,
+                    len: t.len,
+                };
+                (t.spec.clone(), report)
+            })
+            .collect()
+    }
+
     pub fn reports(&self) -> Vec<TaskReport> {
         self.lock()
             .tasks

@@ -5,10 +5,12 @@
 //! - [`engine`]: tasks, the bounded compute pool and the element buffers (no sockets).
 //! - [`service`]: the gRPC data service (`GetElements`).
 //! - [`control`]: registration and heartbeats with the dispatcher.
+//! - [`checkpoint`]: periodic checkpoints of task positions and recovery from them.
 //! - [`cli`]: flags and the process entry point used by the binary.
 //!
 //! [`run`] serves on an already-bound listener until `shutdown` resolves.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod control;
 pub mod engine;
@@ -35,6 +37,8 @@ pub enum WorkerError {
     Dispatcher(String),
     #[error("pipeline: {0}")]
     Pipeline(String),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
@@ -46,6 +50,9 @@ pub enum WorkerError {
 pub struct WorkerConfig {
     pub control: ControlConfig,
     pub engine: EngineConfig,
+    /// Where checkpoints go; None disables them (a restarted worker then starts empty).
+    pub checkpoint_dir: Option<std::path::PathBuf>,
+    pub checkpoint_interval: std::time::Duration,
 }
 
 /// Runs a worker: serves `listener` and talks to the dispatcher until `shutdown` completes or
@@ -57,6 +64,25 @@ pub async fn run(
 ) -> Result<(), WorkerError> {
     let (engine, _threads) = Engine::start(config.engine);
     let cache = Arc::new(engine::PreparedCache::default());
+    let info: checkpoint::SharedInfo = Arc::default();
+    let (restored, _checkpointer) = match &config.checkpoint_dir {
+        None => (Vec::new(), None),
+        Some(dir) => {
+            let (dir, address) = (dir.clone(), config.control.advertise.clone());
+            let (store, restored) =
+                tokio::task::spawn_blocking(move || checkpoint::open(&dir, &address))
+                    .await
+                    .map_err(|e| WorkerError::Checkpoint(e.to_string()))??;
+            let c = checkpoint::Checkpointer::start(
+                store,
+                engine.clone(),
+                config.control.advertise.clone(),
+                config.checkpoint_interval,
+                info.clone(),
+            )?;
+            (restored, Some(c))
+        }
+    };
     let server = cachew_proto::server()
         .add_service(
             WorkerServer::new(service::WorkerService::new(engine.clone()))
@@ -66,6 +92,6 @@ pub async fn run(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
     tokio::select! {
         served = server => served.map_err(WorkerError::from),
-        control = control::control_loop(config.control, engine.clone(), cache) => control,
+        control = control::control_loop(config.control, engine.clone(), cache, restored, info) => control,
     }
 }

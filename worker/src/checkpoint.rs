@@ -1,0 +1,226 @@
+//! Worker checkpoints: the positions of the tasks this worker serves, written by a background
+//! thread every `checkpoint_interval` to a [`cachew_store::CheckpointStore`] (fsync'd,
+//! checksummed, the last two kept), so a worker restarted in place resumes its splits without
+//! recomputing what its clients already have.
+//!
+//! # Payload format
+//! One JSON object per checkpoint (the store frames and checksums it):
+//! ```text
+//! {"format":1,"address":"127.0.0.1:5051","worker_id":3,
+//!  "tasks":[{"job":1,"epoch":0,"position":4,"split":17,"lease":9,"seed":42,
+//!            "dataset_id":"…","acked":37,"produced":64,"len":64}, …]}
+//! ```
+//! `acked` is the client's fetch cursor as the worker last saw it: everything before it was
+//! delivered, so recovery restarts computing there. Positions, not buffers: a checkpoint is a
+//! few hundred bytes whatever the element size.
+//!
+//! # Recovery rule
+//! A checkpoint written for another address is ignored (the dispatcher knows workers by address,
+//! so its leases would be refused anyway). A payload that does not parse stops the worker with an
+//! error: starting empty would silently throw away its progress.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cachew_proto::v1;
+use cachew_store::CheckpointStore;
+use serde::{Deserialize, Serialize};
+
+use crate::WorkerError;
+use crate::engine::{Engine, TaskKey, TaskSpec};
+
+const FORMAT: u32 = 1;
+
+/// One task's position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCheckpoint {
+    pub job: u64,
+    pub epoch: u64,
+    pub position: u32,
+    pub split: u32,
+    pub lease: u64,
+    pub seed: u64,
+    pub dataset_id: String,
+    pub acked: u32,
+    pub produced: u32,
+    pub len: u32,
+}
+
+impl TaskCheckpoint {
+    pub fn spec(&self) -> TaskSpec {
+        TaskSpec {
+            key: TaskKey {
+                job: self.job,
+                epoch: self.epoch,
+                position: self.position,
+            },
+            lease: self.lease,
+            split: self.split,
+            seed: self.seed,
+            dataset_id: self.dataset_id.clone(),
+            start_index: self.acked,
+        }
+    }
+
+    pub fn progress(&self) -> v1::TaskProgress {
+        v1::TaskProgress {
+            key: Some(v1::TaskKey::new(self.job, self.epoch, self.position)),
+            lease: self.lease,
+            split: self.split,
+            produced: self.produced,
+            acked: self.acked,
+            len: self.len,
+        }
+    }
+}
+
+/// A whole checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerCheckpoint {
+    pub format: u32,
+    pub address: String,
+    pub tasks: Vec<TaskCheckpoint>,
+}
+
+/// What the checkpointer reports in heartbeats.
+pub type SharedInfo = Arc<Mutex<Option<v1::CheckpointInfo>>>;
+
+/// Opens the store and reads the newest checkpoint's tasks that belong to `address`.
+pub fn open(
+    dir: &Path,
+    address: &str,
+) -> Result<(CheckpointStore, Vec<TaskCheckpoint>), WorkerError> {
+    let (store, newest) =
+        CheckpointStore::open(dir).map_err(|e| WorkerError::Checkpoint(e.to_string()))?;
+    let Some(cp) = newest else {
+        return Ok((store, Vec::new()));
+    };
+    let parsed: WorkerCheckpoint = serde_json::from_slice(&cp.payload).map_err(|e| {
+        WorkerError::Checkpoint(format!(
+            "{}: checkpoint {} does not parse: {e}",
+            dir.display(),
+            cp.seq
+        ))
+    })?;
+    if parsed.format != FORMAT {
+        return Err(WorkerError::Checkpoint(format!(
+            "{}: checkpoint format {} (this worker reads {FORMAT})",
+            dir.display(),
+            parsed.format
+        )));
+    }
+    if parsed.address != address {
+        tracing::warn!(
+            "ignoring the checkpoint in {}: it was written by a worker at {}, this one is {address}",
+            dir.display(),
+            parsed.address
+        );
+        return Ok((store, Vec::new()));
+    }
+    tracing::info!(
+        tasks = parsed.tasks.len(),
+        seq = cp.seq,
+        "loaded checkpoint"
+    );
+    Ok((store, parsed.tasks))
+}
+
+/// The tasks an engine holds, as checkpoint entries.
+pub fn snapshot(engine: &Engine) -> Vec<TaskCheckpoint> {
+    engine
+        .snapshot()
+        .into_iter()
+        .map(|(spec, report)| TaskCheckpoint {
+            job: spec.key.job,
+            epoch: spec.key.epoch,
+            position: spec.key.position,
+            split: spec.split,
+            lease: spec.lease,
+            seed: spec.seed,
+            dataset_id: spec.dataset_id,
+            acked: report.acked,
+            produced: report.produced,
+            len: report.len,
+        })
+        .collect()
+}
+
+/// The background checkpoint thread; stops (after a last checkpoint) when dropped.
+#[derive(Debug)]
+pub struct Checkpointer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    pub fn start(
+        mut store: CheckpointStore,
+        engine: Engine,
+        address: String,
+        interval: Duration,
+        info: SharedInfo,
+    ) -> std::io::Result<Checkpointer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || {
+                let mut next = Instant::now() + interval;
+                let mut last: Option<Vec<TaskCheckpoint>> = None;
+                loop {
+                    while Instant::now() < next {
+                        if flag.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        std::thread::sleep(
+                            Duration::from_millis(20)
+                                .min(next.saturating_duration_since(Instant::now())),
+                        );
+                    }
+                    next += interval;
+                    let tasks = snapshot(&engine);
+                    // Nothing moved: the stored checkpoint is still exact.
+                    if last.as_ref() == Some(&tasks) {
+                        continue;
+                    }
+                    let payload = WorkerCheckpoint {
+                        format: FORMAT,
+                        address: address.clone(),
+                        tasks: tasks.clone(),
+                    };
+                    let Ok(bytes) = serde_json::to_vec(&payload) else {
+                        continue;
+                    };
+                    match store.write(&bytes) {
+                        Ok(stats) => {
+                            *info.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(v1::CheckpointInfo {
+                                    count: stats.count,
+                                    last_unix_ms: stats.last_unix_ms,
+                                    last_bytes: stats.last_bytes,
+                                    last_duration_us: stats.last_duration_us,
+                                });
+                            last = Some(tasks);
+                        }
+                        Err(e) => tracing::error!("checkpoint failed: {e}"),
+                    }
+                }
+            })?;
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -57,6 +57,7 @@ pub struct Args {
 
 /// Entry point of the binary: parses `args`, runs until SIGINT/SIGTERM.
 pub fn main(args: Vec<OsString>) -> ExitCode {
+    let started = std::time::Instant::now();
     let args = match Args::try_parse_from(args) {
         Ok(a) => a,
         Err(e) => {
@@ -85,7 +86,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, started)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cachew-worker: {e:#}");
@@ -94,7 +95,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, started: std::time::Instant) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
@@ -125,6 +126,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .or_else(|| args.work_dir.as_ref().map(|d| d.join("checkpoints")))
         },
         checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.max(10)),
+        started,
     };
     tracing::info!(address = %bound, dispatcher = %args.dispatcher, threads = config.engine.threads, "worker listening");
     crate::run(config, listener, shutdown_signal()).await?;

@@ -545,3 +545,86 @@ impl PreparedCache {
             .insert(id.to_string(), p);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared() -> Arc<Prepared> {
+        let spec_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/specs/tf-sample.toml");
+        let spec = cachew_pipeline::PipelineSpec::load(&spec_path).unwrap();
+        let dataset = Dataset::for_spec(&spec).unwrap();
+        let pipeline = Pipeline::new(spec).unwrap();
+        let plan = cachew_pipeline::exec::plan_for(&pipeline, &dataset);
+        Arc::new(Prepared {
+            pipeline,
+            dataset,
+            plan,
+        })
+    }
+
+    fn spec(lease: u64) -> TaskSpec {
+        TaskSpec {
+            key: TaskKey {
+                job: 1,
+                epoch: 0,
+                position: 2,
+            },
+            lease,
+            split: 4,
+            seed: 9,
+            dataset_id: "d".into(),
+            start_index: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn stale_leases_are_refused_and_a_cursor_moving_back_recomputes_the_same_bytes() {
+        let (engine, _threads) = Engine::start(EngineConfig {
+            threads: 2,
+            max_tasks: 2,
+            ahead: 64,
+            chunk: 8,
+        });
+        engine.add_task(spec(7), prepared());
+        let key = spec(7).key;
+        let wait = Duration::from_secs(10);
+        let err = engine
+            .fetch(key, 6, 0, 8, usize::MAX, wait)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FetchError::WrongLease {
+                    asked: 6,
+                    held: 7,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let first = engine.fetch(key, 7, 0, 8, usize::MAX, wait).await.unwrap();
+        assert!(!first.elements.is_empty());
+        // Move forward past the first elements, then back to 0 (a resumed client).
+        let later = engine.fetch(key, 7, 20, 4, usize::MAX, wait).await.unwrap();
+        assert_eq!(later.elements[0].id.index, 20);
+        let again = engine.fetch(key, 7, 0, 8, usize::MAX, wait).await.unwrap();
+        assert_eq!(
+            again.elements[..first.elements.len().min(again.elements.len())],
+            first.elements[..first.elements.len().min(again.elements.len())]
+        );
+        // A new lease for the same key replaces the task: the old lease is refused from then on.
+        engine.add_task(spec(8), prepared());
+        assert!(matches!(
+            engine.fetch(key, 7, 0, 8, usize::MAX, wait).await,
+            Err(FetchError::WrongLease { .. })
+        ));
+        // Past the end of the split is an error, not a panic.
+        assert!(matches!(
+            engine.fetch(key, 8, 10_000, 8, usize::MAX, wait).await,
+            Err(FetchError::BadIndex { .. })
+        ));
+    }
+}

@@ -53,6 +53,8 @@ pub struct WorkerConfig {
     /// Where checkpoints go; None disables them (a restarted worker then starts empty).
     pub checkpoint_dir: Option<std::path::PathBuf>,
     pub checkpoint_interval: std::time::Duration,
+    /// When the process started (for start-up latency logs).
+    pub started: std::time::Instant,
 }
 
 /// Runs a worker: serves `listener` and talks to the dispatcher until `shutdown` completes or
@@ -85,7 +87,7 @@ pub async fn run(
     };
     let server = cachew_proto::server()
         .add_service(
-            WorkerServer::new(service::WorkerService::new(engine.clone()))
+            WorkerServer::new(service::WorkerService::new(engine.clone(), config.started))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )

@@ -11,11 +11,18 @@ use crate::engine::{Engine, FetchError, TaskKey};
 #[derive(Debug, Clone)]
 pub struct WorkerService {
     engine: Engine,
+    started: std::time::Instant,
+    first_served: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl WorkerService {
-    pub fn new(engine: Engine) -> WorkerService {
-        WorkerService { engine }
+    /// `started` is when the process started (the first served element is logged against it).
+    pub fn new(engine: Engine, started: std::time::Instant) -> WorkerService {
+        WorkerService {
+            engine,
+            started,
+            first_served: Default::default(),
+        }
     }
 }
 
@@ -68,6 +75,20 @@ impl cachew_proto::Worker for WorkerService {
                 "task serves split {}, request names split {}",
                 first.id.split, req.split
             )));
+        }
+        if !fetched.elements.is_empty()
+            && !self
+                .first_served
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            let unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            tracing::info!(
+                since_start_ms = self.started.elapsed().as_millis() as u64,
+                unix_ms = unix_ms as u64,
+                "first element served"
+            );
         }
         Ok(Response::new(v1::GetElementsResponse {
             elements: fetched

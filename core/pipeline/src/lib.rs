@@ -12,9 +12,11 @@
 //! - [`exec`]: running the pipeline on records, split ranges and whole epochs; batching.
 //! - [`hashlog`]: the hash log (verification contract) and the exactly-once verdict.
 //! - [`manifest`]: MANIFEST files listing a dataset's reference hashes.
+//! - [`cache`]: chunk files of a pipeline prefix's output (Cachew put / get).
 //!
 //! This crate does no networking and spawns no long-lived threads; the services build on it.
 
+pub mod cache;
 pub mod dataset;
 pub mod error;
 pub mod example;

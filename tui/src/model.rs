@@ -673,12 +673,15 @@ impl Model {
         let mut have_dispatcher = false;
         for n in &self.nodes {
             let role = Role::parse(&n.role);
+            // The dispatcher keeps one entry per address; should it ever hold several, the
+            // live one (then the latest incarnation) describes the process.
             let worker = (role == Role::Worker)
                 .then(|| {
                     workers
                         .iter()
                         .enumerate()
-                        .find(|(_, w)| !n.address.is_empty() && w.address == n.address)
+                        .filter(|(_, w)| !n.address.is_empty() && w.address == n.address)
+                        .max_by_key(|(_, w)| (w.state != "dead", w.incarnation, w.worker_id))
                 })
                 .flatten();
             if let Some((i, _)) = worker

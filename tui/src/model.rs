@@ -779,7 +779,13 @@ impl Model {
         rows
     }
 
-    fn row(&self, p: RowParts<'_>) -> NodeRow {
+    fn row(&self, mut p: RowParts<'_>) -> NodeRow {
+        // While the dispatcher is down its last word on a worker is stale; if cluster control
+        // knows the process is gone, that is the fresher fact.
+        if p.stale && p.process.as_deref().is_some_and(|s| s != "running") {
+            p.stale = false;
+            p.lifecycle = None;
+        }
         let (state, health) = merge_state(p.role, p.lifecycle.as_deref(), p.process.as_deref());
         let (interval, timeout) = self.timing();
         let heartbeat_health = match (p.role, p.heartbeat_ms) {

@@ -285,21 +285,20 @@ fn render_nodes(model: &Model, rows: &[NodeRow], area: Rect, buf: &mut Buffer) {
     let wide = area.width >= 110;
     let mut widths = vec![
         Constraint::Length(10),
+        Constraint::Length(if wide { 10 } else { 6 }),
         Constraint::Length(15),
-        Constraint::Length(17),
+        Constraint::Length(16),
         Constraint::Length(6),
         Constraint::Length(7),
         Constraint::Length(3),
         Constraint::Length(5),
     ];
-    let mut header = vec!["node", "address", "state", "hb", "pid", "rst", "tasks"];
+    let mut header = vec![
+        "node", "role", "address", "state", "hb", "pid", "rst", "tasks",
+    ];
     if wide {
-        widths.extend([
-            Constraint::Length(10),
-            Constraint::Length(4),
-            Constraint::Length(4),
-        ]);
-        header.extend(["role", "id", "inc"]);
+        widths.extend([Constraint::Length(4), Constraint::Length(4)]);
+        header.extend(["id", "inc"]);
     }
     let body: Vec<Row> = rows
         .iter()
@@ -316,8 +315,13 @@ fn render_nodes(model: &Model, rows: &[NodeRow], area: Rect, buf: &mut Buffer) {
                 health_style(r.heartbeat_health)
             };
             let opt = |v: Option<String>| v.unwrap_or_else(|| "—".into());
+            let role = match (r.role, wide) {
+                (crate::model::Role::Dispatcher, false) => "disp",
+                (role, _) => role.name(),
+            };
             let mut cells = vec![
                 Span::raw(r.name.clone()),
+                Span::styled(role, dim()),
                 Span::styled(r.address.clone(), dim()),
                 Span::styled(r.state.clone(), state_style),
                 Span::styled(opt(r.heartbeat_ms.map(fmt::age_ms)), hb_style),
@@ -327,7 +331,6 @@ fn render_nodes(model: &Model, rows: &[NodeRow], area: Rect, buf: &mut Buffer) {
             ];
             if wide {
                 cells.extend([
-                    Span::styled(r.role.name(), dim()),
                     Span::raw(opt(r.worker_id.map(|n| n.to_string()))),
                     Span::raw(opt(r.incarnation.map(|n| n.to_string()))),
                 ]);
@@ -411,6 +414,24 @@ fn render_job(model: &Model, area: Rect, buf: &mut Buffer) {
         spans.push(Span::styled(format!(" · {assigned} in flight"), dim()));
     }
     if y < inner.bottom() {
+        Line::from(spans).render(line(y), buf);
+        y += 1;
+    }
+    // Per-epoch split counts, when there is room for them and a verdict or two.
+    if inner.height >= 8 && job.epochs.len() > 1 {
+        let mut spans = vec![Span::styled("splits", dim())];
+        for e in &job.epochs {
+            spans.push(Span::raw(format!(
+                " e{} {}/{}",
+                e.epoch, e.splits_delivered, e.splits_total
+            )));
+            if e.splits_assigned > 0 {
+                spans.push(Span::styled(
+                    format!(" +{} assigned", e.splits_assigned),
+                    dim(),
+                ));
+            }
+        }
         Line::from(spans).render(line(y), buf);
         y += 1;
     }

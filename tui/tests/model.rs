@@ -409,3 +409,20 @@ fn checkpoints_from_a_directory_watcher_are_not_overwritten_by_older_heartbeat_f
     m.apply(Update::Status(Box::new(status)), T0 + 5000);
     assert_eq!(m.checkpoints()[&address].info, newer);
 }
+
+#[test]
+fn while_the_dispatcher_is_down_a_dead_process_beats_a_stale_lifecycle() {
+    let mut m = dispatcher_down();
+    let mut nodes = healthy_nodes();
+    nodes[0].state = "killed(SIGKILL)".into();
+    nodes[0].pid = 0;
+    nodes[2].state = "killed(SIGKILL)".into();
+    nodes[2].pid = 0;
+    m.apply(Update::Nodes(nodes), T0 + 4100);
+    let rows = m.node_rows();
+    let w2 = row(&rows, "worker-2");
+    assert_eq!((w2.state.as_str(), w2.stale), ("killed", false));
+    assert_eq!(w2.health, Health::Bad);
+    let w1 = row(&rows, "worker-1");
+    assert_eq!((w1.state.as_str(), w1.stale), ("alive", true));
+}

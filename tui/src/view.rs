@@ -625,7 +625,7 @@ fn short_legend(marks: &[(u64, char)], owners: &[(u64, bool)]) -> Line<'static> 
         spans.push(Span::raw(" "));
     }
     if !owners.is_empty() {
-        spans.push(Span::styled("owners, in node order", dim()));
+        spans.push(Span::styled("owners", dim()));
     }
     Line::from(spans)
 }

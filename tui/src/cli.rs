@@ -2,6 +2,7 @@
 //! one node of a cluster in this process.
 
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,8 +41,10 @@ pub enum Command {
         /// Where run directories (logs, node state, hash logs) go.
         #[arg(long, default_value = ".cachew/runs")]
         runs_dir: PathBuf,
+        /// Workers that take splits from the start.
         #[arg(long, default_value_t = 3)]
         workers: u32,
+        /// Standby workers, promoted when a worker dies.
         #[arg(long, default_value_t = 1)]
         standby: u32,
         /// Records in the built-in dataset.
@@ -114,6 +117,10 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
         }
         None => None,
     };
+    if !std::io::stdout().is_terminal() {
+        eprintln!("cachew-tui: the dashboard needs a terminal (stdout is not one)");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,11 +1,11 @@
 # Cachew-rs recipes. Get `just` with `cargo install just` or `pip install rust-just`.
 
-# The local cluster on the built-in dataset, printing each epoch (Ctrl-C stops it).
-up *ARGS:
-    cargo run --release -p cachew-fixtures --bin cachew-scenario -- up {{ARGS}}
-
-# The main job: the same cluster, shown in the dashboard.
+# The main job: the built-in dataset on a local cluster, in the live dashboard.
 demo *ARGS:
+    cargo run --release -p cachew-tui -- demo {{ARGS}}
+
+# The same cluster headless, printing each epoch (attach with `cachew-tui --dispatcher ...`).
+up *ARGS:
     cargo run --release -p cachew-fixtures --bin cachew-scenario -- up {{ARGS}}
 
 # Every test (the README's test command): unit, property, end-to-end and scenario tests.

@@ -1,0 +1,211 @@
+//! The `cachew-tui` command line: attach to a dispatcher, run the demo cluster, or (hidden) run
+//! one node of a cluster in this process.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cachew_cluster::Launcher;
+use cachew_fixtures::GenerateParams;
+use clap::{Parser, Subcommand};
+
+use crate::app::{self, now_ms};
+use crate::demo::{Demo, DemoOptions};
+use crate::model::{Mode, Model};
+
+/// Cachew-rs dashboard: nodes, epochs, splits, checkpoints, journal and events of a cluster, live;
+/// keys kill, pause and restart nodes through cluster control.
+#[derive(Parser, Debug)]
+#[command(name = "cachew-tui", version)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The dispatcher to attach to (HOST:PORT).
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    pub dispatcher: String,
+    /// Cluster-control endpoint for the keys (default: the one the dispatcher advertises).
+    #[arg(long)]
+    pub control: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Launch the built-in dataset on a local cluster (dispatcher, workers, a standby, a training
+    /// client looping over epochs) and open the dashboard on it.
+    Demo {
+        /// Where the built-in dataset is generated (once).
+        #[arg(long, default_value = ".cachew/data")]
+        data_dir: PathBuf,
+        /// Where run directories (logs, node state, hash logs) go.
+        #[arg(long, default_value = ".cachew/runs")]
+        runs_dir: PathBuf,
+        /// Workers that take splits from the start.
+        #[arg(long, default_value_t = 3)]
+        workers: u32,
+        /// Standby workers, promoted when a worker dies.
+        #[arg(long, default_value_t = 1)]
+        standby: u32,
+        /// Records in the built-in dataset.
+        #[arg(long, default_value_t = GenerateParams::default().records)]
+        records: u32,
+        /// Simulated training step per batch, in milliseconds (keeps epochs watchable).
+        #[arg(long, default_value_t = 50)]
+        step_time_ms: u64,
+        /// Compute threads per worker (default: all cores).
+        #[arg(long)]
+        worker_threads: Option<u32>,
+        /// Worker heartbeat interval of the dispatcher, in milliseconds.
+        #[arg(long, default_value_t = 200)]
+        heartbeat_interval_ms: u64,
+        /// A worker silent this long (ms) is declared dead and its splits fail over.
+        #[arg(long, default_value_t = 2000)]
+        worker_timeout_ms: u64,
+    },
+    /// Run one node in this process: `node dispatcher|worker|client [ARGS...]`.
+    #[command(hide = true)]
+    Node {
+        role: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main(argv: Vec<OsString>) -> ExitCode {
+    let args = match Args::try_parse_from(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let command = match args.command {
+        Some(Command::Node { role, args }) => return node(&role, args),
+        Some(Command::Demo {
+            data_dir,
+            runs_dir,
+            workers,
+            standby,
+            records,
+            step_time_ms,
+            worker_threads,
+            heartbeat_interval_ms,
+            worker_timeout_ms,
+        }) => {
+            let options = DemoOptions {
+                data_dir,
+                runs_dir,
+                workers,
+                standby,
+                records,
+                step_time_ms,
+                worker_threads,
+                heartbeat_interval_ms,
+                worker_timeout_ms,
+            };
+            if let Err(e) = options.validate() {
+                eprintln!("cachew-tui: {e}");
+                return ExitCode::from(2);
+            }
+            Some(options)
+        }
+        None => None,
+    };
+    if !std::io::stdout().is_terminal() {
+        eprintln!("cachew-tui: the dashboard needs a terminal (stdout is not one)");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cachew-tui: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match command {
+        Some(options) => runtime.block_on(demo(options)),
+        None => runtime.block_on(attach(args.dispatcher, args.control)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cachew-tui: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The multi-call host: runs a dispatcher, worker or client as this process.
+fn node(role: &str, args: Vec<OsString>) -> ExitCode {
+    let mut argv = vec![OsString::from(format!("cachew-{role}"))];
+    argv.extend(args);
+    match role {
+        "dispatcher" => cachew_dispatcher::cli::main(argv),
+        "worker" => cachew_worker::cli::main(argv),
+        "client" => cachew_client::cli::main(argv),
+        other => {
+            eprintln!("cachew-tui: unknown role `{other}` (dispatcher, worker or client)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Resolves on SIGINT, SIGTERM or SIGHUP (the terminal went away).
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return cachew_proto::daemon::shutdown_signal().await;
+    };
+    tokio::select! {
+        () = cachew_proto::daemon::shutdown_signal() => {}
+        _ = hangup.recv() => {}
+    }
+}
+
+async fn attach(dispatcher: String, control: Option<String>) -> Result<(), crate::TuiError> {
+    let model = Model::new(Mode::Attach, &dispatcher, control, now_ms());
+    app::run_terminal(model, stop_signal()).await?;
+    Ok(())
+}
+
+async fn demo(options: DemoOptions) -> Result<(), crate::TuiError> {
+    let exe = std::env::current_exe()?;
+    let launcher = Launcher::locate_or_multicall(&exe);
+    eprintln!("cachew-tui: launching the demo cluster…");
+    let demo = Demo::launch(&options, launcher).await?;
+    let model = Model::new(
+        Mode::Demo {
+            run_dir: demo.run_dir().to_path_buf(),
+        },
+        demo.dispatcher(),
+        Some(demo.control_address().to_string()),
+        now_ms(),
+    );
+    let quit = app::run_terminal(model, stop_signal()).await;
+    let stop_now = quit.as_ref().map_or(true, |q| q.stop_cluster);
+    if !stop_now {
+        eprintln!(
+            "cachew-tui: the cluster keeps running: dispatcher {}, cluster control {}, run dir {}.\n\
+             Attach with `cachew-tui --dispatcher {}`; Ctrl-C stops it.",
+            demo.dispatcher(),
+            demo.control_address(),
+            demo.run_dir().display(),
+            demo.dispatcher()
+        );
+        stop_signal().await;
+    }
+    eprintln!("cachew-tui: stopping the demo cluster…");
+    let states = demo.stop(Duration::from_secs(3)).await;
+    eprintln!("cachew-tui: stopped: {}", states.join(", "));
+    quit.map(|_| ())
+}

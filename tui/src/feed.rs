@@ -1,0 +1,283 @@
+//! The feeds: background tasks that turn the network into [`Update`]s for the model, and the
+//! one function that sends an action to cluster control. They own the gRPC connections; they
+//! never touch the model or the terminal (they only send on a channel), and they stop when the
+//! channel's receiver is gone.
+
+use std::time::Duration;
+
+use cachew_proto::v1;
+use cachew_proto::v1::cluster_control_client::ClusterControlClient;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::Channel;
+
+use crate::model::{ActCommand, Update};
+
+/// A status stream that says nothing for this long is treated as down (the dispatcher sends a
+/// snapshot at least every second; a paused dispatcher keeps its socket open but goes silent).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often cluster control is asked for its node list.
+pub const NODES_INTERVAL: Duration = Duration::from_millis(500);
+/// How long one cluster-control request may take (restarting a dispatcher waits until it
+/// listens, up to 20 s).
+const ACT_TIMEOUT: Duration = Duration::from_secs(60);
+const LIST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Exponential reconnect delays: 250 ms doubling up to 4 s, back to the start after a success.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    pub const FIRST: Duration = Duration::from_millis(250);
+    pub const MAX: Duration = Duration::from_secs(4);
+
+    pub fn new() -> Backoff {
+        Backoff { next: Self::FIRST }
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
+}
+
+/// An error and its sources on one line (tonic's "transport error" alone says little).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+enum StreamEnd {
+    /// The model's side hung up: stop.
+    Closed,
+    Failed {
+        error: String,
+        delivered: bool,
+    },
+}
+
+/// Follows the dispatcher's status stream at `target` forever, reconnecting with backoff.
+pub async fn status_feed(target: String, tx: mpsc::Sender<Update>) {
+    let mut backoff = Backoff::new();
+    let mut attempt = 0u32;
+    loop {
+        if tx.send(Update::Connecting).await.is_err() {
+            return;
+        }
+        match watch_once(&target, &tx).await {
+            StreamEnd::Closed => return,
+            StreamEnd::Failed { error, delivered } => {
+                if delivered {
+                    backoff.reset();
+                    attempt = 0;
+                }
+                attempt += 1;
+                let delay = backoff.next_delay();
+                let down = Update::StreamDown {
+                    error,
+                    attempt,
+                    retry_in_ms: delay.as_millis() as u64,
+                };
+                if tx.send(down).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+async fn watch_once(target: &str, tx: &mpsc::Sender<Update>) -> StreamEnd {
+    let failed = |error: String, delivered: bool| StreamEnd::Failed { error, delivered };
+    let endpoint = match cachew_proto::endpoint(target) {
+        Ok(e) => e,
+        Err(e) => return failed(e.to_string(), false),
+    };
+    let channel = match endpoint.connect().await {
+        Ok(c) => c,
+        Err(e) => return failed(chain(&e), false),
+    };
+    let mut client = cachew_proto::DispatcherClient::new(channel)
+        .max_decoding_message_size(cachew_proto::MAX_MESSAGE_BYTES);
+    let request = v1::WatchStatusRequest { events_after: 0 };
+    let mut stream = match tokio::time::timeout(STALL_TIMEOUT, client.watch_status(request)).await {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(status)) => return failed(status.message().to_string(), false),
+        Err(_) => return failed("no answer to WatchStatus".into(), false),
+    };
+    let mut delivered = false;
+    loop {
+        match tokio::time::timeout(STALL_TIMEOUT, stream.message()).await {
+            Ok(Ok(Some(status))) => {
+                delivered = true;
+                if tx.send(Update::Status(Box::new(status))).await.is_err() {
+                    return StreamEnd::Closed;
+                }
+            }
+            Ok(Ok(None)) => return failed("the status stream ended".into(), delivered),
+            Ok(Err(status)) => {
+                let message = if status.message().is_empty() {
+                    chain(&status)
+                } else {
+                    status.message().to_string()
+                };
+                return failed(message, delivered);
+            }
+            Err(_) => {
+                return failed(
+                    format!(
+                        "no status for {} s (paused or partitioned?)",
+                        STALL_TIMEOUT.as_secs()
+                    ),
+                    delivered,
+                );
+            }
+        }
+    }
+}
+
+fn control_client(address: &str) -> Result<ClusterControlClient<Channel>, String> {
+    let endpoint = cachew_proto::endpoint(address).map_err(|e| e.to_string())?;
+    Ok(ClusterControlClient::new(endpoint.connect_lazy()))
+}
+
+/// Polls cluster control's node list every [`NODES_INTERVAL`] at whatever address `address`
+/// holds (none: idle until one is known).
+pub async fn control_feed(mut address: watch::Receiver<Option<String>>, tx: mpsc::Sender<Update>) {
+    let mut client: Option<(String, ClusterControlClient<Channel>)> = None;
+    loop {
+        let current = address.borrow_and_update().clone();
+        let Some(addr) = current else {
+            client = None;
+            if address.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        if client.as_ref().is_none_or(|(a, _)| *a != addr) {
+            client = match control_client(&addr) {
+                Ok(c) => Some((addr.clone(), c)),
+                Err(e) => {
+                    if tx.send(Update::ControlUnreachable(e)).await.is_err() {
+                        return;
+                    }
+                    None
+                }
+            };
+        }
+        if let Some((_, c)) = &mut client {
+            let update =
+                match tokio::time::timeout(LIST_TIMEOUT, c.list_nodes(v1::ListNodesRequest {}))
+                    .await
+                {
+                    Ok(Ok(r)) => Update::Nodes(r.into_inner().nodes),
+                    Ok(Err(status)) => Update::ControlUnreachable(if status.message().is_empty() {
+                        chain(&status)
+                    } else {
+                        status.message().to_string()
+                    }),
+                    Err(_) => Update::ControlUnreachable(format!(
+                        "no answer in {} s",
+                        LIST_TIMEOUT.as_secs()
+                    )),
+                };
+            if tx.send(update).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(NODES_INTERVAL) => {}
+            changed = address.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Sends `command` to the control endpoint at `address`; the answer as an update.
+pub async fn act(address: String, command: ActCommand) -> Update {
+    let label = command.label.clone();
+    let result = async {
+        let mut client = control_client(&address)?;
+        let request = v1::ActRequest {
+            action: command.action as i32,
+            nodes: command.nodes,
+            role: command.role,
+        };
+        match tokio::time::timeout(ACT_TIMEOUT, client.act(request)).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(status)) => Err(if status.message().is_empty() {
+                chain(&status)
+            } else {
+                status.message().to_string()
+            }),
+            Err(_) => Err(format!("no answer in {} s", ACT_TIMEOUT.as_secs())),
+        }
+    }
+    .await;
+    Update::ActDone { label, result }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut b = Backoff::new();
+        let delays: Vec<u64> = (0..7).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(delays, [250, 500, 1000, 2000, 4000, 4000, 4000]);
+        b.reset();
+        assert_eq!(b.next_delay(), Backoff::FIRST);
+    }
+
+    #[tokio::test]
+    async fn a_dead_dispatcher_is_reported_down_and_retried() {
+        // A port nothing listens on.
+        let port = cachew_cluster::free_port().unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let feed = tokio::spawn(status_feed(format!("127.0.0.1:{port}"), tx));
+        let mut downs = Vec::new();
+        while downs.len() < 2 {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(Update::StreamDown {
+                    attempt,
+                    retry_in_ms,
+                    error,
+                })) => downs.push((attempt, retry_in_ms, error)),
+                Ok(Some(_)) => {}
+                other => panic!("feed stopped: {other:?}"),
+            }
+        }
+        assert_eq!(downs[0].0, 1);
+        assert_eq!(downs[1].0, 2);
+        assert!(downs[1].1 > downs[0].1, "backoff grows: {downs:?}");
+        assert!(!downs[0].2.is_empty());
+        drop(rx);
+        // With the receiver gone the feed ends by itself.
+        tokio::time::timeout(Duration::from_secs(10), feed)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -1,0 +1,1232 @@
+//! The dashboard's model: what the cluster looked like in the last status snapshot, what cluster
+//! control says about the processes, the event log, throughput history, and the UI state
+//! (selection, overlays, the status line).
+//!
+//! It changes only through [`Model::apply`] (an [`Update`] from a feed), [`Model::tick`] (the
+//! clock) and [`Model::on_key`] (a key press, which may return an [`Effect`] for the caller to
+//! perform). It never performs I/O and never reads a clock: every input carries its time, so the
+//! same inputs give the same model and the view, a pure function of the model, can be
+//! snapshot-tested.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+
+use cachew_proto::v1;
+
+use crate::fmt;
+use crate::keys::Key;
+
+/// Events kept in the log (oldest dropped first).
+pub const EVENT_CAPACITY: usize = 500;
+/// Throughput samples kept per job.
+pub const RATE_SAMPLES: usize = 240;
+/// Shortest interval a throughput sample covers.
+const RATE_MIN_INTERVAL_MS: u64 = 500;
+/// How long a notice stays in the status line.
+const NOTICE_MS: u64 = 8_000;
+
+/// Whether the dashboard launched the cluster it shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// `cachew-tui demo`: this process supervises the cluster.
+    Demo { run_dir: PathBuf },
+    /// `cachew-tui --dispatcher`: attached to a cluster someone else runs.
+    Attach,
+}
+
+/// The status stream's connection to the dispatcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    Connecting {
+        since_ms: u64,
+    },
+    Up {
+        since_ms: u64,
+    },
+    Down {
+        since_ms: u64,
+        error: String,
+        attempt: u32,
+        retry_at_ms: u64,
+    },
+}
+
+/// How the dashboard reaches cluster control.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Attached, and no status has said where control is yet.
+    Unknown,
+    /// A control endpoint; `error` is the last failure to reach it (cleared by the next success).
+    Available {
+        address: String,
+        error: Option<String>,
+    },
+    /// The dispatcher advertises none and none was given.
+    Unavailable,
+}
+
+/// Where checkpoint facts come from. The dispatcher relays what workers report in heartbeats; a
+/// directory watcher (a later change) will read the workers' checkpoint directories directly so
+/// the panel keeps working while the dispatcher is down, and feed them with
+/// [`Update::Checkpoints`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointSource {
+    Heartbeat,
+    Directory,
+}
+
+/// The last checkpoint facts known about one worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRow {
+    pub source: CheckpointSource,
+    pub info: v1::CheckpointInfo,
+    /// When the dashboard learnt them.
+    pub received_ms: u64,
+}
+
+/// Who wrote an event-log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Dispatcher,
+    /// The dashboard's own observations: the link going down or up, results of actions.
+    Dashboard,
+}
+
+/// One line of the event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedEvent {
+    pub unix_ms: u64,
+    pub kind: String,
+    pub message: String,
+    pub origin: Origin,
+}
+
+/// Which status-stream events have been logged, so a reconnect (which replays the dispatcher's
+/// buffer) adds nothing twice and a restarted dispatcher's fresh sequence numbers still show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EventMark {
+    dispatcher_start_ms: u64,
+    seq: u64,
+    unix_ms: u64,
+}
+
+/// Examples per second of one job, from successive `delivered_examples` totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Throughput {
+    last: Option<(u64, u64)>,
+    rates: VecDeque<u64>,
+}
+
+impl Throughput {
+    fn sample(&mut self, unix_ms: u64, delivered: u64) {
+        match self.last {
+            Some((t0, d0)) if delivered >= d0 => {
+                if unix_ms >= t0 + RATE_MIN_INTERVAL_MS {
+                    self.rates
+                        .push_back((delivered - d0).saturating_mul(1000) / (unix_ms - t0));
+                    while self.rates.len() > RATE_SAMPLES {
+                        self.rates.pop_front();
+                    }
+                    self.last = Some((unix_ms, delivered));
+                }
+            }
+            // First sample, or the total went back (a consumer or the dispatcher restarted).
+            _ => self.last = Some((unix_ms, delivered)),
+        }
+    }
+
+    /// Examples per second, oldest first.
+    pub fn rates(&self) -> impl DoubleEndedIterator<Item = u64> + ExactSizeIterator + '_ {
+        self.rates.iter().copied()
+    }
+
+    pub fn latest(&self) -> Option<u64> {
+        self.rates.back().copied()
+    }
+}
+
+/// An overlay over the dashboard that takes the keys while it is shown.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Overlay {
+    None,
+    Help,
+    /// A y/n question before a bulk action.
+    Confirm {
+        prompt: String,
+        command: ActCommand,
+    },
+    /// Demo mode: stop the cluster on quit?
+    Quit,
+}
+
+/// How important a notice is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Ok,
+    Error,
+}
+
+/// The status line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub text: String,
+    pub level: Level,
+    pub at_ms: u64,
+}
+
+/// A cluster-control request the caller should send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActCommand {
+    pub action: v1::Action,
+    pub nodes: Vec<String>,
+    pub role: String,
+    /// What the status line calls it: `kill worker-1`.
+    pub label: String,
+}
+
+/// What the caller should do after a key press.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Act(ActCommand),
+    /// Leave the dashboard; in a demo, `stop_cluster` says whether to stop the nodes.
+    Quit {
+        stop_cluster: bool,
+    },
+}
+
+/// Everything the feeds tell the model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    /// The status stream is (re)connecting.
+    Connecting,
+    /// A snapshot from the status stream.
+    Status(Box<v1::ClusterStatus>),
+    /// The status stream failed; the next attempt is in `retry_in_ms`.
+    StreamDown {
+        error: String,
+        attempt: u32,
+        retry_in_ms: u64,
+    },
+    /// Cluster control's node list.
+    Nodes(Vec<v1::NodeInfo>),
+    /// Cluster control could not be reached.
+    ControlUnreachable(String),
+    /// The result of an [`ActCommand`].
+    ActDone {
+        label: String,
+        result: Result<v1::ActResponse, String>,
+    },
+    /// Checkpoint facts by worker address from a source other than the status stream (the seam
+    /// for the checkpoint-directory watcher).
+    Checkpoints {
+        source: CheckpointSource,
+        rows: Vec<(String, v1::CheckpointInfo)>,
+    },
+}
+
+/// A node's role, as the node list shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Dispatcher,
+    Worker,
+    Client,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Dispatcher => "dispatcher",
+            Role::Worker => "worker",
+            Role::Client => "client",
+        }
+    }
+
+    fn parse(s: &str) -> Role {
+        match s {
+            "dispatcher" => Role::Dispatcher,
+            "client" => Role::Client,
+            _ => Role::Worker,
+        }
+    }
+}
+
+/// How healthy something looks, which the view turns into a colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Good,
+    /// Idle by design (a standby worker).
+    Idle,
+    Warn,
+    Bad,
+    Unknown,
+}
+
+/// One row of the node list: cluster control's view of the process merged with the dispatcher's
+/// view of the worker (matched by address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    /// Stable key of the row (for the selection).
+    pub key: String,
+    pub name: String,
+    pub role: Role,
+    pub address: String,
+    /// Lifecycle from the status stream (alive, suspect, standby, dead, registered) or the link
+    /// (up, down, connecting) for the dispatcher.
+    pub lifecycle: Option<String>,
+    /// Process state from cluster control (running, paused, killed(SIGKILL), exited(0), ...).
+    pub process: Option<String>,
+    /// The two merged: `alive`, `dead (killed)`, `suspect (paused)`.
+    pub state: String,
+    pub health: Health,
+    /// Heartbeat age (workers) or time since the last status snapshot (dispatcher).
+    pub heartbeat_ms: Option<u64>,
+    pub heartbeat_health: Health,
+    pub pid: Option<u32>,
+    pub restarts: Option<u32>,
+    pub worker_id: Option<u64>,
+    pub incarnation: Option<u64>,
+    pub tasks: Option<usize>,
+    /// The name cluster control knows the node by (actions need it).
+    pub control_name: Option<String>,
+    /// The lifecycle comes from a snapshot taken before the dispatcher went down.
+    pub stale: bool,
+}
+
+/// State of one position of an epoch in the split grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitCell {
+    Delivered,
+    /// Assigned to a worker; `owner_ok` is false while its owner is suspect or dead.
+    Assigned {
+        worker_id: u64,
+        owner_ok: bool,
+        acked: u32,
+        len: u32,
+    },
+    Unassigned,
+}
+
+/// A finished epoch's result as a consumer reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub consumer: u32,
+    pub report: v1::EpochReport,
+}
+
+impl Verdict {
+    pub fn passed(&self) -> Option<bool> {
+        self.report.verified.then_some(self.report.exactly_once)
+    }
+}
+
+/// The dashboard's model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    mode: Mode,
+    /// The dispatcher address the status stream connects to.
+    target: String,
+    /// A control address given on the command line (demo, or `--control`).
+    fixed_control: Option<String>,
+    link: Link,
+    status: Option<v1::ClusterStatus>,
+    last_status_ms: Option<u64>,
+    control: Control,
+    nodes: Vec<v1::NodeInfo>,
+    events: VecDeque<LoggedEvent>,
+    event_mark: Option<EventMark>,
+    throughput: BTreeMap<u64, Throughput>,
+    checkpoints: BTreeMap<String, CheckpointRow>,
+    now_ms: u64,
+    selected: Option<String>,
+    overlay: Overlay,
+    notice: Option<Notice>,
+    pending: usize,
+}
+
+impl Model {
+    /// A model for a dashboard of the dispatcher at `target`; `control` is the control endpoint
+    /// if known up front (a demo knows it; an attached dashboard learns it from the status).
+    pub fn new(mode: Mode, target: &str, control: Option<String>, now_ms: u64) -> Model {
+        Model {
+            mode,
+            target: target.to_string(),
+            control: match &control {
+                Some(address) => Control::Available {
+                    address: address.clone(),
+                    error: None,
+                },
+                None => Control::Unknown,
+            },
+            fixed_control: control,
+            link: Link::Connecting { since_ms: now_ms },
+            status: None,
+            last_status_ms: None,
+            nodes: Vec::new(),
+            events: VecDeque::new(),
+            event_mark: None,
+            throughput: BTreeMap::new(),
+            checkpoints: BTreeMap::new(),
+            now_ms,
+            selected: None,
+            overlay: Overlay::None,
+            notice: None,
+            pending: 0,
+        }
+    }
+
+    // ------------------------------------------------------------------ accessors
+
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    pub fn is_up(&self) -> bool {
+        matches!(self.link, Link::Up { .. })
+    }
+
+    /// The last status snapshot (its events are in [`Model::events`]).
+    pub fn status(&self) -> Option<&v1::ClusterStatus> {
+        self.status.as_ref()
+    }
+
+    pub fn last_status_ms(&self) -> Option<u64> {
+        self.last_status_ms
+    }
+
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// The control endpoint actions and node lists go to, if any.
+    pub fn control_address(&self) -> Option<&str> {
+        match &self.control {
+            Control::Available { address, .. } => Some(address),
+            _ => None,
+        }
+    }
+
+    pub fn events(&self) -> impl DoubleEndedIterator<Item = &LoggedEvent> + ExactSizeIterator {
+        self.events.iter()
+    }
+
+    pub fn throughput(&self, job_id: u64) -> Option<&Throughput> {
+        self.throughput.get(&job_id)
+    }
+
+    pub fn checkpoints(&self) -> &BTreeMap<String, CheckpointRow> {
+        &self.checkpoints
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    pub fn notice(&self) -> Option<&Notice> {
+        self.notice.as_ref()
+    }
+
+    /// Actions sent and not answered yet.
+    pub fn pending_actions(&self) -> usize {
+        self.pending
+    }
+
+    // ------------------------------------------------------------------ updates
+
+    /// The clock moved on (ages in the view are relative to it).
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        if let Some(n) = &self.notice
+            && n.level != Level::Error
+            && self.now_ms > n.at_ms + NOTICE_MS
+            && self.pending == 0
+        {
+            self.notice = None;
+        }
+    }
+
+    /// Applies one update that arrived at `now_ms`.
+    pub fn apply(&mut self, update: Update, now_ms: u64) {
+        self.tick(now_ms);
+        match update {
+            Update::Connecting => {
+                if !matches!(self.link, Link::Connecting { .. } | Link::Down { .. }) {
+                    self.link = Link::Connecting { since_ms: now_ms };
+                }
+            }
+            Update::Status(status) => self.apply_status(*status, now_ms),
+            Update::StreamDown {
+                error,
+                attempt,
+                retry_in_ms,
+            } => {
+                let since_ms = match &self.link {
+                    Link::Down { since_ms, .. } => *since_ms,
+                    Link::Up { .. } => {
+                        self.log_local(now_ms, "link_down", format!("dispatcher down: {error}"));
+                        now_ms
+                    }
+                    Link::Connecting { since_ms } => *since_ms,
+                };
+                self.link = Link::Down {
+                    since_ms,
+                    error,
+                    attempt,
+                    retry_at_ms: now_ms + retry_in_ms,
+                };
+            }
+            Update::Nodes(nodes) => {
+                self.nodes = nodes;
+                if let Control::Available { error, .. } = &mut self.control {
+                    *error = None;
+                }
+            }
+            Update::ControlUnreachable(e) => {
+                if let Control::Available { error, .. } = &mut self.control {
+                    *error = Some(e);
+                }
+            }
+            Update::ActDone { label, result } => {
+                self.pending = self.pending.saturating_sub(1);
+                match result {
+                    Ok(response) => {
+                        self.nodes = response.nodes;
+                        if response.errors.is_empty() {
+                            self.notify(Level::Ok, format!("{label}: done"));
+                            self.log_local(now_ms, "action", format!("{label}: done"));
+                        } else {
+                            let text = format!("{label}: {}", response.errors.join("; "));
+                            self.log_local(now_ms, "action_failed", text.clone());
+                            self.notify(Level::Error, text);
+                        }
+                    }
+                    Err(e) => {
+                        let text = format!("{label} failed: {e}");
+                        self.log_local(now_ms, "action_failed", text.clone());
+                        self.notify(Level::Error, text);
+                    }
+                }
+            }
+            Update::Checkpoints { source, rows } => {
+                for (address, info) in rows {
+                    self.checkpoints.insert(
+                        address,
+                        CheckpointRow {
+                            source,
+                            info,
+                            received_ms: now_ms,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn apply_status(&mut self, mut status: v1::ClusterStatus, now_ms: u64) {
+        match &self.link {
+            Link::Up { .. } => {}
+            Link::Down { since_ms, .. } => {
+                let down_for = now_ms.saturating_sub(*since_ms);
+                self.log_local(
+                    now_ms,
+                    "link_up",
+                    format!(
+                        "dispatcher {} up again after {}",
+                        status.dispatcher_address,
+                        fmt::age_ms(down_for)
+                    ),
+                );
+                self.link = Link::Up { since_ms: now_ms };
+            }
+            Link::Connecting { .. } => self.link = Link::Up { since_ms: now_ms },
+        }
+        let events = std::mem::take(&mut status.events);
+        let start = status.dispatcher_start_unix_ms;
+        let mark = self.event_mark;
+        for e in &events {
+            let fresh = match mark {
+                None => true,
+                // The same dispatcher: its sequence numbers order its events.
+                Some(m) if m.dispatcher_start_ms == start => m.seq < e.seq,
+                // Another incarnation: its numbering may restart, so go by time.
+                Some(m) => e.unix_ms > m.unix_ms,
+            };
+            if fresh {
+                self.push_event(LoggedEvent {
+                    unix_ms: e.unix_ms,
+                    kind: e.kind.clone(),
+                    message: e.message.clone(),
+                    origin: Origin::Dispatcher,
+                });
+            }
+        }
+        if let Some(last) = events.iter().max_by_key(|e| e.seq) {
+            let seen_ms = events.iter().map(|e| e.unix_ms).max().unwrap_or(0);
+            self.event_mark = Some(EventMark {
+                dispatcher_start_ms: start,
+                seq: last.seq,
+                unix_ms: seen_ms.max(mark.map_or(0, |m| m.unix_ms)),
+            });
+        }
+        for job in &status.jobs {
+            let delivered = job.consumers.iter().map(|c| c.delivered_examples).sum();
+            self.throughput
+                .entry(job.job_id)
+                .or_default()
+                .sample(status.unix_ms, delivered);
+        }
+        for w in &status.workers {
+            if let Some(info) = w.checkpoint {
+                let newer = self.checkpoints.get(&w.address).is_none_or(|row| {
+                    row.source == CheckpointSource::Heartbeat
+                        || info.last_unix_ms >= row.info.last_unix_ms
+                });
+                if newer {
+                    self.checkpoints.insert(
+                        w.address.clone(),
+                        CheckpointRow {
+                            source: CheckpointSource::Heartbeat,
+                            info,
+                            received_ms: now_ms,
+                        },
+                    );
+                }
+            }
+        }
+        if self.fixed_control.is_none() {
+            self.control = if status.control_address.is_empty() {
+                Control::Unavailable
+            } else {
+                match &self.control {
+                    Control::Available { address, error } if *address == status.control_address => {
+                        Control::Available {
+                            address: address.clone(),
+                            error: error.clone(),
+                        }
+                    }
+                    _ => Control::Available {
+                        address: status.control_address.clone(),
+                        error: None,
+                    },
+                }
+            };
+        }
+        self.status = Some(status);
+        self.last_status_ms = Some(now_ms);
+    }
+
+    fn push_event(&mut self, e: LoggedEvent) {
+        self.events.push_back(e);
+        while self.events.len() > EVENT_CAPACITY {
+            self.events.pop_front();
+        }
+    }
+
+    fn log_local(&mut self, now_ms: u64, kind: &str, message: String) {
+        self.push_event(LoggedEvent {
+            unix_ms: now_ms,
+            kind: kind.to_string(),
+            message,
+            origin: Origin::Dashboard,
+        });
+    }
+
+    fn notify(&mut self, level: Level, text: String) {
+        self.notice = Some(Notice {
+            text,
+            level,
+            at_ms: self.now_ms,
+        });
+    }
+
+    // ------------------------------------------------------------------ derived views
+
+    /// Heartbeat interval and worker timeout of the dispatcher (defaults before the first status).
+    pub fn timing(&self) -> (u64, u64) {
+        match &self.status {
+            Some(s) if s.heartbeat_interval_ms > 0 && s.worker_timeout_ms > 0 => {
+                (s.heartbeat_interval_ms, s.worker_timeout_ms)
+            }
+            _ => (500, 5000),
+        }
+    }
+
+    /// The node list: cluster control's nodes in launch order (workers matched to the
+    /// dispatcher's by address), then workers only the dispatcher knows.
+    pub fn node_rows(&self) -> Vec<NodeRow> {
+        let workers: &[v1::WorkerStatus] = self.status.as_ref().map_or(&[], |s| &s.workers);
+        let stale = !self.is_up();
+        let mut rows = Vec::new();
+        let mut matched = vec![false; workers.len()];
+        let mut have_dispatcher = false;
+        for n in &self.nodes {
+            let role = Role::parse(&n.role);
+            // The dispatcher keeps one entry per address; should it ever hold several, the
+            // live one (then the latest incarnation) describes the process.
+            let worker = (role == Role::Worker)
+                .then(|| {
+                    workers
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, w)| !n.address.is_empty() && w.address == n.address)
+                        .max_by_key(|(_, w)| (w.state != "dead", w.incarnation, w.worker_id))
+                })
+                .flatten();
+            if let Some((i, _)) = worker
+                && let Some(m) = matched.get_mut(i)
+            {
+                *m = true;
+            }
+            let process = Some(n.state.clone());
+            let (lifecycle, heartbeat_ms) = match role {
+                Role::Dispatcher => {
+                    have_dispatcher = true;
+                    (Some(self.link_name().to_string()), self.status_age())
+                }
+                Role::Worker => match worker {
+                    Some((_, w)) => (Some(w.state.clone()), worker_age(w)),
+                    None => (None, None),
+                },
+                Role::Client => (None, None),
+            };
+            let w = worker.map(|(_, w)| w);
+            let heartbeat_ms = if stale && w.is_some() {
+                heartbeat_ms.map(|a| a + self.status_age().unwrap_or(0))
+            } else {
+                heartbeat_ms
+            };
+            rows.push(self.row(RowParts {
+                key: format!("node:{}", n.name),
+                name: n.name.clone(),
+                role,
+                address: if n.address.is_empty() && role == Role::Dispatcher {
+                    self.target.clone()
+                } else {
+                    n.address.clone()
+                },
+                lifecycle,
+                process,
+                heartbeat_ms,
+                pid: (n.pid != 0).then_some(n.pid),
+                restarts: Some(n.restarts),
+                worker: w,
+                control_name: Some(n.name.clone()),
+                stale: stale && role == Role::Worker && w.is_some(),
+            }));
+        }
+        if !have_dispatcher {
+            let address = self
+                .status
+                .as_ref()
+                .map(|s| s.dispatcher_address.clone())
+                .filter(|a| !a.is_empty())
+                .unwrap_or_else(|| self.target.clone());
+            rows.insert(
+                0,
+                self.row(RowParts {
+                    key: "dispatcher".into(),
+                    name: "dispatcher".into(),
+                    role: Role::Dispatcher,
+                    address,
+                    lifecycle: Some(self.link_name().to_string()),
+                    process: None,
+                    heartbeat_ms: self.status_age(),
+                    pid: None,
+                    restarts: None,
+                    worker: None,
+                    control_name: None,
+                    stale: false,
+                }),
+            );
+        }
+        for (w, seen) in workers.iter().zip(matched) {
+            if seen {
+                continue;
+            }
+            rows.push(self.row(RowParts {
+                key: format!("worker:{}", w.worker_id),
+                name: format!("worker #{}", w.worker_id),
+                role: Role::Worker,
+                address: w.address.clone(),
+                lifecycle: Some(w.state.clone()),
+                process: None,
+                heartbeat_ms: worker_age(w).map(|a| {
+                    if stale {
+                        a + self.status_age().unwrap_or(0)
+                    } else {
+                        a
+                    }
+                }),
+                pid: None,
+                restarts: None,
+                worker: Some(w),
+                control_name: None,
+                stale,
+            }));
+        }
+        rows
+    }
+
+    fn row(&self, mut p: RowParts<'_>) -> NodeRow {
+        // While the dispatcher is down its last word on a worker is stale; if cluster control
+        // knows the process is gone, that is the fresher fact.
+        if p.stale && p.process.as_deref().is_some_and(|s| s != "running") {
+            p.stale = false;
+            p.lifecycle = None;
+        }
+        let (state, health) = merge_state(p.role, p.lifecycle.as_deref(), p.process.as_deref());
+        let (interval, timeout) = self.timing();
+        let heartbeat_health = match (p.role, p.heartbeat_ms) {
+            (_, None) => Health::Unknown,
+            (Role::Dispatcher, Some(ms)) => {
+                if ms <= 2000 {
+                    Health::Good
+                } else if ms <= 5000 {
+                    Health::Warn
+                } else {
+                    Health::Bad
+                }
+            }
+            (_, Some(ms)) => heartbeat_health(ms, interval, timeout),
+        };
+        NodeRow {
+            key: p.key,
+            name: p.name,
+            role: p.role,
+            address: p.address,
+            lifecycle: p.lifecycle,
+            process: p.process,
+            state,
+            health,
+            heartbeat_ms: p.heartbeat_ms,
+            heartbeat_health,
+            pid: p.pid,
+            restarts: p.restarts,
+            worker_id: p.worker.map(|w| w.worker_id),
+            incarnation: p.worker.map(|w| w.incarnation),
+            tasks: p.worker.map(|w| w.tasks.len()),
+            control_name: p.control_name,
+            stale: p.stale,
+        }
+    }
+
+    fn link_name(&self) -> &'static str {
+        match self.link {
+            Link::Up { .. } => "up",
+            Link::Down { .. } => "down",
+            Link::Connecting { .. } => "connecting",
+        }
+    }
+
+    /// Time since the last status snapshot.
+    fn status_age(&self) -> Option<u64> {
+        self.last_status_ms.map(|t| self.now_ms.saturating_sub(t))
+    }
+
+    /// A short name for a worker id: cluster control's name if known, else `w<id>`.
+    pub fn worker_name(&self, worker_id: u64) -> String {
+        let address = self
+            .status
+            .as_ref()
+            .and_then(|s| s.workers.iter().find(|w| w.worker_id == worker_id))
+            .map(|w| w.address.as_str());
+        address
+            .and_then(|a| self.nodes.iter().find(|n| n.address == a))
+            .map_or_else(|| format!("w{worker_id}"), |n| n.name.clone())
+    }
+
+    /// One character per worker for the split grid, in node-list order: `1`-`9`, then `a`-`z`.
+    pub fn worker_marks(&self) -> Vec<(u64, char)> {
+        self.node_rows()
+            .iter()
+            .filter_map(|r| r.worker_id)
+            .enumerate()
+            .map(|(i, id)| {
+                let mark = char::from_digit((i + 1) as u32, 36).unwrap_or('#');
+                (id, mark)
+            })
+            .collect()
+    }
+
+    /// A short name for a worker address.
+    pub fn address_name(&self, address: &str) -> String {
+        if let Some(n) = self.nodes.iter().find(|n| n.address == address) {
+            return n.name.clone();
+        }
+        self.status
+            .as_ref()
+            .and_then(|s| s.workers.iter().find(|w| w.address == address))
+            .map_or_else(|| address.to_string(), |w| format!("w{}", w.worker_id))
+    }
+
+    /// The job the dashboard features: the first unfinished one, else the last.
+    pub fn focus_job(&self) -> Option<&v1::JobStatus> {
+        let jobs = &self.status.as_ref()?.jobs;
+        jobs.iter().find(|j| !j.finished).or_else(|| jobs.last())
+    }
+
+    /// The epoch a job's consumers are in (the earliest of their cursors).
+    pub fn current_epoch(job: &v1::JobStatus) -> u64 {
+        let epoch = job
+            .consumers
+            .iter()
+            .filter_map(|c| c.cursor.map(|c| c.epoch))
+            .min()
+            .unwrap_or(0);
+        if job.num_epochs > 0 {
+            epoch.min(job.num_epochs - 1)
+        } else {
+            epoch
+        }
+    }
+
+    /// The state of every position of `epoch` of `job`.
+    pub fn split_cells(&self, job: &v1::JobStatus, epoch: u64) -> Vec<SplitCell> {
+        let Some(status) = &self.status else {
+            return Vec::new();
+        };
+        let consumers = job.consumers.len().max(1) as u32;
+        let alive = |id: u64| {
+            status
+                .workers
+                .iter()
+                .find(|w| w.worker_id == id)
+                .is_some_and(|w| matches!(w.state.as_str(), "alive" | "standby" | "registered"))
+        };
+        (0..job.num_splits)
+            .map(|p| {
+                let consumer = job.consumers.iter().find(|c| c.index == p % consumers);
+                let delivered = job.finished
+                    || consumer
+                        .and_then(|c| c.cursor)
+                        .is_some_and(|cur| (epoch, p / consumers) < (cur.epoch, cur.ordinal));
+                if delivered {
+                    return SplitCell::Delivered;
+                }
+                match status
+                    .assignments
+                    .iter()
+                    .find(|a| a.job_id == job.job_id && a.epoch == epoch && a.position == p)
+                {
+                    Some(a) => SplitCell::Assigned {
+                        worker_id: a.worker_id,
+                        owner_ok: alive(a.worker_id),
+                        acked: a.acked,
+                        len: a.len,
+                    },
+                    None => SplitCell::Unassigned,
+                }
+            })
+            .collect()
+    }
+
+    /// Every consumer's epoch report of `job`, newest epoch first.
+    pub fn verdicts(job: &v1::JobStatus) -> Vec<Verdict> {
+        let mut out: Vec<Verdict> = job
+            .consumers
+            .iter()
+            .flat_map(|c| {
+                c.reports.iter().map(|r| Verdict {
+                    consumer: c.index,
+                    report: r.clone(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.report
+                .epoch
+                .cmp(&a.report.epoch)
+                .then(a.consumer.cmp(&b.consumer))
+        });
+        out
+    }
+
+    /// The selected row's index in [`Model::node_rows`].
+    pub fn selected_index(&self, rows: &[NodeRow]) -> usize {
+        self.selected
+            .as_ref()
+            .and_then(|key| rows.iter().position(|r| &r.key == key))
+            .unwrap_or(0)
+    }
+
+    // ------------------------------------------------------------------ keys
+
+    /// Handles a key; returns what the caller must do, if anything.
+    pub fn on_key(&mut self, key: Key) -> Option<Effect> {
+        match std::mem::replace(&mut self.overlay, Overlay::None) {
+            Overlay::Help => {
+                // Any key closes the help; Ctrl-C still quits.
+                if key == Key::Interrupt {
+                    return self.on_key(key);
+                }
+                None
+            }
+            Overlay::Confirm { prompt, command } => match key {
+                Key::Yes => Some(self.act(command)),
+                Key::No | Key::Cancel | Key::Quit => {
+                    self.notify(Level::Info, "cancelled".into());
+                    None
+                }
+                Key::Interrupt => self.on_key(key),
+                _ => {
+                    self.overlay = Overlay::Confirm { prompt, command };
+                    None
+                }
+            },
+            Overlay::Quit => match key {
+                Key::Yes | Key::Interrupt => Some(Effect::Quit { stop_cluster: true }),
+                Key::No => Some(Effect::Quit {
+                    stop_cluster: false,
+                }),
+                Key::Cancel | Key::Quit => None,
+                _ => {
+                    self.overlay = Overlay::Quit;
+                    None
+                }
+            },
+            Overlay::None => self.on_key_main(key),
+        }
+    }
+
+    fn on_key_main(&mut self, key: Key) -> Option<Effect> {
+        let rows = self.node_rows();
+        let i = self.selected_index(&rows);
+        let select = |m: &mut Model, j: usize| {
+            m.selected = rows.get(j).map(|r| r.key.clone());
+        };
+        match key {
+            Key::Up => select(self, i.saturating_sub(1)),
+            Key::Down => select(self, (i + 1).min(rows.len().saturating_sub(1))),
+            Key::First => select(self, 0),
+            Key::Last => select(self, rows.len().saturating_sub(1)),
+            Key::Kill => return self.act_on_selected(&rows, i, v1::Action::Kill, "kill"),
+            Key::Terminate => {
+                return self.act_on_selected(&rows, i, v1::Action::Terminate, "terminate");
+            }
+            Key::PauseResume => {
+                let paused = rows
+                    .get(i)
+                    .and_then(|r| r.process.as_deref())
+                    .is_some_and(|p| p == "paused");
+                return if paused {
+                    self.act_on_selected(&rows, i, v1::Action::Resume, "resume")
+                } else {
+                    self.act_on_selected(&rows, i, v1::Action::Pause, "pause")
+                };
+            }
+            Key::Restart => return self.act_on_selected(&rows, i, v1::Action::Restart, "restart"),
+            Key::StartStandby => {
+                if let Some(e) = self.require_control() {
+                    self.notify(Level::Error, e);
+                    return None;
+                }
+                return Some(self.act(ActCommand {
+                    action: v1::Action::StartStandby,
+                    nodes: Vec::new(),
+                    role: "worker".into(),
+                    label: "start a standby worker".into(),
+                }));
+            }
+            Key::KillAll | Key::RestartAll => {
+                if let Some(e) = self.require_control() {
+                    self.notify(Level::Error, e);
+                    return None;
+                }
+                let nodes: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.role != "client")
+                    .map(|n| n.name.clone())
+                    .collect();
+                if nodes.is_empty() {
+                    self.notify(Level::Error, "cluster control lists no nodes yet".into());
+                    return None;
+                }
+                let (action, verb) = if key == Key::KillAll {
+                    (v1::Action::Kill, "kill")
+                } else {
+                    (v1::Action::Restart, "restart")
+                };
+                self.overlay = Overlay::Confirm {
+                    prompt: format!(
+                        "{} the dispatcher and every worker ({} nodes)?",
+                        capitalize(verb),
+                        nodes.len()
+                    ),
+                    command: ActCommand {
+                        action,
+                        label: format!("{verb} the dispatcher and all workers"),
+                        nodes,
+                        role: String::new(),
+                    },
+                };
+            }
+            Key::Help => self.overlay = Overlay::Help,
+            Key::Quit => match self.mode {
+                Mode::Demo { .. } => self.overlay = Overlay::Quit,
+                Mode::Attach => {
+                    return Some(Effect::Quit {
+                        stop_cluster: false,
+                    });
+                }
+            },
+            Key::Interrupt => {
+                return Some(Effect::Quit {
+                    stop_cluster: matches!(self.mode, Mode::Demo { .. }),
+                });
+            }
+            Key::Yes | Key::No | Key::Cancel => {}
+        }
+        None
+    }
+
+    fn require_control(&self) -> Option<String> {
+        match &self.control {
+            Control::Available { .. } => None,
+            Control::Unknown => Some(
+                "cluster control is not known yet (waiting for the dispatcher's status)".into(),
+            ),
+            Control::Unavailable => Some(
+                "no cluster control: the dispatcher advertises no control endpoint (start the \
+                 cluster with `cachew-tui demo`, or pass --control HOST:PORT)"
+                    .into(),
+            ),
+        }
+    }
+
+    fn act_on_selected(
+        &mut self,
+        rows: &[NodeRow],
+        i: usize,
+        action: v1::Action,
+        verb: &str,
+    ) -> Option<Effect> {
+        if let Some(e) = self.require_control() {
+            self.notify(Level::Error, e);
+            return None;
+        }
+        let Some(row) = rows.get(i) else {
+            self.notify(Level::Error, "no node selected".into());
+            return None;
+        };
+        let Some(name) = row.control_name.clone() else {
+            self.notify(
+                Level::Error,
+                format!("{} is not managed by cluster control", row.name),
+            );
+            return None;
+        };
+        Some(self.act(ActCommand {
+            action,
+            label: format!("{verb} {name}"),
+            nodes: vec![name],
+            role: String::new(),
+        }))
+    }
+
+    fn act(&mut self, command: ActCommand) -> Effect {
+        self.pending += 1;
+        self.notify(Level::Info, format!("{}…", command.label));
+        Effect::Act(command)
+    }
+}
+
+struct RowParts<'a> {
+    key: String,
+    name: String,
+    role: Role,
+    address: String,
+    lifecycle: Option<String>,
+    process: Option<String>,
+    heartbeat_ms: Option<u64>,
+    pid: Option<u32>,
+    restarts: Option<u32>,
+    worker: Option<&'a v1::WorkerStatus>,
+    control_name: Option<String>,
+    stale: bool,
+}
+
+fn worker_age(w: &v1::WorkerStatus) -> Option<u64> {
+    (w.state != "dead").then_some(w.heartbeat_age_ms)
+}
+
+/// Colour class of a heartbeat age: within two intervals is fine, up to the timeout is late.
+pub fn heartbeat_health(age_ms: u64, interval_ms: u64, timeout_ms: u64) -> Health {
+    if age_ms <= interval_ms.saturating_mul(2) {
+        Health::Good
+    } else if age_ms <= timeout_ms {
+        Health::Warn
+    } else {
+        Health::Bad
+    }
+}
+
+/// A process state from cluster control, shortened for the node list.
+pub fn short_process(state: &str) -> String {
+    match state {
+        "killed(SIGKILL)" => "killed".into(),
+        "killed(SIGTERM)" => "terminated".into(),
+        s => match s.strip_prefix("exited(").and_then(|r| r.strip_suffix(')')) {
+            Some(code) => format!("exited {code}"),
+            None => s.to_string(),
+        },
+    }
+}
+
+/// Merges the lifecycle (status stream) and the process state (cluster control) into one label
+/// and its health: `alive`, `dead (killed)`, `suspect (paused)`, `starting`.
+pub fn merge_state(role: Role, lifecycle: Option<&str>, process: Option<&str>) -> (String, Health) {
+    let process_health = |p: &str| match p {
+        "running" => Health::Good,
+        "paused" | "not started" => Health::Warn,
+        _ => Health::Bad,
+    };
+    let lifecycle_health = |l: &str| match l {
+        "alive" | "up" => Health::Good,
+        "standby" => Health::Idle,
+        "suspect" | "registered" | "connecting" => Health::Warn,
+        "dead" | "down" => Health::Bad,
+        _ => Health::Unknown,
+    };
+    let worst = |a: Health, b: Health| {
+        let rank = |h: Health| match h {
+            Health::Bad => 4,
+            Health::Warn => 3,
+            Health::Unknown => 2,
+            Health::Idle => 1,
+            Health::Good => 0,
+        };
+        if rank(a) >= rank(b) { a } else { b }
+    };
+    match (lifecycle, process) {
+        (Some(l), Some("running")) | (Some(l), None) => (l.to_string(), lifecycle_health(l)),
+        (Some(l), Some(p)) => (
+            format!("{l} ({})", short_process(p)),
+            worst(lifecycle_health(l), process_health(p)),
+        ),
+        // Running, but the dispatcher does not list it (yet): starting, or lost its registration.
+        (None, Some("running")) if role == Role::Worker => ("unregistered".into(), Health::Warn),
+        (None, Some(p)) => (short_process(p), process_health(p)),
+        (None, None) => ("?".into(), Health::Unknown),
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}

@@ -779,6 +779,7 @@ impl cachew_proto::Dispatcher for DispatcherService {
                 let alive = core.state.workers.get(&req.worker_id).filter(|w| {
                     w.life == WorkerLife::Alive
                         && (req.incarnation == 0 || w.incarnation == req.incarnation)
+                        && (req.address.is_empty() || w.address == req.address)
                 });
                 if alive.is_none() {
                     let reported = req.tasks.len();

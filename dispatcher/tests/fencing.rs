@@ -158,3 +158,25 @@ async fn a_returning_dead_worker_is_fenced_everywhere() {
     let b_again = heartbeat(&svc, b.worker_id, b.incarnation, held(&b_tasks), 0).await;
     assert!(b_again.dropped.is_empty(), "{:?}", b_again.dropped);
 }
+
+#[tokio::test]
+async fn a_worker_id_reused_by_a_restarted_dispatcher_is_not_taken_over() {
+    // A dispatcher without a journal restarts and hands worker id 1 to another worker; the old
+    // holder's heartbeat (same id, same incarnation) must not pass for the new one.
+    let first = DispatcherService::new(DispatcherConfig::default(), Default::default());
+    let a = register(&first, "127.0.0.1:11", vec![]).await;
+    let restarted = DispatcherService::new(DispatcherConfig::default(), Default::default());
+    let b = register(&restarted, "127.0.0.1:12", vec![]).await;
+    assert_eq!((a.worker_id, a.incarnation), (b.worker_id, b.incarnation));
+    let resp = restarted
+        .worker_heartbeat(Request::new(v1::WorkerHeartbeatRequest {
+            worker_id: a.worker_id,
+            incarnation: a.incarnation,
+            address: "127.0.0.1:11".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.reregister);
+}

@@ -94,6 +94,7 @@ pub async fn control_loop(
             incarnation,
             interval,
             &checkpoint,
+            &config.advertise,
         )
         .await;
         tracing::warn!(
@@ -181,6 +182,7 @@ async fn heartbeat_loop(
     incarnation: u64,
     interval: Duration,
     checkpoint: &SharedInfo,
+    address: &str,
 ) {
     let mut failures = 0u32;
     let pending = Arc::new(Pending::default());
@@ -193,6 +195,7 @@ async fn heartbeat_loop(
             checkpoint: *checkpoint.lock().unwrap_or_else(|p| p.into_inner()),
             incarnation,
             elements_produced: engine.elements_produced(),
+            address: address.to_string(),
         };
         let free = req.free_slots;
         let result = {

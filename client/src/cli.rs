@@ -70,6 +70,11 @@ pub struct Args {
     /// Both: save the cursor to FILE, and resume from it when it exists (restart-safe).
     #[arg(long, conflicts_with_all = ["save_cursor", "resume_from"])]
     pub cursor_file: Option<PathBuf>,
+    /// How the job uses the cache of the pipeline's deterministic prefix: `compute` (never),
+    /// `put` (compute and write it), `get` (read it) or `auto` (put during the first epoch while
+    /// measuring, then get or compute, whichever is cheaper). Workers need --cache-dir.
+    #[arg(long, default_value = "compute", value_parser = ["compute", "put", "get", "auto"])]
+    pub cache_policy: String,
     /// Log filter (tracing env-filter syntax).
     #[arg(long, default_value = "info")]
     pub log: String,
@@ -134,6 +139,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     config.consumer_index = args.consumer_index;
     config.connect_timeout = Duration::from_millis(args.connect_timeout_ms);
     config.prefetch_splits = args.prefetch_splits as usize;
+    config.cache_policy = args.cache_policy.clone();
     let save_path = args
         .save_cursor
         .clone()

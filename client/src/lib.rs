@@ -67,6 +67,8 @@ pub struct ClientConfig {
     pub fetch_elements: u32,
     /// Resume a consumer where a saved cursor says.
     pub resume: Option<ClientCursor>,
+    /// How the job uses the cache of its pipeline's prefix: compute, put, get or auto.
+    pub cache_policy: String,
 }
 
 impl ClientConfig {
@@ -89,6 +91,7 @@ impl ClientConfig {
             split_buffer: 64,
             fetch_elements: 16,
             resume: None,
+            cache_policy: "compute".into(),
         }
     }
 }
@@ -254,6 +257,7 @@ impl JobClient {
                 .map_or(-1, |c| c as i32),
             resume: resume.is_some(),
             cursor: resume.as_ref().map(to_wire),
+            cache_policy: config.cache_policy.clone(),
         };
         let resp = loop {
             match dispatcher.get_or_create_job(req.clone()).await {

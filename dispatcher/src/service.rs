@@ -20,8 +20,8 @@ use cachew_store::Journal;
 
 use crate::durable::{Batch, Durability, Pending, Take};
 use crate::state::{
-    Command, Cursor, DatasetEntry, JobId, Outcome, Rejection, State, TaskClaim, WorkerId,
-    WorkerLife,
+    Assignment, CacheDecision, CachePolicy, Command, Cursor, DatasetEntry, Job, JobId, Outcome,
+    Rejection, State, TaskClaim, WorkerId, WorkerLife,
 };
 
 /// Dispatcher settings.
@@ -63,6 +63,22 @@ struct Reported {
     len: u32,
 }
 
+/// What workers reported about a job's cache.
+#[derive(Debug, Default)]
+struct CacheSoft {
+    prefix_us: u64,
+    prefix_count: u64,
+    read_us: u64,
+    read_count: u64,
+    committed: std::collections::BTreeSet<u32>,
+    repaired: u64,
+    complete_announced: bool,
+}
+
+/// Enough measurements for `auto` to decide.
+const AUTO_MIN_PREFIX_SAMPLES: u64 = 64;
+const AUTO_MIN_READ_SAMPLES: u64 = 8;
+
 /// Facts that need no durability.
 #[derive(Debug, Default)]
 struct Soft {
@@ -71,6 +87,8 @@ struct Soft {
     progress: HashMap<(JobId, u64, u32), Reported>,
     checkpoint: HashMap<WorkerId, v1::CheckpointInfo>,
     produced: HashMap<WorkerId, u64>,
+    /// Cache measurements and commits reported by workers, per job.
+    cache: HashMap<JobId, CacheSoft>,
     delivered_examples: HashMap<(JobId, u32), u64>,
     /// Epoch verdicts clients reported, per (job, consumer), by epoch.
     reports: HashMap<(JobId, u32), BTreeMap<u64, v1::EpochReport>>,
@@ -383,6 +401,74 @@ impl DispatcherService {
         }
     }
 
+    /// Folds a worker's cache reports in; announces completed and repaired caches, and lets
+    /// `auto` decide once it has enough measurements.
+    fn record_cache(&self, core: &mut Core, worker: WorkerId, reports: &[v1::CacheReport]) {
+        // Only a real change wakes the long polls (measurements alone do not).
+        let mut changed = false;
+        for r in reports {
+            let Some(job) = core.state.jobs.get(&r.job_id) else {
+                continue;
+            };
+            let (policy, decided, splits) = (
+                job.cache_policy,
+                job.cache_decision.is_some(),
+                job.num_splits,
+            );
+            let c = core.soft.cache.entry(r.job_id).or_default();
+            c.prefix_us += r.prefix_us;
+            c.prefix_count += r.prefix_count;
+            c.read_us += r.read_us;
+            c.read_count += r.read_count;
+            c.repaired += r.repaired;
+            let before = c.committed.len();
+            c.committed.extend(r.committed.iter().copied());
+            changed |= c.committed.len() != before || r.repaired > 0;
+            let newly_complete = !c.complete_announced && c.committed.len() as u32 >= splits;
+            c.complete_announced |= newly_complete;
+            let decide = (policy == CachePolicy::Auto
+                && !decided
+                && c.prefix_count >= AUTO_MIN_PREFIX_SAMPLES
+                && c.read_count >= AUTO_MIN_READ_SAMPLES)
+                .then(|| {
+                    let compute = c.prefix_us * 1000 / c.prefix_count.max(1);
+                    let read = c.read_us * 1000 / c.read_count.max(1);
+                    CacheDecision {
+                        get: read < compute,
+                        compute_ns_per_element: compute,
+                        read_ns_per_element: read,
+                    }
+                });
+            if r.repaired > 0 {
+                let msg = format!(
+                    "job {}: worker {worker} found {} cache chunk(s) missing or corrupt and recomputed them from the source",
+                    r.job_id, r.repaired
+                );
+                tracing::warn!("{msg}");
+                push_event(core, "cache_repaired", msg, Some(worker), Some(r.job_id));
+            }
+            if newly_complete {
+                let msg = format!(
+                    "job {}: cache complete, {splits} of {splits} chunks committed",
+                    r.job_id
+                );
+                push_event(core, "cache_complete", msg, None, Some(r.job_id));
+            }
+            if let Some(decision) = decide {
+                let _ = self.execute(
+                    core,
+                    Command::DecideCache {
+                        job: r.job_id,
+                        decision,
+                    },
+                );
+            }
+        }
+        if changed {
+            self.bump();
+        }
+    }
+
     /// Builds a worker's heartbeat answer: tasks to drop (with reasons) and tasks it should
     /// hold but did not report.
     fn reconcile(
@@ -438,14 +524,7 @@ impl DispatcherService {
             let Some(job) = core.state.jobs.get(&job_id) else {
                 continue;
             };
-            new_tasks.push(v1::TaskDef {
-                key: Some(v1::TaskKey::new(job_id, epoch, position)),
-                lease: a.lease,
-                split: a.split,
-                dataset_id: job.dataset_id.clone(),
-                seed: job.seed,
-                start_index: a.start_index,
-            });
+            new_tasks.push(task_def(job, epoch, position, &a));
         }
         (new_tasks, dropped)
     }
@@ -595,7 +674,29 @@ impl DispatcherService {
                         },
                     );
                 }
+                let soft = core.soft.cache.get(&j.id);
+                let per = |us: u64, n: u64| if n == 0 { 0.0 } else { us as f64 / n as f64 };
+                let cache = v1::CacheStatus {
+                    policy: j.cache_policy.name().to_string(),
+                    decision: j
+                        .cache_decision
+                        .map(|d| if d.get { "get" } else { "compute" })
+                        .unwrap_or_default()
+                        .to_string(),
+                    compute_us_per_element: j.cache_decision.map_or_else(
+                        || soft.map_or(0.0, |c| per(c.prefix_us, c.prefix_count)),
+                        |d| d.compute_ns_per_element as f64 / 1000.0,
+                    ),
+                    read_us_per_element: j.cache_decision.map_or_else(
+                        || soft.map_or(0.0, |c| per(c.read_us, c.read_count)),
+                        |d| d.read_ns_per_element as f64 / 1000.0,
+                    ),
+                    committed_splits: soft.map_or(0, |c| c.committed.len() as u32),
+                    total_splits: j.num_splits,
+                    repaired: soft.map_or(0, |c| c.repaired),
+                };
                 v1::JobStatus {
+                    cache: Some(cache),
                     job_id: j.id,
                     name: j.name.clone(),
                     dataset_id: j.dataset_id.clone(),
@@ -669,6 +770,19 @@ impl DispatcherService {
             },
             _ => v1::JournalStatus::default(),
         }
+    }
+}
+
+/// What a worker is told about one task.
+fn task_def(job: &Job, epoch: u64, position: u32, a: &Assignment) -> v1::TaskDef {
+    v1::TaskDef {
+        key: Some(v1::TaskKey::new(job.id, epoch, position)),
+        lease: a.lease,
+        split: a.split,
+        dataset_id: job.dataset_id.clone(),
+        seed: job.seed,
+        start_index: a.start_index,
+        cache_mode: job.cache_mode(epoch).to_string(),
     }
 }
 
@@ -772,6 +886,10 @@ impl cachew_proto::Dispatcher for DispatcherService {
     ) -> Result<Response<v1::WorkerHeartbeatResponse>, Status> {
         let req = request.into_inner();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms.min(10_000));
+        // What the request reports is taken in once; later rounds of the long poll only look
+        // for new work (taking reports in twice would double-count them, and every change wakes
+        // the poll again).
+        let mut first = true;
         loop {
             let seen = self.version();
             let ready = 'poll: {
@@ -805,13 +923,18 @@ impl cachew_proto::Dispatcher for DispatcherService {
                         None,
                     );
                 }
-                Self::record_progress(&mut core, req.worker_id, &req.tasks);
-                if let Some(cp) = req.checkpoint {
-                    core.soft.checkpoint.insert(req.worker_id, cp);
+                if std::mem::take(&mut first) {
+                    Self::record_progress(&mut core, req.worker_id, &req.tasks);
+                    if !req.cache.is_empty() {
+                        self.record_cache(&mut core, req.worker_id, &req.cache);
+                    }
+                    if let Some(cp) = req.checkpoint {
+                        core.soft.checkpoint.insert(req.worker_id, cp);
+                    }
+                    core.soft
+                        .produced
+                        .insert(req.worker_id, req.elements_produced);
                 }
-                core.soft
-                    .produced
-                    .insert(req.worker_id, req.elements_produced);
                 let (mut new_tasks, dropped) = self.reconcile(&mut core, req.worker_id, &req.tasks);
                 let holding = req.tasks.len() - dropped.len() + new_tasks.len();
                 let free =
@@ -831,14 +954,7 @@ impl cachew_proto::Dispatcher for DispatcherService {
                             let Some(job) = core.state.jobs.get(&job_id) else {
                                 continue;
                             };
-                            new_tasks.push(v1::TaskDef {
-                                key: Some(v1::TaskKey::new(job_id, epoch, position)),
-                                lease: a.lease,
-                                split: a.split,
-                                dataset_id: job.dataset_id.clone(),
-                                seed: job.seed,
-                                start_index: a.start_index,
-                            });
+                            new_tasks.push(task_def(job, epoch, position, &a));
                         }
                     }
                 }
@@ -887,6 +1003,12 @@ impl cachew_proto::Dispatcher for DispatcherService {
         if req.job_name.is_empty() {
             return Err(Status::invalid_argument("job name is empty"));
         }
+        let cache_policy = CachePolicy::parse(&req.cache_policy).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "unknown cache policy `{}` (compute, put, get or auto)",
+                req.cache_policy
+            ))
+        })?;
         let entry = self.dataset_for(&req.spec_json).await?;
         let (response, visible) = {
             let mut core = self.lock();
@@ -903,6 +1025,7 @@ impl cachew_proto::Dispatcher for DispatcherService {
                         num_consumers: req.num_consumers.max(1),
                         consumer_index: u32::try_from(req.consumer_index).ok(),
                         resume: req.resume.then(|| cursor_from_wire(req.cursor)),
+                        cache_policy,
                     },
                 )
                 .map_err(rejection_status)?;

@@ -89,9 +89,26 @@ pub struct Job {
     #[serde(with = "assignment_list")]
     pub assignments: BTreeMap<(u64, u32), Assignment>,
     pub finished: bool,
+    #[serde(default)]
+    pub cache_policy: CachePolicy,
+    #[serde(default)]
+    pub cache_decision: Option<CacheDecision>,
 }
 
 impl Job {
+    /// How the tasks of `epoch` use the cache: "compute", "put" or "get".
+    pub fn cache_mode(&self, epoch: u64) -> &'static str {
+        match (self.cache_policy, self.cache_decision) {
+            (CachePolicy::Compute, _) => "compute",
+            (CachePolicy::Put, _) => "put",
+            (CachePolicy::Get, _) => "get",
+            (CachePolicy::Auto, None) => "put",
+            (CachePolicy::Auto, Some(d)) if !d.get => "compute",
+            (CachePolicy::Auto, Some(_)) if epoch == 0 => "put",
+            (CachePolicy::Auto, Some(_)) => "get",
+        }
+    }
+
     /// The consumer that owns `position`.
     pub fn consumer_of(&self, position: u32) -> u32 {
         position % self.num_consumers.max(1)
@@ -209,6 +226,50 @@ mod assignment_list {
     }
 }
 
+/// How a job uses the cache of its pipeline's deterministic prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CachePolicy {
+    /// Never touch the cache.
+    #[default]
+    Compute,
+    /// Compute the prefix and write the chunks that are not in the cache yet.
+    Put,
+    /// Read the prefix's output from the cache (recomputing missing or corrupt chunks).
+    Get,
+    /// Put during the first epoch while measuring; then get or compute, whichever is cheaper.
+    Auto,
+}
+
+impl CachePolicy {
+    pub fn parse(s: &str) -> Option<CachePolicy> {
+        match s {
+            "" | "compute" => Some(CachePolicy::Compute),
+            "put" => Some(CachePolicy::Put),
+            "get" => Some(CachePolicy::Get),
+            "auto" => Some(CachePolicy::Auto),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CachePolicy::Compute => "compute",
+            CachePolicy::Put => "put",
+            CachePolicy::Get => "get",
+            CachePolicy::Auto => "auto",
+        }
+    }
+}
+
+/// What `auto` chose, with the measurements it chose on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheDecision {
+    pub get: bool,
+    pub compute_ns_per_element: u64,
+    pub read_ns_per_element: u64,
+}
+
 /// A task a restarted worker says it still holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskClaim {
@@ -238,6 +299,13 @@ pub enum Command {
         consumer_index: Option<u32>,
         /// Some: attach at this cursor (a resumed client).
         resume: Option<Cursor>,
+        #[serde(default)]
+        cache_policy: CachePolicy,
+    },
+    /// `auto` decided between get and compute.
+    DecideCache {
+        job: JobId,
+        decision: CacheDecision,
     },
     /// A consumer's cursor moved (only split boundaries need to be durable).
     ConsumerProgress {
@@ -275,6 +343,7 @@ impl Command {
             Command::ReleaseConsumer { .. } => "release_consumer",
             Command::AssignTasks { .. } => "assign_tasks",
             Command::DeclareDead { .. } => "declare_dead",
+            Command::DecideCache { .. } => "decide_cache",
         }
     }
 }
@@ -407,6 +476,7 @@ impl State {
                 num_consumers,
                 consumer_index,
                 resume,
+                cache_policy,
             } => self.get_or_create_job(
                 name,
                 dataset_id,
@@ -415,7 +485,36 @@ impl State {
                 *num_consumers,
                 *consumer_index,
                 *resume,
+                *cache_policy,
             ),
+            Command::DecideCache { job, decision } => {
+                let j = self.jobs.get_mut(job).ok_or(Rejection::UnknownJob(*job))?;
+                if j.cache_decision.is_some() || j.cache_policy != CachePolicy::Auto {
+                    return Ok(Outcome {
+                        noop: true,
+                        ..Outcome::default()
+                    });
+                }
+                j.cache_decision = Some(*decision);
+                Ok(Outcome {
+                    events: vec![StateEvent {
+                        kind: "cache_decision",
+                        message: format!(
+                            "job {job} auto cache: {} (prefix {:.1} us per element from the source, {:.1} us from the cache)",
+                            if decision.get {
+                                "put then get"
+                            } else {
+                                "compute"
+                            },
+                            decision.compute_ns_per_element as f64 / 1000.0,
+                            decision.read_ns_per_element as f64 / 1000.0
+                        ),
+                        worker: None,
+                        job: Some(*job),
+                    }],
+                    ..Outcome::default()
+                })
+            }
             Command::ConsumerProgress {
                 job,
                 consumer,
@@ -579,6 +678,7 @@ impl State {
         num_consumers: u32,
         consumer_index: Option<u32>,
         resume: Option<Cursor>,
+        cache_policy: CachePolicy,
     ) -> Result<Outcome, Rejection> {
         let dataset = self
             .datasets
@@ -606,6 +706,9 @@ impl State {
             }
             if j.num_consumers != num_consumers {
                 return Err(mismatch(format!("{} consumers", j.num_consumers)));
+            }
+            if j.cache_policy != cache_policy {
+                return Err(mismatch(format!("cache policy {}", j.cache_policy.name())));
             }
         }
         let index = match consumer_index {
@@ -668,6 +771,8 @@ impl State {
                             .collect(),
                         assignments: BTreeMap::new(),
                         finished: false,
+                        cache_policy,
+                        cache_decision: None,
                     },
                 );
                 out.created = true;
@@ -1025,6 +1130,7 @@ mod tests {
                 num_consumers: consumers,
                 consumer_index: None,
                 resume: None,
+                cache_policy: CachePolicy::Compute,
             })
             .unwrap();
         (out.job.unwrap(), out.consumer.unwrap().1)
@@ -1244,7 +1350,8 @@ mod tests {
                 num_epochs: 1,
                 num_consumers: 2,
                 consumer_index: None,
-                resume: None
+                resume: None,
+                cache_policy: CachePolicy::Compute
             }),
             Err(Rejection::NoFreeConsumer { .. })
         ));
@@ -1256,7 +1363,8 @@ mod tests {
                 num_epochs: 1,
                 num_consumers: 2,
                 consumer_index: None,
-                resume: None
+                resume: None,
+                cache_policy: CachePolicy::Compute
             }),
             Err(Rejection::JobMismatch { .. })
         ));
@@ -1280,6 +1388,7 @@ mod tests {
                 num_consumers: 1,
                 consumer_index: Some(3),
                 resume: None,
+                cache_policy: CachePolicy::Compute,
             },
             Command::GetOrCreateJob {
                 name: "new".into(),
@@ -1293,6 +1402,7 @@ mod tests {
                     ordinal: 99,
                     index: 0,
                 }),
+                cache_policy: CachePolicy::Compute,
             },
             Command::GetOrCreateJob {
                 name: "j".into(),
@@ -1302,6 +1412,7 @@ mod tests {
                 num_consumers: 1,
                 consumer_index: None,
                 resume: None,
+                cache_policy: CachePolicy::Compute,
             },
             Command::GetOrCreateJob {
                 name: "j".into(),
@@ -1311,6 +1422,7 @@ mod tests {
                 num_consumers: 1,
                 consumer_index: None,
                 resume: None,
+                cache_policy: CachePolicy::Compute,
             },
             Command::ConsumerProgress {
                 job: j,
@@ -1383,6 +1495,7 @@ mod tests {
                 num_consumers: 1,
                 consumer_index: None,
                 resume: None,
+                cache_policy: CachePolicy::Auto,
             },
         );
         for step in 0..25u32 {
@@ -1442,6 +1555,18 @@ mod tests {
                     ordinal: 4,
                     index: 2,
                 }),
+                cache_policy: CachePolicy::Auto,
+            },
+        );
+        run(
+            &mut live,
+            Command::DecideCache {
+                job: 1,
+                decision: CacheDecision {
+                    get: true,
+                    compute_ns_per_element: 120_000,
+                    read_ns_per_element: 6_000,
+                },
             },
         );
         run(
@@ -1459,6 +1584,7 @@ mod tests {
             replayed.apply(&c).unwrap();
         }
         assert_eq!(replayed, live);
+        assert!(live.jobs[&1].cache_decision.is_some_and(|d| d.get));
         // A snapshot taken midway plus the rest of the journal gives the same state too.
         let mut half = State::default();
         for line in &journal[..journal.len() / 2] {
@@ -1490,6 +1616,7 @@ mod tests {
                     ordinal: 3,
                     index: 4,
                 }),
+                cache_policy: CachePolicy::Compute,
             })
             .unwrap();
         assert_eq!(

@@ -8,7 +8,7 @@
 //! ```text
 //! {"format":1,"address":"127.0.0.1:5051","worker_id":3,
 //!  "tasks":[{"job":1,"epoch":0,"position":4,"split":17,"lease":9,"seed":42,
-//!            "dataset_id":"…","acked":37,"produced":64,"len":64}, …]}
+//!            "dataset_id":"…","acked":37,"produced":64,"len":64,"cache_mode":"put"}, …]}
 //! ```
 //! `acked` is the client's fetch cursor as the worker last saw it: everything before it was
 //! delivered, so recovery restarts computing there. Positions, not buffers: a checkpoint is a
@@ -47,6 +47,9 @@ pub struct TaskCheckpoint {
     pub acked: u32,
     pub produced: u32,
     pub len: u32,
+    /// "compute", "put" or "get".
+    #[serde(default)]
+    pub cache_mode: String,
 }
 
 impl TaskCheckpoint {
@@ -62,6 +65,7 @@ impl TaskCheckpoint {
             seed: self.seed,
             dataset_id: self.dataset_id.clone(),
             start_index: self.acked,
+            cache_mode: crate::cache::CacheMode::parse(&self.cache_mode),
         }
     }
 
@@ -144,6 +148,12 @@ pub fn snapshot(engine: &Engine) -> Vec<TaskCheckpoint> {
             acked: report.acked,
             produced: report.produced,
             len: report.len,
+            cache_mode: match spec.cache_mode {
+                crate::cache::CacheMode::Compute => "compute",
+                crate::cache::CacheMode::Put => "put",
+                crate::cache::CacheMode::Get => "get",
+            }
+            .to_string(),
         })
         .collect()
 }

@@ -44,6 +44,13 @@ pub struct Args {
     /// Where checkpoints of task positions go (a restarted worker resumes from them).
     #[arg(long)]
     pub checkpoint_dir: Option<PathBuf>,
+    /// Directory of the prefix cache (Cachew put / get); share it between the workers of a
+    /// host, or put it on a shared file system for a multi-host cluster.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Compression of cache chunks (see BENCHMARKS.md for the measurement behind the default).
+    #[arg(long, default_value = "none", value_parser = ["none", "lz4"])]
+    pub cache_compression: String,
     /// Milliseconds between checkpoints (0: no checkpoints).
     #[arg(long, default_value_t = 1000)]
     pub checkpoint_interval_ms: u64,
@@ -127,6 +134,17 @@ async fn run(args: Args, started: std::time::Instant) -> anyhow::Result<()> {
         },
         checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.max(10)),
         started,
+        cache: args
+            .cache_dir
+            .as_ref()
+            .map(|dir| crate::cache::CacheSettings {
+                dir: dir.clone(),
+                compression: if args.cache_compression == "lz4" {
+                    cachew_pipeline::cache::Compression::Lz4
+                } else {
+                    cachew_pipeline::cache::Compression::None
+                },
+            }),
     };
     tracing::info!(address = %bound, dispatcher = %args.dispatcher, threads = config.engine.threads, "worker listening");
     crate::run(config, listener, shutdown_signal()).await?;

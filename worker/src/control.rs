@@ -11,6 +11,7 @@ use cachew_proto::{DispatcherClient, MAX_MESSAGE_BYTES, v1};
 use tonic::transport::Channel;
 
 use crate::WorkerError;
+use crate::cache::CacheMode;
 use crate::checkpoint::{SharedInfo, TaskCheckpoint};
 use crate::engine::{Engine, Prepared, PreparedCache, TaskKey, TaskReport, TaskSpec};
 
@@ -90,11 +91,13 @@ pub async fn control_loop(
             &mut client,
             &engine,
             &cache,
-            worker_id,
-            incarnation,
-            interval,
+            Registration {
+                worker_id,
+                incarnation,
+                interval,
+                address: &config.advertise,
+            },
             &checkpoint,
-            &config.advertise,
         )
         .await;
         tracing::warn!(
@@ -173,21 +176,36 @@ async fn register(
     ))
 }
 
+/// Who this worker is for the dispatcher, after registering.
+#[derive(Debug, Clone, Copy)]
+struct Registration<'a> {
+    worker_id: u64,
+    incarnation: u64,
+    interval: Duration,
+    address: &'a str,
+}
+
 /// Heartbeats until the dispatcher asks for re-registration.
 async fn heartbeat_loop(
     client: &mut DispatcherClient<Channel>,
     engine: &Engine,
     cache: &Arc<PreparedCache>,
-    worker_id: u64,
-    incarnation: u64,
-    interval: Duration,
+    me: Registration<'_>,
     checkpoint: &SharedInfo,
-    address: &str,
 ) {
+    let Registration {
+        worker_id,
+        incarnation,
+        interval,
+        address,
+    } = me;
     let mut failures = 0u32;
     let pending = Arc::new(Pending::default());
     loop {
+        // Reports travel at least once: a heartbeat that does not come back puts them back.
+        let cache_reports = engine.take_cache_reports();
         let req = v1::WorkerHeartbeatRequest {
+            cache: cache_reports.clone(),
             worker_id,
             tasks: engine.reports().iter().map(report_to_wire).collect(),
             free_slots: engine.free_slots() as u32,
@@ -216,6 +234,9 @@ async fn heartbeat_loop(
                 }
             }
         };
+        if !matches!(result, Some(Ok(Ok(_)))) {
+            engine.put_back_cache_reports(cache_reports);
+        }
         let Some(result) = result else { continue };
         let resp = match result {
             Ok(Ok(r)) => r.into_inner(),
@@ -275,6 +296,7 @@ async fn heartbeat_loop(
                 seed: t.seed,
                 dataset_id: t.dataset_id.clone(),
                 start_index: t.start_index,
+                cache_mode: CacheMode::parse(&t.cache_mode),
             };
             if engine.has_task(&spec.key, spec.lease) || !pending.insert((spec.key, spec.lease)) {
                 continue;

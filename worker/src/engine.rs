@@ -14,7 +14,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use cachew_pipeline::exec::{NoCache, PrefixCache};
 use cachew_pipeline::{Dataset, Element, Pipeline, SplitPlan};
+
+use crate::cache::{CacheMode, CacheReports, CacheSettings, TaskCache};
 use tokio::sync::Notify;
 
 /// A task: one position of one epoch of one job.
@@ -42,6 +45,7 @@ pub struct TaskSpec {
     pub seed: u64,
     pub dataset_id: String,
     pub start_index: u32,
+    pub cache_mode: CacheMode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +72,7 @@ impl Default for EngineConfig {
 #[derive(Debug)]
 struct Task {
     spec: TaskSpec,
+    cache: Option<Arc<TaskCache>>,
     prepared: Arc<Prepared>,
     order: Arc<Vec<u64>>,
     len: u32,
@@ -140,6 +145,10 @@ struct Shared {
     slots_freed: Notify,
     /// Elements computed since this engine started.
     produced: AtomicU64,
+    cache: Option<CacheSettings>,
+    cache_reports: Arc<CacheReports>,
+    /// Prefixes whose crashed writers' temporaries this worker already removed.
+    cleaned: Mutex<std::collections::HashSet<[u8; 32]>>,
 }
 
 /// The engine; clones share it. Dropping the last [`EngineThreads`] stops the compute threads.
@@ -166,8 +175,16 @@ impl Drop for EngineThreads {
 }
 
 impl Engine {
-    /// Creates the engine and starts its compute threads.
+    /// Creates the engine (without a cache) and starts its compute threads.
     pub fn start(config: EngineConfig) -> (Engine, EngineThreads) {
+        Engine::start_with_cache(config, None)
+    }
+
+    /// Creates the engine with a cache directory and starts its compute threads.
+    pub fn start_with_cache(
+        config: EngineConfig,
+        cache: Option<CacheSettings>,
+    ) -> (Engine, EngineThreads) {
         let shared = Arc::new(Shared {
             state: Mutex::new(EngineState::default()),
             work: Condvar::new(),
@@ -176,6 +193,9 @@ impl Engine {
             generations: AtomicU64::new(1),
             slots_freed: Notify::new(),
             produced: AtomicU64::new(0),
+            cache,
+            cache_reports: Arc::default(),
+            cleaned: Mutex::default(),
         });
         let handles = (0..config.threads.max(1))
             .map(|i| {
@@ -222,10 +242,53 @@ impl Engine {
         }
         tracing::debug!(key = ?spec.key, lease = spec.lease, split = spec.split, start, "task added");
         let generation = self.shared.generations.fetch_add(1, Ordering::Relaxed);
+        let cache = match (spec.cache_mode, &self.shared.cache) {
+            (CacheMode::Compute, _) => None,
+            (mode, Some(settings)) => {
+                let fingerprint = prepared
+                    .dataset
+                    .prefix_fingerprint(prepared.pipeline.spec());
+                let first = self
+                    .shared
+                    .cleaned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(fingerprint);
+                if first {
+                    let removed = cachew_pipeline::cache::remove_temporaries(
+                        &settings.dir,
+                        &fingerprint,
+                        Duration::from_secs(60),
+                    );
+                    if removed > 0 {
+                        tracing::info!(
+                            removed,
+                            "removed temporary cache files left by crashed writers"
+                        );
+                    }
+                }
+                Some(Arc::new(TaskCache::new(
+                    spec.key.job,
+                    spec.split,
+                    mode,
+                    settings.clone(),
+                    prepared.clone(),
+                    self.shared.cache_reports.clone(),
+                )))
+            }
+            (mode, None) => {
+                tracing::warn!(
+                    ?mode,
+                    "the task asks for the cache but this worker has no --cache-dir; computing"
+                );
+                None
+            }
+        };
         st.tasks.insert(
             spec.key,
             Task {
                 spec,
+                cache,
                 prepared,
                 order,
                 len,
@@ -262,6 +325,16 @@ impl Engine {
         for t in tasks.values() {
             t.notify.notify_waiters();
         }
+    }
+
+    /// Cache measurements and commits since the last call (for the heartbeat).
+    pub fn take_cache_reports(&self) -> Vec<cachew_proto::v1::CacheReport> {
+        self.shared.cache_reports.take()
+    }
+
+    /// Returns undelivered cache reports (a heartbeat failed).
+    pub fn put_back_cache_reports(&self, reports: Vec<cachew_proto::v1::CacheReport>) {
+        self.shared.cache_reports.put_back(reports);
     }
 
     /// Elements computed since this engine started.
@@ -427,6 +500,7 @@ fn move_cursor(task: &mut Task, from: u32, generations: &AtomicU64) -> bool {
 struct Claim {
     key: TaskKey,
     generation: u64,
+    cache: Option<Arc<TaskCache>>,
     prepared: Arc<Prepared>,
     order: Arc<Vec<u64>>,
     seed: u64,
@@ -451,6 +525,7 @@ fn claim(st: &mut EngineState, config: &EngineConfig) -> Option<Claim> {
             return Some(Claim {
                 key: task.spec.key,
                 generation: task.generation,
+                cache: task.cache.clone(),
                 prepared: task.prepared.clone(),
                 order: task.order.clone(),
                 seed: task.spec.seed,
@@ -488,15 +563,34 @@ fn compute_loop(shared: &Shared) {
                     .unwrap_or_else(|p| p.into_inner().0);
             }
         };
-        let result = claimed.prepared.pipeline.produce(
+        let cache: &dyn PrefixCache = match &claimed.cache {
+            Some(c) => c.as_ref(),
+            None => &NoCache,
+        };
+        let result = claimed.prepared.pipeline.produce_with(
             &claimed.prepared.dataset,
             claimed.seed,
             claimed.key.epoch,
             claimed.split,
             &claimed.order,
             claimed.range.clone(),
+            cache,
         );
         let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(task) = st.tasks.get_mut(&claimed.key) else {
+            continue;
+        };
+        if task.generation != claimed.generation {
+            continue;
+        }
+        if let Some(c) = &claimed.cache {
+            // Commit the split's chunk once complete (outside the engine lock).
+            let all_claimed = task.next_claim >= task.len;
+            let c = c.clone();
+            drop(st);
+            c.after_chunk(all_claimed);
+            st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        }
         let Some(task) = st.tasks.get_mut(&claimed.key) else {
             continue;
         };
@@ -576,6 +670,7 @@ mod tests {
             seed: 9,
             dataset_id: "d".into(),
             start_index: 0,
+            cache_mode: CacheMode::Compute,
         }
     }
 

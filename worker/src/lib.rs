@@ -6,10 +6,12 @@
 //! - [`service`]: the gRPC data service (`GetElements`).
 //! - [`control`]: registration and heartbeats with the dispatcher.
 //! - [`checkpoint`]: periodic checkpoints of task positions and recovery from them.
+//! - [`cache`]: Cachew put / get of a split's prefix output.
 //! - [`cli`]: flags and the process entry point used by the binary.
 //!
 //! [`run`] serves on an already-bound listener until `shutdown` resolves.
 
+pub mod cache;
 pub mod checkpoint;
 pub mod cli;
 pub mod control;
@@ -55,6 +57,8 @@ pub struct WorkerConfig {
     pub checkpoint_interval: std::time::Duration,
     /// When the process started (for start-up latency logs).
     pub started: std::time::Instant,
+    /// Where the prefix cache lives (shared by the workers of a host, or on a shared directory).
+    pub cache: Option<cache::CacheSettings>,
 }
 
 /// Runs a worker: serves `listener` and talks to the dispatcher until `shutdown` completes or
@@ -64,7 +68,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
-    let (engine, _threads) = Engine::start(config.engine);
+    let (engine, _threads) = Engine::start_with_cache(config.engine, config.cache.clone());
     let cache = Arc::new(engine::PreparedCache::default());
     let info: checkpoint::SharedInfo = Arc::default();
     let (restored, _checkpointer) = match &config.checkpoint_dir {

@@ -553,6 +553,9 @@ fn worker_spec(name: &str, standby: bool, extra: &[String]) -> Result<NodeSpec> 
         "{dispatcher}".into(),
         "--work-dir".into(),
         "{dir}".into(),
+        // The workers of a local cluster share one prefix cache.
+        "--cache-dir".into(),
+        "{root}/cache".into(),
     ];
     if standby {
         args.push("--standby".into());

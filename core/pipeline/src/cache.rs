@@ -375,8 +375,7 @@ fn parse_chunk(
     }
     let mut records = Vec::with_capacity(count as usize);
     let mut all = 0u32;
-    let mut next_expected = expected.start;
-    for _ in 0..count {
+    for next_expected in expected.start..expected.start + u64::from(count) {
         let at = r.at;
         let head = r
             .take(FRAME_HEAD)
@@ -403,7 +402,6 @@ fn parse_chunk(
                 format!("record {record_id} where {next_expected} was due"),
             ));
         }
-        next_expected += 1;
         all = crc32c::crc32c_append(all, &crc.to_le_bytes());
         let raw = bytes.slice(start..start + len);
         let raw =
@@ -439,8 +437,14 @@ fn parse_chunk(
     Ok(records)
 }
 
-/// Removes temporary files left by writers that crashed (never committed, never read).
-pub fn remove_temporaries(cache_dir: &Path, prefix_fingerprint: &[u8; 32]) -> usize {
+/// Removes temporary files left by writers that crashed (never committed, never read). A write
+/// lasts milliseconds, so only files older than `older_than` are taken: on a shared directory a
+/// live writer's file is never removed under it.
+pub fn remove_temporaries(
+    cache_dir: &Path,
+    prefix_fingerprint: &[u8; 32],
+    older_than: std::time::Duration,
+) -> usize {
     let dir = prefix_dir(cache_dir, prefix_fingerprint);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return 0;
@@ -448,6 +452,13 @@ pub fn remove_temporaries(cache_dir: &Path, prefix_fingerprint: &[u8; 32]) -> us
     entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().contains(".chunk.tmp-"))
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= older_than)
+        })
         .filter(|e| std::fs::remove_file(e.path()).is_ok())
         .count()
 }
@@ -621,6 +632,12 @@ mod tests {
         std::fs::create_dir_all(&pdir).unwrap();
         std::fs::write(pdir.join("split-000002.chunk.tmp-1-2"), b"half a chunk").unwrap();
         assert!(read_chunk(dir.path(), &fp, 2, 0..2).unwrap().is_none());
-        assert_eq!(remove_temporaries(dir.path(), &fp), 1);
+        // A fresh temporary may belong to a live writer: kept.
+        let minute = std::time::Duration::from_secs(60);
+        assert_eq!(remove_temporaries(dir.path(), &fp, minute), 0);
+        assert_eq!(
+            remove_temporaries(dir.path(), &fp, std::time::Duration::ZERO),
+            1
+        );
     }
 }

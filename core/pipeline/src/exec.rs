@@ -325,11 +325,36 @@ impl Pipeline {
         order: &[u64],
         positions: Range<u32>,
     ) -> Result<Vec<Element>> {
+        self.produce_with(dataset, seed, epoch, split, order, positions, &NoCache)
+    }
+
+    /// [`Pipeline::produce`] with a cache: records whose prefix output `cache` holds skip the
+    /// source and the prefix; the others are read and computed, and their prefix output is handed
+    /// to `cache`. The suffix always runs the same way, so the elements are identical either way.
+    #[allow(clippy::too_many_arguments)]
+    pub fn produce_with(
+        &self,
+        dataset: &Dataset,
+        seed: u64,
+        epoch: u64,
+        split: u32,
+        order: &[u64],
+        positions: Range<u32>,
+        cache: &dyn PrefixCache,
+    ) -> Result<Vec<Element>> {
         let range = positions.start as usize..(positions.end as usize).min(order.len());
         let ids = order.get(range.clone()).unwrap_or(&[]);
-        let payloads = dataset.read_records(ids);
+        let cached: Vec<Option<([u8; 32], Features)>> =
+            ids.iter().map(|&id| cache.cached(id)).collect();
+        let to_read: Vec<u64> = ids
+            .iter()
+            .zip(&cached)
+            .filter(|(_, c)| c.is_none())
+            .map(|(&id, _)| id)
+            .collect();
+        let mut payloads = dataset.read_records(&to_read).into_iter();
         let mut out = Vec::with_capacity(ids.len());
-        for ((pos, &record_id), payload) in range.zip(ids).zip(payloads) {
+        for ((pos, &record_id), hit) in range.zip(ids).zip(cached) {
             let id = ElementId {
                 epoch,
                 split,
@@ -341,10 +366,27 @@ impl Pipeline {
                 record_id,
             };
             let mut record_sha256 = [0u8; 32];
-            let result = payload.and_then(|payload| {
-                record_sha256 = Sha256::digest(&payload).into();
-                self.process(ctx, payload)
-            });
+            let result = match hit {
+                Some((sha, features)) => {
+                    record_sha256 = sha;
+                    self.run_suffix(ctx, features)
+                }
+                None => payloads
+                    .next()
+                    .unwrap_or_else(|| {
+                        Err(PipelineError::NoSuchRecord {
+                            record_id,
+                            num_records: dataset.num_records(),
+                        })
+                    })
+                    .and_then(|payload| {
+                        record_sha256 = Sha256::digest(&payload).into();
+                        let started = std::time::Instant::now();
+                        let features = self.run_prefix(record_id, payload)?;
+                        cache.computed(record_id, record_sha256, &features, started.elapsed());
+                        self.run_suffix(ctx, features)
+                    }),
+            };
             let body = match result {
                 Ok(tensors) => ElementBody::Example(tensors),
                 Err(e) if e.is_record_error() && self.spec.on_error == ErrorPolicy::Skip => {
@@ -362,6 +404,31 @@ impl Pipeline {
         }
         Ok(out)
     }
+}
+
+/// Where prefix outputs come from and go to (the Cachew cache of a split).
+pub trait PrefixCache: Sync {
+    /// The cached prefix output of a record and its source hash, if the cache has it.
+    fn cached(&self, record_id: u64) -> Option<([u8; 32], Features)>;
+    /// A prefix output computed from the source (with the time the prefix took).
+    fn computed(
+        &self,
+        record_id: u64,
+        record_sha256: [u8; 32],
+        features: &Features,
+        took: std::time::Duration,
+    );
+}
+
+/// No cache: every record is computed from the source.
+#[derive(Debug, Clone, Copy)]
+pub struct NoCache;
+
+impl PrefixCache for NoCache {
+    fn cached(&self, _: u64) -> Option<([u8; 32], Features)> {
+        None
+    }
+    fn computed(&self, _: u64, _: [u8; 32], _: &Features, _: std::time::Duration) {}
 }
 
 fn take_image(features: &mut Features, name: &str, record_id: u64) -> Result<Image> {

@@ -97,6 +97,7 @@ impl Snapshot {
             .workers
             .iter()
             .map(|w| v1::WorkerStatus {
+                elements_produced: 0,
                 worker_id: w.id,
                 address: worker_address(w.id),
                 state: w.state.to_string(),
@@ -139,6 +140,7 @@ impl Snapshot {
             })
             .collect();
         let job = v1::JobStatus {
+            cache: None,
             job_id: 1,
             name: "demo".into(),
             dataset_id: "f4b0adff2205c1ed".into(),

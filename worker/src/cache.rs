@@ -1,0 +1,322 @@
+//! The worker's side of Cachew caching: per task, serving the prefix's output from the split's
+//! cache chunk (`get`), or collecting it while computing and committing the chunk (`put`).
+//!
+//! A `put` task started in the middle of its split (after a failover or recovery) still writes the
+//! whole chunk: once its own positions are computed, it computes the prefix of the records before
+//! its start too, so the cache ends with every record of the split exactly once whichever worker
+//! wrote it. A crash before the commit leaves only a temporary file, which is never read. A `get`
+//! task whose chunk is missing or fails its checks warns, computes from the source, and writes the
+//! chunk again (a repair).
+//!
+//! Measurements for `auto` (prefix time per record from the source, read time per record from the
+//! cache) and committed splits are accumulated per job and sent with heartbeats.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cachew_pipeline::cache::{CachedRecord, Compression, read_chunk, write_chunk};
+use cachew_pipeline::exec::{Features, PrefixCache};
+use cachew_proto::v1;
+use sha2::{Digest, Sha256};
+
+use crate::engine::Prepared;
+
+/// Where the cache lives for this worker.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub dir: PathBuf,
+    pub compression: Compression,
+}
+
+/// How a task uses the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    Compute,
+    Put,
+    Get,
+}
+
+impl CacheMode {
+    pub fn parse(s: &str) -> CacheMode {
+        match s {
+            "put" => CacheMode::Put,
+            "get" => CacheMode::Get,
+            _ => CacheMode::Compute,
+        }
+    }
+}
+
+/// Per-job measurements and commits, drained into heartbeats.
+#[derive(Debug, Default)]
+pub struct CacheReports {
+    by_job: Mutex<HashMap<u64, v1::CacheReport>>,
+}
+
+impl CacheReports {
+    fn with(&self, job: u64, f: impl FnOnce(&mut v1::CacheReport)) {
+        let mut map = self.by_job.lock().unwrap_or_else(|p| p.into_inner());
+        let r = map.entry(job).or_insert_with(|| v1::CacheReport {
+            job_id: job,
+            ..Default::default()
+        });
+        f(r);
+    }
+
+    /// Everything accumulated since the last call.
+    pub fn take(&self) -> Vec<v1::CacheReport> {
+        std::mem::take(&mut *self.by_job.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_values()
+            .collect()
+    }
+
+    /// Puts back reports a failed heartbeat did not deliver.
+    pub fn put_back(&self, reports: Vec<v1::CacheReport>) {
+        for back in reports {
+            self.with(back.job_id, |r| {
+                r.prefix_us += back.prefix_us;
+                r.prefix_count += back.prefix_count;
+                r.read_us += back.read_us;
+                r.read_count += back.read_count;
+                r.committed.extend(back.committed);
+                r.repaired += back.repaired;
+            });
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// `get`: the chunk's records by id, once loaded.
+    loaded: Option<HashMap<u64, ([u8; 32], Features)>>,
+    load_attempted: bool,
+    /// Collecting prefix outputs to write the chunk (`put`, or a `get` that repairs).
+    collecting: bool,
+    collected: HashMap<u64, CachedRecord>,
+    committed: bool,
+}
+
+/// The cache of one task's split.
+#[derive(Debug)]
+pub struct TaskCache {
+    job: u64,
+    split: u32,
+    range: Range<u64>,
+    mode: CacheMode,
+    settings: CacheSettings,
+    fingerprint: [u8; 32],
+    prepared: Arc<Prepared>,
+    reports: Arc<CacheReports>,
+    state: Mutex<State>,
+}
+
+impl TaskCache {
+    pub fn new(
+        job: u64,
+        split: u32,
+        mode: CacheMode,
+        settings: CacheSettings,
+        prepared: Arc<Prepared>,
+        reports: Arc<CacheReports>,
+    ) -> TaskCache {
+        let fingerprint = prepared
+            .dataset
+            .prefix_fingerprint(prepared.pipeline.spec());
+        let range = prepared.plan.split_range(split);
+        let path = cachew_pipeline::cache::chunk_path(&settings.dir, &fingerprint, split);
+        // A put whose chunk is already committed (another job or worker wrote it) has nothing to do.
+        let committed = mode == CacheMode::Put && path.is_file();
+        if committed {
+            // Confirm it again: the report of its writer may have died with the writer.
+            reports.with(job, |r| r.committed.push(split));
+        }
+        TaskCache {
+            job,
+            split,
+            range,
+            mode,
+            settings,
+            fingerprint,
+            prepared,
+            reports,
+            state: Mutex::new(State {
+                collecting: mode == CacheMode::Put && !committed,
+                committed,
+                ..State::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads the chunk for `get` (once); a missing or damaged chunk switches to repairing.
+    fn ensure_loaded(&self, st: &mut State) {
+        if st.load_attempted {
+            return;
+        }
+        st.load_attempted = true;
+        let started = Instant::now();
+        match read_chunk(
+            &self.settings.dir,
+            &self.fingerprint,
+            self.split,
+            self.range.clone(),
+        ) {
+            Ok(Some(records)) => {
+                let took = started.elapsed();
+                let n = records.len() as u64;
+                self.reports.with(self.job, |r| {
+                    r.read_us += took.as_micros() as u64;
+                    r.read_count += n;
+                    r.committed.push(self.split);
+                });
+                st.loaded = Some(
+                    records
+                        .into_iter()
+                        .map(|r| (r.record_id, (r.record_sha256, r.features)))
+                        .collect(),
+                );
+            }
+            Ok(None) => {
+                tracing::warn!(
+                    split = self.split,
+                    "cache chunk missing; computing the split from the source and writing it"
+                );
+                self.start_repair(st);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    split = self.split,
+                    "cache chunk damaged ({e}); computing the split from the source and writing it again"
+                );
+                self.start_repair(st);
+            }
+        }
+    }
+
+    fn start_repair(&self, st: &mut State) {
+        st.collecting = true;
+        self.reports.with(self.job, |r| r.repaired += 1);
+    }
+
+    /// After a chunk of the task was computed: commits the split's cache chunk once every record
+    /// is collected; when `all_claimed` (the task computed everything from its start on), first
+    /// computes the prefix of the records before the start.
+    pub fn after_chunk(&self, all_claimed: bool) {
+        let missing: Vec<u64> = {
+            let st = self.lock();
+            if !st.collecting || st.committed {
+                return;
+            }
+            let missing: Vec<u64> = self
+                .range
+                .clone()
+                .filter(|id| !st.collected.contains_key(id))
+                .collect();
+            if !missing.is_empty() && !all_claimed {
+                return;
+            }
+            missing
+        };
+        // Records before a resumed task's start: compute their prefix (not delivered).
+        let payloads = self.prepared.dataset.read_records(&missing);
+        for (id, payload) in missing.iter().zip(payloads) {
+            let started = Instant::now();
+            let result = payload.and_then(|p| {
+                let sha: [u8; 32] = Sha256::digest(&p).into();
+                self.prepared.pipeline.run_prefix(*id, p).map(|f| (sha, f))
+            });
+            match result {
+                Ok((sha, features)) => self.computed(*id, sha, &features, started.elapsed()),
+                Err(e) => {
+                    tracing::warn!(
+                        split = self.split,
+                        record = id,
+                        "cannot cache the split: {e}"
+                    );
+                    self.lock().collecting = false;
+                    return;
+                }
+            }
+        }
+        let mut records: Vec<CachedRecord> = {
+            let mut st = self.lock();
+            if st.committed || st.collected.len() as u64 != self.range.end - self.range.start {
+                return;
+            }
+            st.committed = true;
+            st.collected.drain().map(|(_, r)| r).collect()
+        };
+        match write_chunk(
+            &self.settings.dir,
+            &self.fingerprint,
+            self.split,
+            &mut records,
+            self.settings.compression,
+        ) {
+            Ok(_) => {
+                self.reports
+                    .with(self.job, |r| r.committed.push(self.split));
+                // The read cost on this storage, for `auto`.
+                let started = Instant::now();
+                if let Ok(Some(back)) = read_chunk(
+                    &self.settings.dir,
+                    &self.fingerprint,
+                    self.split,
+                    self.range.clone(),
+                ) {
+                    let took = started.elapsed();
+                    self.reports.with(self.job, |r| {
+                        r.read_us += took.as_micros() as u64;
+                        r.read_count += back.len() as u64;
+                    });
+                }
+                tracing::debug!(split = self.split, "cache chunk committed");
+            }
+            Err(e) => tracing::warn!(split = self.split, "cannot write the cache chunk: {e}"),
+        }
+    }
+
+    pub fn mode(&self) -> CacheMode {
+        self.mode
+    }
+}
+
+impl PrefixCache for TaskCache {
+    fn cached(&self, record_id: u64) -> Option<([u8; 32], Features)> {
+        if self.mode != CacheMode::Get {
+            return None;
+        }
+        let mut st = self.lock();
+        self.ensure_loaded(&mut st);
+        st.loaded.as_ref()?.get(&record_id).cloned()
+    }
+
+    fn computed(
+        &self,
+        record_id: u64,
+        record_sha256: [u8; 32],
+        features: &Features,
+        took: Duration,
+    ) {
+        self.reports.with(self.job, |r| {
+            r.prefix_us += took.as_micros() as u64;
+            r.prefix_count += 1;
+        });
+        let mut st = self.lock();
+        if st.collecting && !st.committed {
+            st.collected.insert(
+                record_id,
+                CachedRecord {
+                    record_id,
+                    record_sha256,
+                    features: features.clone(),
+                },
+            );
+        }
+    }
+}

@@ -178,8 +178,19 @@ pub async fn fetch_split(
             Ok(Err(status)) => {
                 tracing::debug!(worker = %loc.worker_address, lease = loc.lease, "fetch of {key} failed: {}", status.message());
                 match status.code() {
-                    // The worker holds another lease: ours is stale, wait for the new owner.
-                    tonic::Code::FailedPrecondition => failed_lease = loc.lease,
+                    // The worker holds another lease. Leases only grow: if the worker's is older it
+                    // has not received the new assignment yet (try again); if it is newer, our
+                    // location is stale (wait for the new owner).
+                    tonic::Code::FailedPrecondition => {
+                        let held = status
+                            .metadata()
+                            .get(cachew_proto::HELD_LEASE_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<u64>().ok());
+                        if held.is_none_or(|h| h > loc.lease) {
+                            failed_lease = loc.lease;
+                        }
+                    }
                     // Down, restarting in place (it keeps its lease after recovery), or not
                     // holding the task yet: try again, following any new location meanwhile.
                     tonic::Code::Unavailable => pool.forget(&loc.worker_address),

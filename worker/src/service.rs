@@ -63,7 +63,16 @@ impl cachew_proto::Worker for WorkerService {
             .await
             .map_err(|e| match e {
                 FetchError::UnknownTask(_) => Status::not_found(e.to_string()),
-                FetchError::WrongLease { .. } => Status::failed_precondition(e.to_string()),
+                FetchError::WrongLease { held, .. } => {
+                    // Leases only grow: the client compares to learn who is behind.
+                    let mut status = Status::failed_precondition(e.to_string());
+                    if let Ok(v) = held.to_string().parse() {
+                        status
+                            .metadata_mut()
+                            .insert(cachew_proto::HELD_LEASE_HEADER, v);
+                    }
+                    status
+                }
                 FetchError::BadIndex { .. } => Status::out_of_range(e.to_string()),
                 FetchError::Pipeline(_) => Status::internal(e.to_string()),
             })?;

@@ -17,6 +17,11 @@ pub use v1::dispatcher_server::{Dispatcher, DispatcherServer};
 pub use v1::worker_client::WorkerClient;
 pub use v1::worker_server::{Worker, WorkerServer};
 
+/// Metadata key on a refused fetch: the lease the worker holds for the task. Leases only grow,
+/// so a client whose lease is newer knows the worker has not caught up yet (and retries), and a
+/// client whose lease is older knows its location is stale (and waits for a new one).
+pub const HELD_LEASE_HEADER: &str = "cachew-held-lease";
+
 /// Largest gRPC message we accept (element batches can be large).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 

@@ -37,9 +37,10 @@ pub fn now_ms() -> u64 {
 pub async fn run_terminal(
     model: Model,
     stop: impl std::future::Future<Output = ()>,
+    checkpoints: Option<(std::path::PathBuf, feed::CheckpointDirs)>,
 ) -> Result<Quit, TuiError> {
     let mut terminal = ratatui::try_init().map_err(|e| TuiError::Terminal(e.to_string()))?;
-    let result = run(&mut terminal, model, EventStream::new(), stop).await;
+    let result = run(&mut terminal, model, EventStream::new(), stop, checkpoints).await;
     ratatui::restore();
     result
 }
@@ -51,13 +52,23 @@ pub async fn run<B: Backend>(
     mut model: Model,
     mut events: impl Stream<Item = io::Result<Event>> + Unpin,
     stop: impl std::future::Future<Output = ()>,
+    checkpoints: Option<(std::path::PathBuf, feed::CheckpointDirs)>,
 ) -> Result<Quit, TuiError> {
     let (tx, mut updates) = mpsc::channel::<Update>(64);
     let (control_tx, control_rx) = watch::channel(model.control_address().map(str::to_string));
-    let _feeds = AbortOnDrop(vec![
+    let mut feeds = vec![
         tokio::spawn(feed::status_feed(model.target().to_string(), tx.clone())),
         tokio::spawn(feed::control_feed(control_rx, tx.clone())),
-    ]);
+    ];
+    // With the cluster's directories at hand (demo), checkpoints are also read from disk.
+    if let Some((run_dir, dirs)) = checkpoints {
+        feeds.push(tokio::spawn(feed::checkpoint_feed(
+            run_dir,
+            dirs,
+            tx.clone(),
+        )));
+    }
+    let _feeds = AbortOnDrop(feeds);
     let mut tick = tokio::time::interval(FRAME);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(stop);

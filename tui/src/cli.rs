@@ -174,7 +174,7 @@ async fn stop_signal() {
 
 async fn attach(dispatcher: String, control: Option<String>) -> Result<(), crate::TuiError> {
     let model = Model::new(Mode::Attach, &dispatcher, control, now_ms());
-    app::run_terminal(model, stop_signal()).await?;
+    app::run_terminal(model, stop_signal(), None).await?;
     Ok(())
 }
 
@@ -191,7 +191,12 @@ async fn demo(options: DemoOptions) -> Result<(), crate::TuiError> {
         Some(demo.control_address().to_string()),
         now_ms(),
     );
-    let quit = app::run_terminal(model, stop_signal()).await;
+    let quit = app::run_terminal(
+        model,
+        stop_signal(),
+        Some((demo.run_dir().to_path_buf(), demo.checkpoint_dirs())),
+    )
+    .await;
     let stop_now = quit.as_ref().map_or(true, |q| q.stop_cluster);
     if !stop_now {
         eprintln!(

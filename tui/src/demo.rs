@@ -155,6 +155,20 @@ impl Demo {
         &self.run_dir
     }
 
+    /// (address, checkpoint directory) of every worker the demo runs, standbys started later
+    /// included (each worker's `--work-dir` is `<run dir>/<name>`).
+    pub fn checkpoint_dirs(&self) -> crate::feed::CheckpointDirs {
+        let (cluster, run_dir) = (self.cluster.clone(), self.run_dir.clone());
+        std::sync::Arc::new(move || {
+            let nodes = cluster.lock().unwrap_or_else(|p| p.into_inner()).nodes();
+            nodes
+                .into_iter()
+                .filter(|n| n.role == cachew_cluster::Role::Worker)
+                .filter_map(|n| Some((n.listen?, run_dir.join(&n.name).join("checkpoints"))))
+                .collect()
+        })
+    }
+
     /// Stops the control endpoint, then every node (SIGTERM, SIGKILL after `grace`), and reaps
     /// them. Returns the nodes' final states.
     pub async fn stop(mut self, grace: Duration) -> Vec<String> {

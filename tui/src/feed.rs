@@ -10,7 +10,7 @@ use cachew_proto::v1::cluster_control_client::ClusterControlClient;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
 
-use crate::model::{ActCommand, Update};
+use crate::model::{ActCommand, CheckpointSource, Update};
 
 /// A status stream that says nothing for this long is treated as down (the dispatcher sends a
 /// snapshot at least every second; a paused dispatcher keeps its socket open but goes silent).
@@ -236,6 +236,81 @@ pub async fn act(address: String, command: ActCommand) -> Update {
     }
     .await;
     Update::ActDone { label, result }
+}
+
+/// Lists (worker address, checkpoint directory) for the checkpoint watcher.
+pub type CheckpointDirs =
+    std::sync::Arc<dyn Fn() -> Vec<(String, std::path::PathBuf)> + Send + Sync>;
+
+/// Watches a run directory (with `notify`) and, whenever something in it changes (and at least
+/// every 2 s), reads each worker's checkpoint summary marker, so the checkpoint panel keeps
+/// moving while the dispatcher is down. Reading the marker never touches the worker's store.
+pub async fn checkpoint_feed(
+    run_dir: std::path::PathBuf,
+    dirs: CheckpointDirs,
+    tx: mpsc::Sender<Update>,
+) {
+    use notify::Watcher;
+    let (changed_tx, mut changed) = mpsc::channel::<()>(1);
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = changed_tx.try_send(());
+        }
+    })
+    .and_then(|mut w| {
+        w.watch(&run_dir, notify::RecursiveMode::Recursive)
+            .map(|()| w)
+    });
+    let _watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(
+                "cannot watch {}: {e}; polling checkpoints every 2 s",
+                run_dir.display()
+            );
+            None
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = changed.recv() => {}
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        // Checkpoints come in bursts of file events: read once per burst.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        while changed.try_recv().is_ok() {}
+        let dirs = dirs.clone();
+        let rows = tokio::task::spawn_blocking(move || {
+            dirs()
+                .into_iter()
+                .filter_map(|(address, dir)| {
+                    let s = cachew_store::CheckpointStore::peek(&dir).ok()??;
+                    Some((
+                        address,
+                        v1::CheckpointInfo {
+                            count: s.count,
+                            last_unix_ms: s.unix_ms,
+                            last_bytes: s.payload_bytes,
+                            last_duration_us: s.duration_us,
+                        },
+                    ))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        if !rows.is_empty()
+            && tx
+                .send(Update::Checkpoints {
+                    source: CheckpointSource::Directory,
+                    rows,
+                })
+                .await
+                .is_err()
+        {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

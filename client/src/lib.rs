@@ -281,7 +281,24 @@ impl JobClient {
         }
         let start = resp.cursor.unwrap_or_default();
         let cursor = match resume {
-            Some(c) => c,
+            // Where the dispatcher placed us (a cursor at the end of an epoch is normalized to
+            // the start of the next), with the saved counts of the epoch.
+            Some(c) if (c.epoch, c.ordinal) == (start.epoch, start.ordinal) => ClientCursor {
+                index: start.index,
+                ..c
+            },
+            Some(c) => ClientCursor {
+                epoch: start.epoch,
+                ordinal: start.ordinal,
+                index: start.index,
+                examples: if c.epoch == start.epoch {
+                    c.examples
+                } else {
+                    0
+                },
+                batches: if c.epoch == start.epoch { c.batches } else { 0 },
+                ..c
+            },
             None => ClientCursor {
                 consumer_index: resp.consumer_index,
                 epoch: start.epoch,
@@ -379,12 +396,11 @@ impl JobClient {
     }
 
     fn positions_per_epoch(&self) -> u32 {
-        let s = self.plan.num_splits();
-        if self.consumer >= s {
-            0
-        } else {
-            (s - self.consumer).div_ceil(self.num_consumers)
-        }
+        cachew_pipeline::order::consumer_positions(
+            self.plan.num_splits(),
+            self.consumer,
+            self.num_consumers,
+        )
     }
 
     /// (position, split, length) of this consumer's `ordinal`-th split of `epoch`.

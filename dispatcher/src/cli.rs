@@ -29,6 +29,10 @@ pub struct Args {
     /// A worker silent this long (ms) is declared dead and its splits fail over.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(50..))]
     pub worker_timeout_ms: u64,
+    /// A training client silent this long (ms) is released and its splits stop occupying
+    /// workers until it reports again.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub consumer_timeout_ms: u64,
     /// Splits assigned ahead of each consumer (0: 4 per active worker, at least 8).
     #[arg(long, default_value_t = 0)]
     pub window: u32,
@@ -91,6 +95,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = DispatcherConfig {
         heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
         worker_timeout: Duration::from_millis(args.worker_timeout_ms),
+        consumer_timeout: Duration::from_millis(args.consumer_timeout_ms),
         window: args.window,
         address,
         control_address: args.control_address.clone(),

@@ -31,6 +31,9 @@ pub struct DispatcherConfig {
     pub heartbeat_interval: Duration,
     /// A worker silent for this long is declared dead and its splits fail over.
     pub worker_timeout: Duration,
+    /// A consumer (training client) silent for this long is released: its splits stop
+    /// occupying workers until it reports again.
+    pub consumer_timeout: Duration,
     /// Splits assigned ahead of each consumer's cursor; 0 picks 4 per active worker (at least 8).
     pub window: u32,
     /// The address this dispatcher was started on (shown in the status stream).
@@ -44,6 +47,7 @@ impl Default for DispatcherConfig {
         DispatcherConfig {
             heartbeat_interval: Duration::from_millis(500),
             worker_timeout: Duration::from_secs(5),
+            consumer_timeout: Duration::from_secs(30),
             window: 0,
             address: String::new(),
             control_address: String::new(),
@@ -90,6 +94,8 @@ struct Soft {
     /// Cache measurements and commits reported by workers, per job.
     cache: HashMap<JobId, CacheSoft>,
     delivered_examples: HashMap<(JobId, u32), u64>,
+    /// When each consumer last reported.
+    consumer_seen: HashMap<(JobId, u32), Instant>,
     /// Epoch verdicts clients reported, per (job, consumer), by epoch.
     reports: HashMap<(JobId, u32), BTreeMap<u64, v1::EpochReport>>,
     /// Datasets already indexed: canonical spec -> (id, records).
@@ -368,6 +374,8 @@ impl DispatcherService {
                     },
                 );
                 core.soft.suspect.remove(&id);
+                // Its reported progress went into the failover; the rest is stale.
+                core.soft.progress.retain(|_, r| r.worker != id);
             } else if age > late && core.soft.suspect.insert(id) {
                 let msg = format!(
                     "worker {id}: heartbeat missed ({} ms since the last)",
@@ -376,6 +384,43 @@ impl DispatcherService {
                 tracing::warn!("{msg}");
                 push_event(&mut core, "heartbeat_missed", msg, Some(id), None);
                 self.bump();
+            }
+        }
+        // Consumers that went silent (a crashed trainer) release their splits.
+        let consumer_timeout = self.inner.config.consumer_timeout;
+        let attached: Vec<(JobId, u32, u64)> = core
+            .state
+            .jobs
+            .values()
+            .filter(|j| !j.finished)
+            .flat_map(|j| {
+                j.consumers
+                    .iter()
+                    .filter(|c| c.attached)
+                    .map(move |c| (j.id, c.index, c.generation))
+            })
+            .collect();
+        for (job, consumer, generation) in attached {
+            let seen = *core
+                .soft
+                .consumer_seen
+                .entry((job, consumer))
+                .or_insert(now);
+            if now.duration_since(seen) > consumer_timeout {
+                let msg = format!(
+                    "job {job} consumer {consumer}: no heartbeat for {} s; its splits are released",
+                    consumer_timeout.as_secs()
+                );
+                tracing::warn!("{msg}");
+                push_event(&mut core, "consumer_timeout", msg, None, Some(job));
+                let _ = self.execute(
+                    &mut core,
+                    Command::ReleaseConsumer {
+                        job,
+                        consumer,
+                        generation,
+                    },
+                );
             }
         }
     }
@@ -1009,6 +1054,16 @@ impl cachew_proto::Dispatcher for DispatcherService {
                 req.cache_policy
             ))
         })?;
+        if cache_policy != CachePolicy::Compute {
+            let spec = PipelineSpec::from_json(&req.spec_json)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            if spec.cache_point().is_none() {
+                return Err(Status::invalid_argument(format!(
+                    "cache policy `{}` needs a `cache` op in the pipeline to mark the prefix to cache",
+                    cache_policy.name()
+                )));
+            }
+        }
         let entry = self.dataset_for(&req.spec_json).await?;
         let (response, visible) = {
             let mut core = self.lock();
@@ -1033,6 +1088,9 @@ impl cachew_proto::Dispatcher for DispatcherService {
             let (index, generation) = outcome
                 .consumer
                 .ok_or_else(|| Status::internal("no consumer"))?;
+            core.soft
+                .consumer_seen
+                .insert((job_id, index), Instant::now());
             let job = core
                 .state
                 .jobs
@@ -1080,6 +1138,9 @@ impl cachew_proto::Dispatcher for DispatcherService {
                     core.soft
                         .delivered_examples
                         .insert((req.job_id, req.consumer_index), req.delivered_examples);
+                    core.soft
+                        .consumer_seen
+                        .insert((req.job_id, req.consumer_index), Instant::now());
                     let mut fresh = Vec::new();
                     let known = core
                         .soft
@@ -1091,6 +1152,10 @@ impl cachew_proto::Dispatcher for DispatcherService {
                             known.insert(r.epoch, r.clone());
                             fresh.push(r.clone());
                         }
+                    }
+                    // The latest 32 epochs are kept, as the client keeps them.
+                    while known.len() > 32 {
+                        known.pop_first();
                     }
                     for r in &fresh {
                         let kind = match (r.verified, r.exactly_once) {

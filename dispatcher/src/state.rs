@@ -116,12 +116,7 @@ impl Job {
 
     /// Number of positions consumer `c` has per epoch.
     pub fn positions_per_epoch(&self, c: u32) -> u32 {
-        let n = self.num_consumers.max(1);
-        if c >= self.num_splits {
-            0
-        } else {
-            (self.num_splits - c).div_ceil(n)
-        }
+        cachew_pipeline::order::consumer_positions(self.num_splits, c, self.num_consumers)
     }
 
     /// Position of the `ordinal`-th split of consumer `c`.
@@ -139,9 +134,9 @@ impl Job {
                 index: 0,
             };
         }
-        while cursor.ordinal >= per {
-            cursor.epoch += 1;
-            cursor.ordinal -= per;
+        if cursor.ordinal >= per {
+            cursor.epoch = cursor.epoch.saturating_add(u64::from(cursor.ordinal / per));
+            cursor.ordinal %= per;
             cursor.index = 0;
         }
         cursor
@@ -541,6 +536,10 @@ impl State {
                     });
                 }
                 c.attached = false;
+                // Its splits stop occupying workers; they are assigned again if it comes back.
+                let released = *consumer;
+                let n = j.num_consumers.max(1);
+                j.assignments.retain(|&(_, p), _| p % n != released);
                 Ok(Outcome {
                     events: vec![StateEvent {
                         kind: "consumer_released",
@@ -733,11 +732,8 @@ impl State {
             },
         };
         if let Some(cursor) = resume {
-            let per_epoch = if index >= num_splits {
-                0
-            } else {
-                (num_splits - index).div_ceil(num_consumers)
-            };
+            let per_epoch =
+                cachew_pipeline::order::consumer_positions(num_splits, index, num_consumers);
             if cursor.ordinal > per_epoch
                 || (num_epochs > 0 && cursor.epoch >= num_epochs && cursor.ordinal > 0)
             {
@@ -863,13 +859,33 @@ impl State {
             });
         }
         let old = job.normalize(index, consumer.cursor);
-        if (normalized.epoch, normalized.ordinal) <= (old.epoch, old.ordinal) {
-            // Within the same split (or stale): nothing durable changes.
-            if let Some(c) = job.consumers.get_mut(index as usize)
-                && normalized > c.cursor
-            {
-                c.cursor = normalized;
+        // A cursor can move at most to the end of the job, and never by absurd amounts (a bad
+        // client must not make the status walk billions of epochs).
+        if cursor.ordinal > job.positions_per_epoch(index)
+            || (job.num_epochs > 0 && normalized.epoch > job.num_epochs)
+            || normalized.epoch > old.epoch.saturating_add(1_000)
+        {
+            return Err(Rejection::BadCursor(cursor));
+        }
+        // A consumer released for silence that reports again is attached again.
+        if !consumer.attached {
+            if let Some(c) = job.consumers.get_mut(index as usize) {
+                c.attached = true;
             }
+            let mut out = self.consumer_progress(job_id, index, generation, cursor)?;
+            out.noop = false;
+            out.events.push(StateEvent {
+                kind: "consumer_attached",
+                message: format!("job {job_id} consumer {index} is back and attached again"),
+                worker: None,
+                job: Some(job_id),
+            });
+            return Ok(out);
+        }
+        if (normalized.epoch, normalized.ordinal) <= (old.epoch, old.ordinal) {
+            // Within the same split (or stale): nothing changes. The durable cursor moves at split
+            // boundaries only; a change that is not journaled must not touch the state, or a
+            // replay would rebuild another one.
             return Ok(Outcome {
                 noop: true,
                 ..Outcome::default()
@@ -1520,6 +1536,20 @@ mod tests {
                     },
                 },
             );
+            // A move within the split (not journaled) must leave the state alone.
+            run(
+                &mut live,
+                Command::ConsumerProgress {
+                    job: 1,
+                    consumer: 0,
+                    generation: 1,
+                    cursor: Cursor {
+                        epoch: u64::from(step / 10),
+                        ordinal: step % 10,
+                        index: 9,
+                    },
+                },
+            );
             if step == 12 {
                 run(
                     &mut live,
@@ -1566,6 +1596,21 @@ mod tests {
                     get: true,
                     compute_ns_per_element: 120_000,
                     read_ns_per_element: 6_000,
+                },
+            },
+        );
+        // The last cursor change is a move within the resumed split (index 2 -> 7), which is
+        // not journaled: it must not change the state the next assignment reads.
+        run(
+            &mut live,
+            Command::ConsumerProgress {
+                job: 1,
+                consumer: 0,
+                generation: 2,
+                cursor: Cursor {
+                    epoch: 1,
+                    ordinal: 4,
+                    index: 7,
                 },
             },
         );

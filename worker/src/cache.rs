@@ -96,6 +96,8 @@ struct State {
     collecting: bool,
     collected: HashMap<u64, CachedRecord>,
     committed: bool,
+    /// The records before the task's start were computed for the chunk.
+    backfilled: bool,
 }
 
 /// The cache of one task's split.
@@ -109,6 +111,9 @@ pub struct TaskCache {
     fingerprint: [u8; 32],
     prepared: Arc<Prepared>,
     reports: Arc<CacheReports>,
+    /// Records at positions before the task's start (delivered before a failover or recovery):
+    /// their prefix is computed only for the chunk.
+    before_start: Vec<u64>,
     state: Mutex<State>,
 }
 
@@ -120,6 +125,7 @@ impl TaskCache {
         settings: CacheSettings,
         prepared: Arc<Prepared>,
         reports: Arc<CacheReports>,
+        before_start: Vec<u64>,
     ) -> TaskCache {
         let fingerprint = prepared
             .dataset
@@ -141,6 +147,7 @@ impl TaskCache {
             fingerprint,
             prepared,
             reports,
+            before_start,
             state: Mutex::new(State {
                 collecting: mode == CacheMode::Put && !committed,
                 committed,
@@ -208,19 +215,23 @@ impl TaskCache {
     /// computes the prefix of the records before the start.
     pub fn after_chunk(&self, all_claimed: bool) {
         let missing: Vec<u64> = {
-            let st = self.lock();
+            let mut st = self.lock();
             if !st.collecting || st.committed {
                 return;
             }
-            let missing: Vec<u64> = self
-                .range
-                .clone()
-                .filter(|id| !st.collected.contains_key(id))
-                .collect();
-            if !missing.is_empty() && !all_claimed {
-                return;
+            let complete = st.collected.len() as u64 == self.range.end - self.range.start;
+            // Positions from the start on come through `computed` (some may still be in flight
+            // on other threads); only the records before the start need computing here, once.
+            if complete || !all_claimed || st.backfilled {
+                Vec::new()
+            } else {
+                st.backfilled = true;
+                self.before_start
+                    .iter()
+                    .copied()
+                    .filter(|id| !st.collected.contains_key(id))
+                    .collect()
             }
-            missing
         };
         // Records before a resumed task's start: compute their prefix (not delivered).
         let payloads = self.prepared.dataset.read_records(&missing);

@@ -6,7 +6,7 @@
 //! # Payload format
 //! One JSON object per checkpoint (the store frames and checksums it):
 //! ```text
-//! {"format":1,"address":"127.0.0.1:5051","worker_id":3,
+//! {"format":1,"address":"127.0.0.1:5051",
 //!  "tasks":[{"job":1,"epoch":0,"position":4,"split":17,"lease":9,"seed":42,
 //!            "dataset_id":"…","acked":37,"produced":64,"len":64,"cache_mode":"put"}, …]}
 //! ```
@@ -158,7 +158,7 @@ pub fn snapshot(engine: &Engine) -> Vec<TaskCheckpoint> {
         .collect()
 }
 
-/// The background checkpoint thread; stops (after a last checkpoint) when dropped.
+/// The background checkpoint thread; stops when dropped.
 #[derive(Debug)]
 pub struct Checkpointer {
     stop: Arc<AtomicBool>,

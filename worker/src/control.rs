@@ -166,7 +166,7 @@ async fn register(
             .iter()
             .any(|k| (k.job_id, k.epoch, k.position) == (r.key.job, r.key.epoch, r.key.position));
         if !kept {
-            engine.drop_task(&r.key);
+            engine.drop_task(&r.key, r.lease);
         }
     }
     Ok((
@@ -281,7 +281,7 @@ async fn heartbeat_loop(
             } else {
                 tracing::debug!(?key, reason = %d.reason, "task dropped");
             }
-            engine.drop_task(&key);
+            engine.drop_task(&key, d.lease);
         }
         for t in resp.new_tasks {
             let Some(k) = t.key else { continue };

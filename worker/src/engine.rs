@@ -244,6 +244,13 @@ impl Engine {
         let generation = self.shared.generations.fetch_add(1, Ordering::Relaxed);
         let cache = match (spec.cache_mode, &self.shared.cache) {
             (CacheMode::Compute, _) => None,
+            (mode, Some(_)) if !prepared.pipeline.has_cache_point() => {
+                tracing::warn!(
+                    ?mode,
+                    "the task asks for the cache but its pipeline has no cache op; computing"
+                );
+                None
+            }
             (mode, Some(settings)) => {
                 let fingerprint = prepared
                     .dataset
@@ -274,6 +281,10 @@ impl Engine {
                     settings.clone(),
                     prepared.clone(),
                     self.shared.cache_reports.clone(),
+                    order
+                        .get(..spec.start_index.min(order.len() as u32) as usize)
+                        .unwrap_or(&[])
+                        .to_vec(),
                 )))
             }
             (mode, None) => {
@@ -306,8 +317,17 @@ impl Engine {
     }
 
     /// Stops serving a task; waiting fetches see it gone.
-    pub fn drop_task(&self, key: &TaskKey) {
-        if let Some(task) = self.lock().tasks.remove(key) {
+    /// Only the task under `lease` is dropped: a late drop for an older lease must not remove the
+    /// task re-added under a newer one.
+    pub fn drop_task(&self, key: &TaskKey, lease: u64) {
+        let removed = {
+            let mut st = self.lock();
+            match st.tasks.get(key) {
+                Some(t) if t.spec.lease == lease => st.tasks.remove(key),
+                _ => None,
+            }
+        };
+        if let Some(task) = removed {
             task.notify.notify_waiters();
             if !task.sent_end {
                 self.shared.slots_freed.notify_one();

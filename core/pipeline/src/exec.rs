@@ -138,22 +138,28 @@ impl Pipeline {
     }
 
     /// Ops before the cache point (all ops if there is none).
-    fn prefix_ops(&self) -> Range<usize> {
-        0..self.cache_point.unwrap_or(self.spec.ops.len())
+    /// Whether the spec has a cache point (a deterministic prefix that can be cached).
+    pub fn has_cache_point(&self) -> bool {
+        self.cache_point.is_some()
     }
 
-    fn suffix_ops(&self) -> Range<usize> {
-        self.cache_point.map_or(self.spec.ops.len(), |p| p + 1)..self.spec.ops.len()
-    }
-
-    /// Runs the whole pipeline on one record (everything but batching).
+    /// Runs the whole pipeline on one record (everything but batching), every op with the
+    /// record's own (seed, epoch, record id).
     pub fn process(&self, ctx: RecordCtx, payload: Bytes) -> Result<Vec<Tensor>> {
-        let features = self.run_prefix(ctx.record_id, payload)?;
-        self.run_suffix(ctx, features)
+        let mut features = Features::default();
+        self.run_ops(0..self.spec.ops.len(), ctx, Some(payload), &mut features)?;
+        self.outputs(ctx.record_id, features)
     }
 
-    /// Runs the deterministic prefix (up to the cache point; everything if there is none).
+    /// Runs the deterministic prefix: the ops before the cache point. Only a spec with a cache
+    /// point has one (validation keeps random ops out of it); without, this is an error.
     pub fn run_prefix(&self, record_id: u64, payload: Bytes) -> Result<Features> {
+        let Some(point) = self.cache_point else {
+            return Err(PipelineError::spec(
+                "ops",
+                "the pipeline has no cache point, so it has no cacheable prefix",
+            ));
+        };
         let mut features = Features::default();
         // The prefix holds no random op, so its ctx's seed and epoch are never read.
         let ctx = RecordCtx {
@@ -161,13 +167,19 @@ impl Pipeline {
             epoch: 0,
             record_id,
         };
-        self.run_ops(self.prefix_ops(), ctx, Some(payload), &mut features)?;
+        self.run_ops(0..point, ctx, Some(payload), &mut features)?;
         Ok(features)
     }
 
     /// Runs the ops after the cache point on the prefix's output and extracts the outputs.
     pub fn run_suffix(&self, ctx: RecordCtx, mut features: Features) -> Result<Vec<Tensor>> {
-        self.run_ops(self.suffix_ops(), ctx, None, &mut features)?;
+        let after = self.cache_point.map_or(self.spec.ops.len(), |p| p + 1);
+        self.run_ops(after..self.spec.ops.len(), ctx, None, &mut features)?;
+        self.outputs(ctx.record_id, features)
+    }
+
+    /// Takes the output tensors, in spec order.
+    fn outputs(&self, record_id: u64, mut features: Features) -> Result<Vec<Tensor>> {
         self.spec
             .outputs
             .iter()
@@ -176,7 +188,7 @@ impl Pipeline {
                     .take(name)
                     .and_then(Value::into_tensor)
                     .ok_or_else(|| PipelineError::BadExample {
-                        record_id: ctx.record_id,
+                        record_id,
                         reason: format!("output `{name}` is missing or not a tensor"),
                     })
             })
@@ -344,8 +356,12 @@ impl Pipeline {
     ) -> Result<Vec<Element>> {
         let range = positions.start as usize..(positions.end as usize).min(order.len());
         let ids = order.get(range.clone()).unwrap_or(&[]);
-        let cached: Vec<Option<([u8; 32], Features)>> =
-            ids.iter().map(|&id| cache.cached(id)).collect();
+        // Only a spec with a cache point has a prefix to cache.
+        let cached: Vec<Option<([u8; 32], Features)>> = if self.cache_point.is_some() {
+            ids.iter().map(|&id| cache.cached(id)).collect()
+        } else {
+            vec![None; ids.len()]
+        };
         let to_read: Vec<u64> = ids
             .iter()
             .zip(&cached)
@@ -381,6 +397,9 @@ impl Pipeline {
                     })
                     .and_then(|payload| {
                         record_sha256 = Sha256::digest(&payload).into();
+                        if self.cache_point.is_none() {
+                            return self.process(ctx, payload);
+                        }
                         let started = std::time::Instant::now();
                         let features = self.run_prefix(record_id, payload)?;
                         cache.computed(record_id, record_sha256, &features, started.elapsed());

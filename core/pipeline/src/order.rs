@@ -105,6 +105,16 @@ impl SplitPlan {
     }
 }
 
+/// How many of an epoch's `num_splits` positions consumer `consumer` of `num_consumers` reads
+/// (consumer c reads positions c, c + n, c + 2n, ...).
+pub fn consumer_positions(num_splits: u32, consumer: u32, num_consumers: u32) -> u32 {
+    if consumer >= num_splits {
+        0
+    } else {
+        (num_splits - consumer).div_ceil(num_consumers.max(1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -159,3 +159,41 @@ proptest! {
         prop_assert!(got == expected);
     }
 }
+
+/// Every random choice depends on (seed, epoch, record): a record's crop and flip differ between
+/// epochs and between seeds, with or without a cache point.
+#[test]
+fn random_ops_follow_the_seed_and_the_epoch_with_and_without_a_cache_point() {
+    use std::collections::HashMap;
+    for cache in [false, true] {
+        let r = RandomSpec {
+            split_records: 16,
+            shuffle: true,
+            area_lo: 0.08,
+            flip: 0.5,
+            height: 12,
+            width: 12,
+            normalize: false,
+            cache,
+            batch: None,
+        };
+        let (pipeline, dataset) = build(&r);
+        let digests = |seed: u64, epoch: u64| -> HashMap<u64, [u8; 32]> {
+            canonical(&pipeline, &dataset, seed, epoch)
+                .into_iter()
+                .map(|e| (e.record_id, e.example_sha256().unwrap()))
+                .collect()
+        };
+        let base = digests(5, 0);
+        for (other, what) in [(digests(5, 1), "epoch"), (digests(6, 0), "seed")] {
+            let differ = base.iter().filter(|(id, d)| other[*id] != **d).count();
+            assert!(
+                differ * 10 >= base.len() * 9,
+                "cache point {cache}: only {differ} of {} records changed with the {what}",
+                base.len()
+            );
+        }
+        // And the same (seed, epoch) gives the same bytes.
+        assert_eq!(digests(5, 0), base);
+    }
+}

@@ -1,0 +1,108 @@
+//! A training client that goes silent (it crashed and nobody resumed it yet) must not pin worker
+//! slots forever: its consumer is released and its splits dropped; when it reports again it is
+//! attached again and served.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use cachew_dispatcher::{DispatcherConfig, DispatcherService};
+use cachew_proto::{Dispatcher, v1};
+use tonic::Request;
+
+fn spec_json() -> String {
+    let spec = format!(
+        "{}/../fixtures/specs/tf-sample.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    cachew_pipeline::PipelineSpec::load(std::path::Path::new(&spec))
+        .unwrap()
+        .to_canonical_json()
+}
+
+#[tokio::test]
+async fn a_silent_consumer_is_released_and_comes_back() {
+    let config = DispatcherConfig {
+        consumer_timeout: Duration::from_millis(100),
+        ..DispatcherConfig::default()
+    };
+    let svc = DispatcherService::new(config, Default::default());
+    let w = svc
+        .register_worker(Request::new(v1::RegisterWorkerRequest {
+            address: "127.0.0.1:1".into(),
+            threads: 1,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let job = svc
+        .get_or_create_job(Request::new(v1::GetOrCreateJobRequest {
+            job_name: "j".into(),
+            spec_json: spec_json(),
+            seed: 1,
+            num_epochs: 1,
+            num_consumers: 1,
+            consumer_index: -1,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let heartbeat = |tasks: Vec<v1::TaskProgress>| v1::WorkerHeartbeatRequest {
+        worker_id: w.worker_id,
+        incarnation: w.incarnation,
+        address: "127.0.0.1:1".into(),
+        tasks,
+        free_slots: 4,
+        ..Default::default()
+    };
+    let given = svc
+        .worker_heartbeat(Request::new(heartbeat(vec![])))
+        .await
+        .unwrap()
+        .into_inner()
+        .new_tasks;
+    assert_eq!(given.len(), 4);
+    let held: Vec<v1::TaskProgress> = given
+        .iter()
+        .map(|t| v1::TaskProgress {
+            key: t.key,
+            lease: t.lease,
+            split: t.split,
+            ..Default::default()
+        })
+        .collect();
+    // The client says nothing for longer than the consumer timeout.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    svc.check_liveness();
+    let status = svc.status(0);
+    assert!(!status.jobs[0].consumers[0].attached);
+    assert!(status.events.iter().any(|e| e.kind == "consumer_timeout"));
+    // The worker is told to drop the splits; none are handed out while the consumer is away.
+    let resp = svc
+        .worker_heartbeat(Request::new(heartbeat(held)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.dropped.len(), 4, "{resp:?}");
+    assert!(resp.new_tasks.is_empty());
+    // The client reports again: attached again, and its splits are assigned again.
+    svc.client_heartbeat(Request::new(v1::ClientHeartbeatRequest {
+        job_id: job.job_id,
+        consumer_index: 0,
+        consumer_generation: job.consumer_generation,
+        cursor: Some(v1::Cursor::default()),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert!(svc.status(0).jobs[0].consumers[0].attached);
+    let again = svc
+        .worker_heartbeat(Request::new(heartbeat(vec![])))
+        .await
+        .unwrap()
+        .into_inner()
+        .new_tasks;
+    assert_eq!(again.len(), 4);
+}

@@ -96,6 +96,8 @@ struct Soft {
     delivered_examples: HashMap<(JobId, u32), u64>,
     /// When each consumer last reported.
     consumer_seen: HashMap<(JobId, u32), Instant>,
+    /// When the liveness check last ran (a long gap means the dispatcher itself stalled).
+    last_check: Option<Instant>,
     /// Epoch verdicts clients reported, per (job, consumer), by epoch.
     reports: HashMap<(JobId, u32), BTreeMap<u64, v1::EpochReport>>,
     /// Datasets already indexed: canonical spec -> (id, records).
@@ -339,6 +341,28 @@ impl DispatcherService {
         let timeout = self.inner.config.worker_timeout;
         let late = self.inner.config.heartbeat_interval * 2;
         let mut core = self.lock();
+        if let Some(prev) = core.soft.last_check.replace(now) {
+            let gap = now.duration_since(prev);
+            if gap > (timeout / 2).max(late) {
+                // The dispatcher itself did not run (paused, or starved of CPU): the silence was
+                // its own, not the nodes'. Their clocks restart so the heartbeats queued meanwhile
+                // arrive before any verdict, instead of declaring every worker dead at once.
+                for seen in core.soft.last_seen.values_mut() {
+                    *seen = now;
+                }
+                for seen in core.soft.consumer_seen.values_mut() {
+                    *seen = now;
+                }
+                let msg = format!(
+                    "the dispatcher did not run for {} ms (paused or starved); heartbeat clocks restarted",
+                    gap.as_millis()
+                );
+                tracing::warn!("{msg}");
+                push_event(&mut core, "dispatcher_stalled", msg, None, None);
+                self.bump();
+                return;
+            }
+        }
         let alive: Vec<WorkerId> = core
             .state
             .workers

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use cachew_proto::{DispatcherServer, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use service::{DispatcherConfig, DispatcherService};
 
@@ -84,7 +83,7 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+        .serve_with_incoming_shutdown(cachew_proto::incoming(listener), shutdown);
     let result = tokio::select! {
         served = server => served.map_err(DispatcherError::from),
         reason = watcher.journal_failed() => Err(DispatcherError::Journal(reason)),

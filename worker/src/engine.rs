@@ -143,6 +143,12 @@ struct Shared {
     generations: AtomicU64,
     /// Signalled when a slot frees up, so the control loop can ask for work at once.
     slots_freed: Notify,
+    /// Signalled when a task is added, for fetches waiting on an assignment still on its way.
+    task_added: Notify,
+    /// The highest lease this worker was ever given (under the state lock). Leases only grow, so
+    /// a fetch for a higher one is for an assignment the dispatcher made but this worker has not
+    /// received yet.
+    max_lease: AtomicU64,
     /// Elements computed since this engine started.
     produced: AtomicU64,
     cache: Option<CacheSettings>,
@@ -192,6 +198,8 @@ impl Engine {
             stop: AtomicBool::new(false),
             generations: AtomicU64::new(1),
             slots_freed: Notify::new(),
+            task_added: Notify::new(),
+            max_lease: AtomicU64::new(0),
             produced: AtomicU64::new(0),
             cache,
             cache_reports: Arc::default(),
@@ -295,6 +303,7 @@ impl Engine {
                 None
             }
         };
+        let lease_of_new_task = spec.lease;
         st.tasks.insert(
             spec.key,
             Task {
@@ -312,8 +321,12 @@ impl Engine {
                 sent_end: false,
             },
         );
+        self.shared
+            .max_lease
+            .fetch_max(lease_of_new_task, Ordering::SeqCst);
         drop(st);
         self.shared.work.notify_all();
+        self.shared.task_added.notify_waiters();
     }
 
     /// Stops serving a task; waiting fetches see it gone.
@@ -423,6 +436,30 @@ impl Engine {
     ) -> Result<Fetched, FetchError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            // The dispatcher tells the client where a split is as soon as it assigns it; the
+            // assignment reaches this worker in the reply to its heartbeat, which may come a
+            // moment later. A fetch for a lease newer than any this worker has waits for it
+            // (bounded by the fetch's wait) instead of sending the client into a retry loop.
+            if lease > self.shared.max_lease.load(Ordering::SeqCst) {
+                let added = self.shared.task_added.notified();
+                tokio::pin!(added);
+                added.as_mut().enable();
+                if lease <= self.shared.max_lease.load(Ordering::SeqCst) {
+                    continue;
+                }
+                if tokio::time::timeout_at(deadline, added).await.is_err() {
+                    let st = self.lock();
+                    return Err(match st.tasks.get(&key) {
+                        Some(t) => FetchError::WrongLease {
+                            key,
+                            asked: lease,
+                            held: t.spec.lease,
+                        },
+                        None => FetchError::UnknownTask(key),
+                    });
+                }
+                continue;
+            }
             let notify = {
                 let mut st = self.lock();
                 let task = st.tasks.get_mut(&key).ok_or(FetchError::UnknownTask(key))?;
@@ -741,5 +778,60 @@ mod tests {
             engine.fetch(key, 8, 10_000, 8, usize::MAX, wait).await,
             Err(FetchError::BadIndex { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_fetch_for_an_assignment_on_its_way_waits_for_it() {
+        let (engine, _threads) = Engine::start(EngineConfig {
+            threads: 1,
+            max_tasks: 2,
+            ahead: 64,
+            chunk: 8,
+        });
+        let key = spec(9).key;
+        // The client learned of lease 9 before this worker did: the fetch waits for the task.
+        let early = {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                engine
+                    .fetch(key, 9, 0, 8, usize::MAX, Duration::from_secs(10))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!early.is_finished(), "the fetch must wait, not refuse");
+        engine.add_task(spec(9), prepared());
+        let fetched = early.await.unwrap().unwrap();
+        assert_eq!(fetched.elements[0].id.index, 0);
+        // A lease that never comes is refused once the fetch's wait is over.
+        let started = std::time::Instant::now();
+        let never = engine
+            .fetch(key, 12, 0, 8, usize::MAX, Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                never,
+                FetchError::WrongLease {
+                    asked: 12,
+                    held: 9,
+                    ..
+                }
+            ),
+            "{never}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        // A lease older than what this worker holds is refused at once.
+        let other = TaskKey {
+            position: 99,
+            ..key
+        };
+        let at_once = tokio::time::timeout(
+            Duration::from_secs(5),
+            engine.fetch(other, 3, 0, 8, usize::MAX, Duration::from_secs(10)),
+        )
+        .await
+        .expect("refused without waiting");
+        assert!(matches!(at_once, Err(FetchError::UnknownTask(_))));
     }
 }

@@ -23,7 +23,6 @@ use std::sync::Arc;
 
 use cachew_proto::{MAX_MESSAGE_BYTES, WorkerServer};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use control::ControlConfig;
 pub use engine::{Engine, EngineConfig};
@@ -95,7 +94,7 @@ pub async fn run(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+        .serve_with_incoming_shutdown(cachew_proto::incoming(listener), shutdown);
     tokio::select! {
         served = server => served.map_err(WorkerError::from),
         control = control::control_loop(config.control, engine.clone(), cache, restored, info) => control,

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 
 use cachew_proto::v1;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::{Cluster, NodeInfo, Role, Signal};
@@ -157,6 +156,6 @@ pub async fn serve(
         .add_service(v1::cluster_control_server::ClusterControlServer::new(
             service,
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(cachew_proto::incoming(listener), shutdown)
         .await
 }

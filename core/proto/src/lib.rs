@@ -53,6 +53,13 @@ pub fn server() -> tonic::transport::Server {
         .max_frame_size(FRAME_SIZE)
 }
 
+/// The connections accepted on `listener`, with Nagle's algorithm off. `Server::tcp_nodelay`
+/// only applies to listeners tonic binds itself; on ours, without this, a reply written as
+/// several frames waits for the peer's delayed ACK (40 ms on Linux) before its last frame.
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// A wire message that does not describe a valid value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed message: {0}")]

@@ -45,6 +45,10 @@ pub struct Args {
     /// Write `DIR/epoch-<e>.log`, one line per example (see DESIGN.md).
     #[arg(long)]
     pub hash_log: Option<PathBuf>,
+    /// Keep only the hash logs of the last N epochs (0: all). Bounds the disk a client running
+    /// forever (`--epochs 0`) uses; each epoch is still checked before its log goes.
+    #[arg(long, default_value_t = 0)]
+    pub hash_log_keep: u64,
     /// Check each finished epoch for exactly-once against the dataset's record hashes.
     #[arg(long)]
     pub verify: bool,
@@ -254,6 +258,17 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                             report.verified = true;
                             report.exactly_once = v.is_exactly_once();
                             report.verdict = v.to_string();
+                        }
+                    }
+                    if args.hash_log_keep > 0
+                        && let Some(old) = summary.epoch.checked_sub(args.hash_log_keep)
+                    {
+                        match std::fs::remove_file(log_path(dir, old)) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => {
+                                tracing::warn!("cannot remove the hash log of epoch {old}: {e}")
+                            }
                         }
                     }
                 } else if args.hash_log.is_none() && reference.is_some() {

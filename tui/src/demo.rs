@@ -220,6 +220,9 @@ pub fn cluster_spec(
         "0".into(),
         "--hash-log".into(),
         "{dir}/hash-log".into(),
+        // The demo runs until stopped: the last 16 epochs' logs are kept, each checked first.
+        "--hash-log-keep".into(),
+        "16".into(),
         "--verify".into(),
         "--step-time-ms".into(),
         options.step_time_ms.to_string(),

@@ -46,7 +46,7 @@ pub struct Args {
     #[arg(long)]
     pub hash_log: Option<PathBuf>,
     /// Keep only the hash logs of the last N epochs (0: all). Bounds the disk a client running
-    /// forever (`--epochs 0`) uses; each epoch is still checked before its log goes.
+    /// forever (`--epochs 0`) uses; with --verify each epoch is checked before its log goes.
     #[arg(long, default_value_t = 0)]
     pub hash_log_keep: u64,
     /// Check each finished epoch for exactly-once against the dataset's record hashes.
@@ -261,15 +261,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                         }
                     }
                     if args.hash_log_keep > 0
-                        && let Some(old) = summary.epoch.checked_sub(args.hash_log_keep)
+                        && let Some(last_old) = summary.epoch.checked_sub(args.hash_log_keep)
                     {
-                        match std::fs::remove_file(log_path(dir, old)) {
-                            Ok(()) => {}
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                            Err(e) => {
-                                tracing::warn!("cannot remove the hash log of epoch {old}: {e}")
-                            }
-                        }
+                        prune_hash_logs(dir, last_old);
                     }
                 } else if args.hash_log.is_none() && reference.is_some() {
                     verdict = ", exactly-once check needs --hash-log".to_string();
@@ -295,4 +289,30 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     }
     Ok(all_ok)
+}
+
+/// Removes the hash logs of epochs up to `last_old` (also ones an earlier run left behind).
+fn prune_hash_logs(dir: &std::path::Path, last_old: u64) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!("cannot list the hash logs in {}: {e}", dir.display());
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let epoch = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("epoch-"))
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(epoch) = epoch
+            && epoch <= last_old
+            && let Err(e) = std::fs::remove_file(log_path(dir, epoch))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot remove the hash log of epoch {epoch}: {e}");
+        }
+    }
 }

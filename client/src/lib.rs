@@ -596,6 +596,8 @@ impl JobClient {
 
     /// Tells the dispatcher this consumer leaves (best effort).
     async fn release(&mut self) {
+        // No report may follow the release (the dispatcher ignores one, but need not see it).
+        self.heartbeat.abort();
         let req = v1::ReleaseConsumerRequest {
             job_id: self.job_id,
             consumer_index: self.consumer,

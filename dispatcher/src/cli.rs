@@ -31,7 +31,8 @@ pub struct Args {
     pub worker_timeout_ms: u64,
     /// A training client silent this long (ms) is released and its splits stop occupying
     /// workers until it reports again.
-    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
+    /// At least 2 s: clients long-poll for 500 ms between reports.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(2000..))]
     pub consumer_timeout_ms: u64,
     /// Splits assigned ahead of each consumer (0: 4 per active worker, at least 8).
     #[arg(long, default_value_t = 0)]

@@ -18,7 +18,6 @@ pub mod service;
 pub mod state;
 
 use std::future::Future;
-use std::time::Duration;
 
 use cachew_proto::{DispatcherServer, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
@@ -65,8 +64,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DispatcherError> {
-    let tick = (service.config().heartbeat_interval / 4)
-        .clamp(Duration::from_millis(20), Duration::from_millis(250));
+    let tick = service.liveness_tick();
     let checker = service.clone();
     let liveness = tokio::spawn(async move {
         let mut interval = tokio::time::interval(tick);

@@ -334,6 +334,12 @@ impl DispatcherService {
         *self.inner.version.borrow()
     }
 
+    /// How often [`crate::serve`] runs [`Self::check_liveness`].
+    pub fn liveness_tick(&self) -> Duration {
+        (self.inner.config.heartbeat_interval / 4)
+            .clamp(Duration::from_millis(20), Duration::from_millis(250))
+    }
+
     /// Declares workers dead whose heartbeats stopped; marks late ones suspect. Called
     /// periodically by [`crate::run`].
     pub fn check_liveness(&self) {
@@ -341,26 +347,32 @@ impl DispatcherService {
         let timeout = self.inner.config.worker_timeout;
         let late = self.inner.config.heartbeat_interval * 2;
         let mut core = self.lock();
+        let tick = self.liveness_tick();
         if let Some(prev) = core.soft.last_check.replace(now) {
             let gap = now.duration_since(prev);
-            if gap > (timeout / 2).max(late) {
-                // The dispatcher itself did not run (paused, or starved of CPU): the silence was
-                // its own, not the nodes'. Their clocks restart so the heartbeats queued meanwhile
-                // arrive before any verdict, instead of declaring every worker dead at once.
-                for seen in core.soft.last_seen.values_mut() {
-                    *seen = now;
+            if gap > tick * 2 {
+                // The dispatcher itself did not run for a while (paused, or starved of CPU): that
+                // silence was its own, not the nodes'. Their clocks are moved forward by it, so the
+                // heartbeats queued meanwhile are read before any verdict instead of every worker
+                // being declared dead at once; silence from before the stall still counts.
+                let lost = gap - tick;
+                let soft = &mut core.soft;
+                for seen in soft
+                    .last_seen
+                    .values_mut()
+                    .chain(soft.consumer_seen.values_mut())
+                {
+                    *seen = (*seen + lost).min(now);
                 }
-                for seen in core.soft.consumer_seen.values_mut() {
-                    *seen = now;
+                if gap > timeout / 2 {
+                    let msg = format!(
+                        "the dispatcher did not run for {} ms (paused or starved); heartbeat ages exclude it",
+                        gap.as_millis()
+                    );
+                    tracing::warn!("{msg}");
+                    push_event(&mut core, "dispatcher_stalled", msg, None, None);
+                    self.bump();
                 }
-                let msg = format!(
-                    "the dispatcher did not run for {} ms (paused or starved); heartbeat clocks restarted",
-                    gap.as_millis()
-                );
-                tracing::warn!("{msg}");
-                push_event(&mut core, "dispatcher_stalled", msg, None, None);
-                self.bump();
-                return;
             }
         }
         let alive: Vec<WorkerId> = core
@@ -443,6 +455,7 @@ impl DispatcherService {
                         job,
                         consumer,
                         generation,
+                        timed_out: true,
                     },
                 );
             }
@@ -1159,6 +1172,26 @@ impl cachew_proto::Dispatcher for DispatcherService {
                 let mut core = self.lock();
                 if first {
                     first = false;
+                    match self.execute(
+                        &mut core,
+                        Command::ConsumerProgress {
+                            job: req.job_id,
+                            consumer: req.consumer_index,
+                            generation: req.consumer_generation,
+                            cursor,
+                        },
+                    ) {
+                        Ok(_) => {}
+                        Err(Rejection::Superseded { .. }) => {
+                            return Ok(Response::new(v1::ClientHeartbeatResponse {
+                                superseded: true,
+                                ..Default::default()
+                            }));
+                        }
+                        Err(r) => return Err(rejection_status(r)),
+                    }
+                    // Only a heartbeat of the current consumer counts (a superseded or bogus one
+                    // must not keep a consumer looking alive).
                     core.soft
                         .delivered_examples
                         .insert((req.job_id, req.consumer_index), req.delivered_examples);
@@ -1205,24 +1238,6 @@ impl cachew_proto::Dispatcher for DispatcherService {
                     if !fresh.is_empty() {
                         self.bump();
                     }
-                    match self.execute(
-                        &mut core,
-                        Command::ConsumerProgress {
-                            job: req.job_id,
-                            consumer: req.consumer_index,
-                            generation: req.consumer_generation,
-                            cursor,
-                        },
-                    ) {
-                        Ok(_) => {}
-                        Err(Rejection::Superseded { .. }) => {
-                            return Ok(Response::new(v1::ClientHeartbeatResponse {
-                                superseded: true,
-                                ..Default::default()
-                            }));
-                        }
-                        Err(r) => return Err(rejection_status(r)),
-                    }
                 }
                 let window = self.window(&core.state);
                 let job = core
@@ -1256,6 +1271,10 @@ impl cachew_proto::Dispatcher for DispatcherService {
                 }
                 let finished = job.finished || job.consumer_done(req.consumer_index, cursor);
                 if changed || finished || tokio::time::Instant::now() >= deadline {
+                    // The client is alive to the end of its poll, not only at its start.
+                    core.soft
+                        .consumer_seen
+                        .insert((req.job_id, req.consumer_index), Instant::now());
                     let response = v1::ClientHeartbeatResponse {
                         locations,
                         job_finished: finished,
@@ -1286,6 +1305,7 @@ impl cachew_proto::Dispatcher for DispatcherService {
                     job: req.job_id,
                     consumer: req.consumer_index,
                     generation: req.consumer_generation,
+                    timed_out: false,
                 },
             )
             .map_err(rejection_status)?;

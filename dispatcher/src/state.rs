@@ -63,6 +63,9 @@ pub struct Consumer {
     pub generation: u64,
     pub attached: bool,
     pub cursor: Cursor,
+    /// Released for silence (not by the client): attached again when it reports.
+    #[serde(default)]
+    pub parked: bool,
 }
 
 /// Who serves one position of an epoch, under which lease.
@@ -313,6 +316,9 @@ pub enum Command {
         job: JobId,
         consumer: u32,
         generation: u64,
+        /// Released because it went silent (it may come back), not at its own request.
+        #[serde(default)]
+        timed_out: bool,
     },
     /// Give `worker` up to `max` more tasks. `resume_at` holds soft knowledge of how far
     /// positions got under earlier owners.
@@ -520,6 +526,7 @@ impl State {
                 job,
                 consumer,
                 generation,
+                timed_out,
             } => {
                 let j = self.jobs.get_mut(job).ok_or(Rejection::UnknownJob(*job))?;
                 let c = j
@@ -536,6 +543,7 @@ impl State {
                     });
                 }
                 c.attached = false;
+                c.parked = *timed_out;
                 // Its splits stop occupying workers; they are assigned again if it comes back.
                 let released = *consumer;
                 let n = j.num_consumers.max(1);
@@ -763,6 +771,7 @@ impl State {
                                 generation: 0,
                                 attached: false,
                                 cursor: Cursor::default(),
+                                parked: false,
                             })
                             .collect(),
                         assignments: BTreeMap::new(),
@@ -819,6 +828,7 @@ impl State {
             })?;
         consumer.generation += 1;
         consumer.attached = true;
+        consumer.parked = false;
         out.events.push(StateEvent {
             kind: "consumer_attached",
             message: format!(
@@ -867,10 +877,19 @@ impl State {
         {
             return Err(Rejection::BadCursor(cursor));
         }
-        // A consumer released for silence that reports again is attached again.
+        // A consumer released for silence that reports again is attached again. One that
+        // released itself (it finished, or left) stays released: a late heartbeat of the same
+        // client must not attach it again.
         if !consumer.attached {
+            if !consumer.parked || job.finished {
+                return Ok(Outcome {
+                    noop: true,
+                    ..Outcome::default()
+                });
+            }
             if let Some(c) = job.consumers.get_mut(index as usize) {
                 c.attached = true;
+                c.parked = false;
             }
             let mut out = self.consumer_progress(job_id, index, generation, cursor)?;
             out.noop = false;

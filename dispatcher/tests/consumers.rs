@@ -106,3 +106,58 @@ async fn a_silent_consumer_is_released_and_comes_back() {
         .new_tasks;
     assert_eq!(again.len(), 4);
 }
+
+#[tokio::test]
+async fn a_late_heartbeat_does_not_attach_a_consumer_that_released_itself() {
+    let svc = DispatcherService::new(DispatcherConfig::default(), Default::default());
+    let job = svc
+        .get_or_create_job(Request::new(v1::GetOrCreateJobRequest {
+            job_name: "j".into(),
+            spec_json: spec_json(),
+            seed: 1,
+            num_epochs: 1,
+            num_consumers: 1,
+            consumer_index: -1,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    svc.release_consumer(Request::new(v1::ReleaseConsumerRequest {
+        job_id: job.job_id,
+        consumer_index: 0,
+        consumer_generation: job.consumer_generation,
+    }))
+    .await
+    .unwrap();
+    assert!(!svc.status(0).jobs[0].consumers[0].attached);
+    // The client's heartbeat task sends one more report after it released the consumer.
+    svc.client_heartbeat(Request::new(v1::ClientHeartbeatRequest {
+        job_id: job.job_id,
+        consumer_index: 0,
+        consumer_generation: job.consumer_generation,
+        cursor: Some(v1::Cursor::default()),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert!(
+        !svc.status(0).jobs[0].consumers[0].attached,
+        "a consumer that released itself stays released"
+    );
+    // So another client can take it.
+    let next = svc
+        .get_or_create_job(Request::new(v1::GetOrCreateJobRequest {
+            job_name: "j".into(),
+            spec_json: spec_json(),
+            seed: 1,
+            num_epochs: 1,
+            num_consumers: 1,
+            consumer_index: -1,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.consumer_index, 0);
+}

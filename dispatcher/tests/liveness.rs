@@ -67,5 +67,6 @@ async fn a_stalled_dispatcher_does_not_declare_its_workers_dead() {
         std::thread::sleep(Duration::from_millis(20));
         svc.check_liveness();
     }
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    // The stall did not count as the worker's silence (only its silence around it did).
+    assert!(started.elapsed() >= Duration::from_millis(200));
 }

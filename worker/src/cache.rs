@@ -96,8 +96,10 @@ struct State {
     collecting: bool,
     collected: HashMap<u64, CachedRecord>,
     committed: bool,
-    /// The records before the task's start were computed for the chunk.
-    backfilled: bool,
+    /// Records the task will not compute for its client (before its start, or skipped when the
+    /// client's cursor jumped ahead): their prefix is computed only for the chunk, once every
+    /// position the task does compute is claimed.
+    to_backfill: Vec<u64>,
 }
 
 /// The cache of one task's split.
@@ -111,9 +113,6 @@ pub struct TaskCache {
     fingerprint: [u8; 32],
     prepared: Arc<Prepared>,
     reports: Arc<CacheReports>,
-    /// Records at positions before the task's start (delivered before a failover or recovery):
-    /// their prefix is computed only for the chunk.
-    before_start: Vec<u64>,
     state: Mutex<State>,
 }
 
@@ -147,10 +146,12 @@ impl TaskCache {
             fingerprint,
             prepared,
             reports,
-            before_start,
             state: Mutex::new(State {
                 collecting: mode == CacheMode::Put && !committed,
                 committed,
+                // Records at positions before the start were delivered before a failover or
+                // recovery.
+                to_backfill: before_start,
                 ..State::default()
             }),
         }
@@ -205,6 +206,15 @@ impl TaskCache {
         }
     }
 
+    /// The task will not compute these records (its client's cursor jumped past them): the
+    /// chunk still needs them.
+    pub fn skipped(&self, ids: &[u64]) {
+        let mut st = self.lock();
+        if st.collecting && !st.committed {
+            st.to_backfill.extend_from_slice(ids);
+        }
+    }
+
     fn start_repair(&self, st: &mut State) {
         st.collecting = true;
         self.reports.with(self.job, |r| r.repaired += 1);
@@ -222,13 +232,12 @@ impl TaskCache {
             let complete = st.collected.len() as u64 == self.range.end - self.range.start;
             // Positions from the start on come through `computed` (some may still be in flight
             // on other threads); only the records before the start need computing here, once.
-            if complete || !all_claimed || st.backfilled {
+            if complete || !all_claimed {
                 Vec::new()
             } else {
-                st.backfilled = true;
-                self.before_start
-                    .iter()
-                    .copied()
+                let pending = std::mem::take(&mut st.to_backfill);
+                pending
+                    .into_iter()
                     .filter(|id| !st.collected.contains_key(id))
                     .collect()
             }

@@ -540,6 +540,16 @@ fn move_cursor(task: &mut Task, from: u32, generations: &AtomicU64) -> bool {
         return false;
     }
     if from > task.acked {
+        // Positions never claimed are skipped: a chunk being written still needs their records.
+        if let Some(cache) = &task.cache
+            && task.next_claim < from
+        {
+            let skipped: Vec<u64> = (task.next_claim..from)
+                .filter(|p| !task.buffer.contains_key(p))
+                .filter_map(|p| task.order.get(p as usize).copied())
+                .collect();
+            cache.skipped(&skipped);
+        }
         task.buffer = task.buffer.split_off(&from);
         task.acked = from;
         task.next_claim = task.next_claim.max(from);
@@ -833,5 +843,72 @@ mod tests {
         .await
         .expect("refused without waiting");
         assert!(matches!(at_once, Err(FetchError::UnknownTask(_))));
+    }
+
+    /// A put task whose client jumps ahead (it resumes mid-split) still writes a whole chunk: the
+    /// skipped records are computed for the chunk.
+    #[tokio::test]
+    async fn a_put_chunk_is_complete_when_the_client_jumps_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _threads) = Engine::start_with_cache(
+            EngineConfig {
+                threads: 1,
+                max_tasks: 2,
+                ahead: 4,
+                chunk: 2,
+            },
+            Some(CacheSettings {
+                dir: dir.path().to_path_buf(),
+                compression: cachew_pipeline::cache::Compression::None,
+            }),
+        );
+        let prepared = prepared();
+        let task = TaskSpec {
+            cache_mode: CacheMode::Put,
+            ..spec(3)
+        };
+        let key = task.key;
+        engine.add_task(task.clone(), prepared.clone());
+        let wait = Duration::from_secs(30);
+        let first = engine.fetch(key, 3, 0, 2, usize::MAX, wait).await.unwrap();
+        assert_eq!(first.elements[0].id.index, 0);
+        // The client jumps from the first elements to index 30 (at most `ahead` past 0 were
+        // claimed), then reads to the end.
+        let mut from = 30;
+        loop {
+            let got = engine
+                .fetch(key, 3, from, 8, usize::MAX, wait)
+                .await
+                .unwrap();
+            from += got.elements.len() as u32;
+            if got.end_of_split {
+                break;
+            }
+        }
+        let fingerprint = prepared
+            .dataset
+            .prefix_fingerprint(prepared.pipeline.spec());
+        let range = prepared.plan.split_range(task.split);
+        let started = std::time::Instant::now();
+        let chunk = loop {
+            if let Some(c) = cachew_pipeline::cache::read_chunk(
+                dir.path(),
+                &fingerprint,
+                task.split,
+                range.clone(),
+            )
+            .unwrap()
+            {
+                break c;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the chunk of a split whose client jumped ahead was never committed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let mut ids: Vec<u64> = chunk.iter().map(|r| r.record_id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, range.collect::<Vec<u64>>());
     }
 }

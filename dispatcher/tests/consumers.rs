@@ -4,21 +4,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use cachew_dispatcher::{DispatcherConfig, DispatcherService};
 use cachew_proto::{Dispatcher, v1};
 use tonic::Request;
 
-fn spec_json() -> String {
-    let spec = format!(
-        "{}/../fixtures/specs/tf-sample.toml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    cachew_pipeline::PipelineSpec::load(std::path::Path::new(&spec))
-        .unwrap()
-        .to_canonical_json()
-}
+use common::job_request;
 
 #[tokio::test]
 async fn a_silent_consumer_is_released_and_comes_back() {
@@ -37,15 +31,7 @@ async fn a_silent_consumer_is_released_and_comes_back() {
         .unwrap()
         .into_inner();
     let job = svc
-        .get_or_create_job(Request::new(v1::GetOrCreateJobRequest {
-            job_name: "j".into(),
-            spec_json: spec_json(),
-            seed: 1,
-            num_epochs: 1,
-            num_consumers: 1,
-            consumer_index: -1,
-            ..Default::default()
-        }))
+        .get_or_create_job(Request::new(job_request("j")))
         .await
         .unwrap()
         .into_inner();
@@ -111,15 +97,7 @@ async fn a_silent_consumer_is_released_and_comes_back() {
 async fn a_late_heartbeat_does_not_attach_a_consumer_that_released_itself() {
     let svc = DispatcherService::new(DispatcherConfig::default(), Default::default());
     let job = svc
-        .get_or_create_job(Request::new(v1::GetOrCreateJobRequest {
-            job_name: "j".into(),
-            spec_json: spec_json(),
-            seed: 1,
-            num_epochs: 1,
-            num_consumers: 1,
-            consumer_index: -1,
-            ..Default::default()
-        }))
+        .get_or_create_job(Request::new(job_request("j")))
         .await
         .unwrap()
         .into_inner();
@@ -147,15 +125,7 @@ async fn a_late_heartbeat_does_not_attach_a_consumer_that_released_itself() {
     );
     // So another client can take it.
     let next = svc
-        .get_or_create_job(Request::new(v1::GetOrCreateJobRequest {
-            job_name: "j".into(),
-            spec_json: spec_json(),
-            seed: 1,
-            num_epochs: 1,
-            num_consumers: 1,
-            consumer_index: -1,
-            ..Default::default()
-        }))
+        .get_or_create_job(Request::new(job_request("j")))
         .await
         .unwrap()
         .into_inner();

@@ -3,21 +3,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use cachew_dispatcher::{DispatcherConfig, DispatcherService};
 use cachew_proto::{Dispatcher, v1};
 use tonic::Request;
 
-fn spec_json() -> String {
-    let spec = format!(
-        "{}/../fixtures/specs/tf-sample.toml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    cachew_pipeline::PipelineSpec::load(std::path::Path::new(&spec))
-        .unwrap()
-        .to_canonical_json()
-}
+use common::spec_json;
 
 async fn register(
     svc: &DispatcherService,

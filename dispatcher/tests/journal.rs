@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use cachew_dispatcher::durable;
@@ -11,15 +13,7 @@ use cachew_dispatcher::{DispatcherConfig, DispatcherService};
 use cachew_proto::{Dispatcher, v1};
 use tonic::Request;
 
-fn spec_json() -> String {
-    let spec = format!(
-        "{}/../fixtures/specs/tf-sample.toml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    cachew_pipeline::PipelineSpec::load(std::path::Path::new(&spec))
-        .unwrap()
-        .to_canonical_json()
-}
+use common::spec_json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reopened_journal_replays_to_the_live_state() {

@@ -1,0 +1,30 @@
+//! Helpers shared by the dispatcher's integration tests.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use cachew_proto::v1;
+
+/// The canonical JSON of the tf-sample pipeline spec (the dataset checked into fixtures/).
+pub fn spec_json() -> String {
+    let spec = format!(
+        "{}/../fixtures/specs/tf-sample.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    cachew_pipeline::PipelineSpec::load(std::path::Path::new(&spec))
+        .unwrap()
+        .to_canonical_json()
+}
+
+/// A request for job `name` over the tf-sample spec: one epoch, one consumer, the lowest free
+/// consumer index.
+pub fn job_request(name: &str) -> v1::GetOrCreateJobRequest {
+    v1::GetOrCreateJobRequest {
+        job_name: name.into(),
+        spec_json: spec_json(),
+        seed: 1,
+        num_epochs: 1,
+        num_consumers: 1,
+        consumer_index: -1,
+        ..Default::default()
+    }
+}

@@ -344,6 +344,12 @@ pub(crate) async fn prepare(
     if let Some(p) = cache.get(dataset_id) {
         return Ok(p);
     }
+    let gate = cache.gate(dataset_id);
+    let _preparing = gate.lock().await;
+    // Another task of the same dataset may have prepared it while this one waited.
+    if let Some(p) = cache.get(dataset_id) {
+        return Ok(p);
+    }
     let spec_json = client
         .get_dataset(v1::GetDatasetRequest {
             dataset_id: dataset_id.to_string(),

@@ -688,9 +688,22 @@ fn compute_loop(shared: &Shared) {
 #[derive(Debug, Default)]
 pub struct PreparedCache {
     by_id: Mutex<HashMap<String, Arc<Prepared>>>,
+    /// One gate per dataset: tasks of a dataset arriving together wait for one preparation
+    /// (indexing every file of a large dataset) instead of each starting its own.
+    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl PreparedCache {
+    /// The gate to hold while preparing dataset `id`.
+    pub fn gate(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.gates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<Prepared>> {
         self.by_id
             .lock()

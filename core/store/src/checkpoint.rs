@@ -69,7 +69,6 @@ use crate::{StoreError, frame};
 
 const CHECKPOINTS: &str = "checkpoints";
 const META: &str = "meta";
-const FORMAT_KEY: &str = "format";
 const FORMAT: &[u8] = b"cachew-checkpoints 1";
 
 /// The summary marker's file name in the store directory.
@@ -156,7 +155,7 @@ impl CheckpointStore {
         let (db, cut_tail) = Db::open(dir, TUNING)?;
         let checkpoints = db.keyspace(CHECKPOINTS)?;
         let meta = db.keyspace(META)?;
-        check_format(&db, &meta)?;
+        db.check_format(&meta, FORMAT, "checkpoint")?;
         remove_if_present(&dir.join(SUMMARY_TMP))?;
 
         let mut live = Vec::new();
@@ -340,27 +339,6 @@ impl CheckpointStore {
 
 fn micros(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
-}
-
-fn check_format(db: &Db, meta: &Keyspace) -> Result<(), StoreError> {
-    match meta.get(FORMAT_KEY).map_err(|e| {
-        StoreError::fjall_reading(&db.path, e, "format marker", Location::Key(FORMAT_KEY))
-    })? {
-        Some(found) if &*found == FORMAT => Ok(()),
-        Some(found) => Err(StoreError::UnsupportedFormat {
-            path: db.path.clone(),
-            found: format!(
-                "checkpoint format {:?} (this build reads {:?})",
-                String::from_utf8_lossy(&found),
-                String::from_utf8_lossy(FORMAT)
-            ),
-        }),
-        None => {
-            let mut batch = db.db.batch().durability(Some(PersistMode::SyncAll));
-            batch.insert(meta, FORMAT_KEY, FORMAT);
-            batch.commit().map_err(|e| StoreError::fjall(&db.path, e))
-        }
-    }
 }
 
 fn remove_if_present(path: &Path) -> Result<(), StoreError> {

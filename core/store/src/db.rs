@@ -28,6 +28,9 @@ pub const LOCK_FILE: &str = "store.lock";
 const VERSION_FILE: &str = "version";
 const VERSION_HEADER: [u8; 4] = [b'F', b'J', b'L', 3];
 
+/// Key of a store's format marker in its meta keyspace.
+const FORMAT_KEY: &str = "format";
+
 /// Engine settings that differ between the stores.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
@@ -56,6 +59,37 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
+    /// Checks the store's format marker in `meta` (`what` names the store in the error), writing
+    /// it (durably) into a new store.
+    pub fn check_format(
+        &self,
+        meta: &Keyspace,
+        format: &[u8],
+        what: &str,
+    ) -> Result<(), StoreError> {
+        match meta.get(FORMAT_KEY).map_err(|e| {
+            StoreError::fjall_reading(&self.path, e, "format marker", Location::Key(FORMAT_KEY))
+        })? {
+            Some(found) if &*found == format => Ok(()),
+            Some(found) => Err(StoreError::UnsupportedFormat {
+                path: self.path.clone(),
+                found: format!(
+                    "{what} format {:?} (this build reads {:?})",
+                    String::from_utf8_lossy(&found),
+                    String::from_utf8_lossy(format)
+                ),
+            }),
+            None => {
+                let mut batch = self
+                    .db
+                    .batch()
+                    .durability(Some(fjall::PersistMode::SyncAll));
+                batch.insert(meta, FORMAT_KEY, format);
+                batch.commit().map_err(|e| StoreError::fjall(&self.path, e))
+            }
+        }
+    }
+
     /// Locks `dir`, checks fjall's journal (cutting a torn tail), and opens the database,
     /// creating everything if needed. Returns the description of a cut tail, if any.
     pub fn open(dir: &Path, tuning: Tuning) -> Result<(Db, Option<String>), StoreError> {

@@ -50,7 +50,6 @@ use crate::{StoreError, frame};
 
 const RECORDS: &str = "records";
 const META: &str = "meta";
-const FORMAT_KEY: &str = "format";
 const FORMAT: &[u8] = b"cachew-journal 1";
 const SNAPSHOT_KEY: &str = "snapshot";
 
@@ -133,7 +132,7 @@ impl Journal {
         let (db, cut_tail) = Db::open(dir, TUNING)?;
         let records = db.keyspace(RECORDS)?;
         let meta = db.keyspace(META)?;
-        check_format(&db, &meta)?;
+        db.check_format(&meta, FORMAT, "journal")?;
 
         let snapshot = read_snapshot(&db.path, &meta)?;
         let (snapshot_seq, snapshot_unix_ms) = snapshot
@@ -260,27 +259,6 @@ impl Journal {
     /// The fjall database directory (`<dir>/db`).
     pub fn db_path(&self) -> &Path {
         &self.db.path
-    }
-}
-
-fn check_format(db: &Db, meta: &Keyspace) -> Result<(), StoreError> {
-    match meta.get(FORMAT_KEY).map_err(|e| {
-        StoreError::fjall_reading(&db.path, e, "format marker", Location::Key(FORMAT_KEY))
-    })? {
-        Some(found) if &*found == FORMAT => Ok(()),
-        Some(found) => Err(StoreError::UnsupportedFormat {
-            path: db.path.clone(),
-            found: format!(
-                "journal format {:?} (this build reads {:?})",
-                String::from_utf8_lossy(&found),
-                String::from_utf8_lossy(FORMAT)
-            ),
-        }),
-        None => {
-            let mut batch = db.db.batch().durability(Some(PersistMode::SyncAll));
-            batch.insert(meta, FORMAT_KEY, FORMAT);
-            batch.commit().map_err(|e| StoreError::fjall(&db.path, e))
-        }
     }
 }
 

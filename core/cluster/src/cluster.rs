@@ -98,6 +98,12 @@ pub enum NodeState {
 }
 
 impl NodeState {
+    /// Exited with status 0 (not by a signal).
+    pub const SUCCESS: NodeState = NodeState::Exited {
+        code: Some(0),
+        signal: None,
+    };
+
     pub fn is_alive(self) -> bool {
         matches!(self, NodeState::Running | NodeState::Paused)
     }

@@ -94,6 +94,17 @@ impl Task {
         }
         i
     }
+
+    fn report(&self) -> TaskReport {
+        TaskReport {
+            key: self.spec.key,
+            lease: self.spec.lease,
+            split: self.spec.split,
+            produced: self.produced(),
+            acked: self.acked,
+            len: self.len,
+        }
+    }
 }
 
 /// Progress of one task, as reported to the dispatcher.
@@ -387,33 +398,12 @@ impl Engine {
         self.lock()
             .tasks
             .values()
-            .map(|t| {
-                let report = TaskReport {
-                    key: t.spec.key,
-                    lease: t.spec.lease,
-                    split: t.spec.split,
-                    produced: t.produced(),
-                    acked: t.acked,
-                    len: t.len,
-                };
-                (t.spec.clone(), report)
-            })
+            .map(|t| (t.spec.clone(), t.report()))
             .collect()
     }
 
     pub fn reports(&self) -> Vec<TaskReport> {
-        self.lock()
-            .tasks
-            .values()
-            .map(|t| TaskReport {
-                key: t.spec.key,
-                lease: t.spec.lease,
-                split: t.spec.split,
-                produced: t.produced(),
-                acked: t.acked,
-                len: t.len,
-            })
-            .collect()
+        self.lock().tasks.values().map(Task::report).collect()
     }
 
     /// How many more tasks this worker takes: tasks whose last element was sent no longer count.

@@ -12,7 +12,7 @@ use cachew_dispatcher::{DispatcherConfig, DispatcherService};
 use cachew_proto::{Dispatcher, v1};
 use tonic::Request;
 
-use common::job_request;
+use common::{job_request, register};
 
 #[tokio::test]
 async fn a_silent_consumer_is_released_and_comes_back() {
@@ -21,15 +21,7 @@ async fn a_silent_consumer_is_released_and_comes_back() {
         ..DispatcherConfig::default()
     };
     let svc = DispatcherService::new(config, Default::default());
-    let w = svc
-        .register_worker(Request::new(v1::RegisterWorkerRequest {
-            address: "127.0.0.1:1".into(),
-            threads: 1,
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let w = register(&svc, "127.0.0.1:1", vec![]).await;
     let job = svc
         .get_or_create_job(Request::new(job_request("j")))
         .await

@@ -11,23 +11,7 @@ use cachew_dispatcher::{DispatcherConfig, DispatcherService};
 use cachew_proto::{Dispatcher, v1};
 use tonic::Request;
 
-use common::spec_json;
-
-async fn register(
-    svc: &DispatcherService,
-    address: &str,
-    tasks: Vec<v1::TaskProgress>,
-) -> v1::RegisterWorkerResponse {
-    svc.register_worker(Request::new(v1::RegisterWorkerRequest {
-        address: address.into(),
-        tasks,
-        threads: 1,
-        ..Default::default()
-    }))
-    .await
-    .unwrap()
-    .into_inner()
-}
+use common::{register, spec_json};
 
 async fn heartbeat(
     svc: &DispatcherService,

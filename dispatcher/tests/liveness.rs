@@ -4,11 +4,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use cachew_dispatcher::{DispatcherConfig, DispatcherService};
 use cachew_proto::{Dispatcher, v1};
 use tonic::Request;
+
+use common::register;
 
 fn worker_state(svc: &DispatcherService) -> String {
     svc.status(0).workers[0].state.clone()
@@ -22,15 +26,7 @@ async fn a_stalled_dispatcher_does_not_declare_its_workers_dead() {
         ..DispatcherConfig::default()
     };
     let svc = DispatcherService::new(config, Default::default());
-    let w = svc
-        .register_worker(Request::new(v1::RegisterWorkerRequest {
-            address: "127.0.0.1:1".into(),
-            threads: 1,
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let w = register(&svc, "127.0.0.1:1", vec![]).await;
     svc.worker_heartbeat(Request::new(v1::WorkerHeartbeatRequest {
         worker_id: w.worker_id,
         incarnation: w.incarnation,

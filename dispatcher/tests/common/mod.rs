@@ -2,7 +2,9 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use cachew_proto::v1;
+use cachew_dispatcher::DispatcherService;
+use cachew_proto::{Dispatcher, v1};
+use tonic::Request;
 
 /// The canonical JSON of the tf-sample pipeline spec (the dataset checked into fixtures/).
 pub fn spec_json() -> String {
@@ -27,4 +29,21 @@ pub fn job_request(name: &str) -> v1::GetOrCreateJobRequest {
         consumer_index: -1,
         ..Default::default()
     }
+}
+
+/// Registers a worker at `address` (one thread) claiming `tasks`.
+pub async fn register(
+    svc: &DispatcherService,
+    address: &str,
+    tasks: Vec<v1::TaskProgress>,
+) -> v1::RegisterWorkerResponse {
+    svc.register_worker(Request::new(v1::RegisterWorkerRequest {
+        address: address.into(),
+        tasks,
+        threads: 1,
+        ..Default::default()
+    }))
+    .await
+    .unwrap()
+    .into_inner()
 }

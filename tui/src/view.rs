@@ -541,9 +541,9 @@ fn render_splits(model: &Model, area: Rect, buf: &mut Buffer) {
     }
     let marks = model.worker_marks();
     owners.sort_by_key(|(id, _)| owner_char(&marks, *id));
-    let mut legend = legend_line(model, &marks, &owners);
+    let mut legend = legend_line(Some(model), &marks, &owners);
     if legend.width() > inner.width as usize {
-        legend = short_legend(&marks, &owners);
+        legend = legend_line(None, &marks, &owners);
     }
     let legend_h = u16::from(inner.height >= 2);
     let grid_h = inner.height - legend_h;
@@ -588,7 +588,13 @@ fn render_splits(model: &Model, area: Rect, buf: &mut Buffer) {
     }
 }
 
-fn legend_line(model: &Model, marks: &[(u64, char)], owners: &[(u64, bool)]) -> Line<'static> {
+/// The split grid's legend. With `names`, each owner's mark is followed by its worker's name;
+/// without (a narrow panel), the marks follow the node list's order.
+fn legend_line(
+    names: Option<&Model>,
+    marks: &[(u64, char)],
+    owners: &[(u64, bool)],
+) -> Line<'static> {
     let mut spans = vec![
         Span::styled("█", Style::new().fg(Color::Green)),
         Span::styled(" done ", dim()),
@@ -602,29 +608,12 @@ fn legend_line(model: &Model, marks: &[(u64, char)], owners: &[(u64, bool)]) -> 
             Style::new().fg(Color::White).bg(Color::Red).bold()
         };
         spans.push(Span::styled(owner_char(marks, id).to_string(), style));
-        spans.push(Span::styled(format!(" {} ", model.worker_name(id)), dim()));
+        match names {
+            Some(model) => spans.push(Span::styled(format!(" {} ", model.worker_name(id)), dim())),
+            None => spans.push(Span::raw(" ")),
+        }
     }
-    Line::from(spans)
-}
-
-/// The legend without worker names: the marks follow the node list's order.
-fn short_legend(marks: &[(u64, char)], owners: &[(u64, bool)]) -> Line<'static> {
-    let mut spans = vec![
-        Span::styled("█", Style::new().fg(Color::Green)),
-        Span::styled(" done ", dim()),
-        Span::styled("·", dim()),
-        Span::styled(" free ", dim()),
-    ];
-    for &(id, ok) in owners {
-        let style = if ok {
-            Style::new().fg(owner_colour(id)).bold()
-        } else {
-            Style::new().fg(Color::White).bg(Color::Red).bold()
-        };
-        spans.push(Span::styled(owner_char(marks, id).to_string(), style));
-        spans.push(Span::raw(" "));
-    }
-    if !owners.is_empty() {
+    if names.is_none() && !owners.is_empty() {
         spans.push(Span::styled("owners", dim()));
     }
     Line::from(spans)

@@ -86,29 +86,15 @@ pub struct Args {
 
 /// Entry point of the binary.
 pub fn main(args: Vec<OsString>) -> ExitCode {
-    let args = match Args::try_parse_from(args) {
+    let args: Args = match cachew_proto::daemon::parse_args(args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     cachew_proto::daemon::init_tracing(&args.log);
     cachew_proto::daemon::exit_with_parent();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match cachew_proto::daemon::runtime("cachew-client", Some(2)) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cachew-client: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run(args)) {
         Ok(true) => ExitCode::SUCCESS,

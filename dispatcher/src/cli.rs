@@ -48,16 +48,9 @@ pub struct Args {
 
 /// Entry point of the binary (and of multi-call hosts): parses `args`, runs until SIGINT/SIGTERM.
 pub fn main(args: Vec<OsString>) -> ExitCode {
-    let args = match Args::try_parse_from(args) {
+    let args: Args = match cachew_proto::daemon::parse_args(args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     init_tracing(&args.log);
     cachew_proto::daemon::exit_with_parent();
@@ -68,15 +61,9 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match cachew_proto::daemon::runtime("cachew-dispatcher", None) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cachew-dispatcher: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -74,16 +74,9 @@ pub enum Command {
 
 /// Entry point of the binary.
 pub fn main(argv: Vec<OsString>) -> ExitCode {
-    let args = match Args::try_parse_from(argv) {
+    let args: Args = match cachew_proto::daemon::parse_args(argv) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     let command = match args.command {
         Some(Command::Node { role, args }) => return node(&role, args),
@@ -121,16 +114,9 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
         eprintln!("cachew-tui: the dashboard needs a terminal (stdout is not one)");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match cachew_proto::daemon::runtime("cachew-tui", Some(2)) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cachew-tui: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = match command {
         Some(options) => runtime.block_on(demo(options)),

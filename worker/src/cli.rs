@@ -65,16 +65,9 @@ pub struct Args {
 /// Entry point of the binary: parses `args`, runs until SIGINT/SIGTERM.
 pub fn main(args: Vec<OsString>) -> ExitCode {
     let started = std::time::Instant::now();
-    let args = match Args::try_parse_from(args) {
+    let args: Args = match cachew_proto::daemon::parse_args(args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     init_tracing(&args.log);
     cachew_proto::daemon::exit_with_parent();
@@ -82,16 +75,9 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         eprintln!("cachew-worker: --threads must be at least 1");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match cachew_proto::daemon::runtime("cachew-worker", Some(2)) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cachew-worker: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run(args, started)) {
         Ok(()) => ExitCode::SUCCESS,

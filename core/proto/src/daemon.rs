@@ -1,6 +1,37 @@
 //! Process helpers shared by every Cachew-rs daemon and tool: logging set-up and shutdown
 //! signals. (They live here because every binary already depends on the wire crate.)
 
+/// Parses a binary's arguments. On `--help` or `--version` the text is printed and the exit is
+/// 0; on bad flags the message is printed and the exit is 2.
+pub fn parse_args<A: clap::Parser>(
+    argv: Vec<std::ffi::OsString>,
+) -> Result<A, std::process::ExitCode> {
+    A::try_parse_from(argv).map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            std::process::ExitCode::from(2)
+        } else {
+            std::process::ExitCode::SUCCESS
+        }
+    })
+}
+
+/// A multi-threaded runtime (`worker_threads`, or one per core); if it cannot start, says so as
+/// `binary` and gives the failing exit status.
+pub fn runtime(
+    binary: &str,
+    worker_threads: Option<usize>,
+) -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("{binary}: cannot start the runtime: {e}");
+        std::process::ExitCode::FAILURE
+    })
+}
+
 /// Logs to stderr with a tracing env-filter (`info`, `cachew_worker=debug`, ...).
 pub fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)

@@ -225,29 +225,15 @@ pub enum Update {
     },
 }
 
-/// A node's role, as the node list shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Dispatcher,
-    Worker,
-    Client,
-}
+/// A node's role, as the node list shows it (cluster control's).
+pub use cachew_cluster::Role;
 
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Dispatcher => "dispatcher",
-            Role::Worker => "worker",
-            Role::Client => "client",
-        }
-    }
-
-    fn parse(s: &str) -> Role {
-        match s {
-            "dispatcher" => Role::Dispatcher,
-            "client" => Role::Client,
-            _ => Role::Worker,
-        }
+/// The role named in a control-endpoint node listing (anything unknown is a worker).
+fn parse_role(s: &str) -> Role {
+    match s {
+        "dispatcher" => Role::Dispatcher,
+        "client" => Role::Client,
+        _ => Role::Worker,
     }
 }
 
@@ -672,7 +658,7 @@ impl Model {
         let mut matched = vec![false; workers.len()];
         let mut have_dispatcher = false;
         for n in &self.nodes {
-            let role = Role::parse(&n.role);
+            let role = parse_role(&n.role);
             // The dispatcher keeps one entry per address; should it ever hold several, the
             // live one (then the latest incarnation) describes the process.
             let worker = (role == Role::Worker)

@@ -15,7 +15,7 @@ use crate::launcher::Launcher;
 use crate::{ClusterError, PARENT_PID_ENV, Result};
 
 /// What a node is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Dispatcher,

@@ -3,12 +3,10 @@
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use cachew_cluster::Launcher;
-use cachew_fixtures::GenerateParams;
 use clap::{Parser, Subcommand};
 
 use crate::app::{self, now_ms};
@@ -34,35 +32,7 @@ pub struct Args {
 pub enum Command {
     /// Launch the built-in dataset on a local cluster (dispatcher, workers, a standby, a training
     /// client looping over epochs) and open the dashboard on it.
-    Demo {
-        /// Where the built-in dataset is generated (once).
-        #[arg(long, default_value = ".cachew/data")]
-        data_dir: PathBuf,
-        /// Where run directories (logs, node state, hash logs) go.
-        #[arg(long, default_value = ".cachew/runs")]
-        runs_dir: PathBuf,
-        /// Workers that take splits from the start.
-        #[arg(long, default_value_t = 3)]
-        workers: u32,
-        /// Standby workers, promoted when a worker dies.
-        #[arg(long, default_value_t = 1)]
-        standby: u32,
-        /// Records in the built-in dataset.
-        #[arg(long, default_value_t = GenerateParams::default().records)]
-        records: u32,
-        /// Simulated training step per batch, in milliseconds (keeps epochs watchable).
-        #[arg(long, default_value_t = 50)]
-        step_time_ms: u64,
-        /// Compute threads per worker (default: all cores).
-        #[arg(long)]
-        worker_threads: Option<u32>,
-        /// Worker heartbeat interval of the dispatcher, in milliseconds.
-        #[arg(long, default_value_t = 200)]
-        heartbeat_interval_ms: u64,
-        /// A worker silent this long (ms) is declared dead and its splits fail over.
-        #[arg(long, default_value_t = 2000)]
-        worker_timeout_ms: u64,
-    },
+    Demo(DemoOptions),
     /// Run one node in this process: `node dispatcher|worker|client [ARGS...]`.
     #[command(hide = true)]
     Node {
@@ -80,28 +50,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     };
     let command = match args.command {
         Some(Command::Node { role, args }) => return node(&role, args),
-        Some(Command::Demo {
-            data_dir,
-            runs_dir,
-            workers,
-            standby,
-            records,
-            step_time_ms,
-            worker_threads,
-            heartbeat_interval_ms,
-            worker_timeout_ms,
-        }) => {
-            let options = DemoOptions {
-                data_dir,
-                runs_dir,
-                workers,
-                standby,
-                records,
-                step_time_ms,
-                worker_threads,
-                heartbeat_interval_ms,
-                worker_timeout_ms,
-            };
+        Some(Command::Demo(options)) => {
             if let Err(e) = options.validate() {
                 eprintln!("cachew-tui: {e}");
                 return ExitCode::from(2);

@@ -20,36 +20,35 @@ use tokio::task::JoinHandle;
 use crate::TuiError;
 
 /// What `demo` launches.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct DemoOptions {
+    /// Where the built-in dataset is generated (once).
+    #[arg(long, default_value = ".cachew/data")]
     pub data_dir: PathBuf,
+    /// Where run directories (logs, node state, hash logs) go.
+    #[arg(long, default_value = ".cachew/runs")]
     pub runs_dir: PathBuf,
+    /// Workers that take splits from the start.
+    #[arg(long, default_value_t = 3)]
     pub workers: u32,
+    /// Standby workers, promoted when a worker dies.
+    #[arg(long, default_value_t = 1)]
     pub standby: u32,
-    /// Records of the built-in dataset.
+    /// Records in the built-in dataset.
+    #[arg(long, default_value_t = GenerateParams::default().records)]
     pub records: u32,
-    /// Simulated training step per batch (keeps epochs long enough to watch).
+    /// Simulated training step per batch, in milliseconds (keeps epochs watchable).
+    #[arg(long, default_value_t = 50)]
     pub step_time_ms: u64,
-    /// `--threads` of every worker (default: all cores).
+    /// Compute threads per worker (default: all cores).
+    #[arg(long)]
     pub worker_threads: Option<u32>,
+    /// Worker heartbeat interval of the dispatcher, in milliseconds.
+    #[arg(long, default_value_t = 200)]
     pub heartbeat_interval_ms: u64,
+    /// A worker silent this long (ms) is declared dead and its splits fail over.
+    #[arg(long, default_value_t = 2000)]
     pub worker_timeout_ms: u64,
-}
-
-impl Default for DemoOptions {
-    fn default() -> Self {
-        DemoOptions {
-            data_dir: PathBuf::from(".cachew/data"),
-            runs_dir: PathBuf::from(".cachew/runs"),
-            workers: 3,
-            standby: 1,
-            records: GenerateParams::default().records,
-            step_time_ms: 50,
-            worker_threads: None,
-            heartbeat_interval_ms: 200,
-            worker_timeout_ms: 2000,
-        }
-    }
 }
 
 impl DemoOptions {

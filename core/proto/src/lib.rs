@@ -202,3 +202,26 @@ mod tests {
         assert!(element_from_wire(bad).is_err());
     }
 }
+
+#[cfg(test)]
+mod incoming_tests {
+    use tokio_stream::StreamExt;
+
+    /// Accepted connections have Nagle's algorithm off (with it on, a reply's last frame waited
+    /// 40 ms for the peer's delayed ACK).
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let mut incoming = super::incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let accepted = incoming
+            .next()
+            .await
+            .expect("a connection")
+            .expect("accepted");
+        assert!(accepted.nodelay().expect("nodelay"));
+    }
+}

@@ -157,6 +157,11 @@ impl TaskCache {
         }
     }
 
+    /// The prefix fingerprint the chunk is filed under.
+    pub fn fingerprint(&self) -> &[u8; 32] {
+        &self.fingerprint
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

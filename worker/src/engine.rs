@@ -271,9 +271,19 @@ impl Engine {
                 None
             }
             (mode, Some(settings)) => {
-                let fingerprint = prepared
-                    .dataset
-                    .prefix_fingerprint(prepared.pipeline.spec());
+                let cache = Arc::new(TaskCache::new(
+                    spec.key.job,
+                    spec.split,
+                    mode,
+                    settings.clone(),
+                    prepared.clone(),
+                    self.shared.cache_reports.clone(),
+                    order
+                        .get(..spec.start_index.min(order.len() as u32) as usize)
+                        .unwrap_or(&[])
+                        .to_vec(),
+                ));
+                let fingerprint = *cache.fingerprint();
                 let first = self
                     .shared
                     .cleaned
@@ -293,18 +303,7 @@ impl Engine {
                         );
                     }
                 }
-                Some(Arc::new(TaskCache::new(
-                    spec.key.job,
-                    spec.split,
-                    mode,
-                    settings.clone(),
-                    prepared.clone(),
-                    self.shared.cache_reports.clone(),
-                    order
-                        .get(..spec.start_index.min(order.len() as u32) as usize)
-                        .unwrap_or(&[])
-                        .to_vec(),
-                )))
+                Some(cache)
             }
             (mode, None) => {
                 tracing::warn!(

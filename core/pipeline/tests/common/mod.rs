@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use cachew_fixtures::{GenerateParams, GeneratedDataset, generate};
+use cachew_fixtures::{GenerateParams, GeneratedDataset, ensure};
 
 pub fn small_params() -> GenerateParams {
     GenerateParams {
@@ -18,16 +18,14 @@ pub fn small_params() -> GenerateParams {
     }
 }
 
-/// A small generated dataset shared by the tests of one binary (removed at process exit by the
-/// OS temp cleaner; it lives under the system temp dir only).
+/// A small generated dataset shared by the test binaries, kept in cargo's scratch directory for
+/// integration tests (under `target/`) rather than a temp dir a static would never remove.
 pub fn small_dataset() -> &'static GeneratedDataset {
-    static DS: OnceLock<(tempfile::TempDir, GeneratedDataset)> = OnceLock::new();
-    &DS.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let ds = generate(dir.path(), &small_params(), |_, _| {}).unwrap();
-        (dir, ds)
+    static DS: OnceLock<GeneratedDataset> = OnceLock::new();
+    DS.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("datasets");
+        ensure(&root, &small_params(), |_, _| {}).unwrap()
     })
-    .1
 }
 
 /// A spec over `files` with the given op section.

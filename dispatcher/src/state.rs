@@ -1601,33 +1601,19 @@ mod tests {
                     window: 6,
                 },
             );
-            run(
-                &mut live,
-                Command::ConsumerProgress {
-                    job: 1,
-                    consumer: 0,
-                    generation: 1,
-                    cursor: Cursor {
-                        epoch: u64::from(step / 10),
-                        ordinal: step % 10,
-                        index: 3,
-                    },
+            let progress = |index| Command::ConsumerProgress {
+                job: 1,
+                consumer: 0,
+                generation: 1,
+                cursor: Cursor {
+                    epoch: u64::from(step / 10),
+                    ordinal: step % 10,
+                    index,
                 },
-            );
+            };
+            run(&mut live, progress(3));
             // A move within the split (not journaled) must leave the state alone.
-            run(
-                &mut live,
-                Command::ConsumerProgress {
-                    job: 1,
-                    consumer: 0,
-                    generation: 1,
-                    cursor: Cursor {
-                        epoch: u64::from(step / 10),
-                        ordinal: step % 10,
-                        index: 9,
-                    },
-                },
-            );
+            run(&mut live, progress(9));
             if step == 12 {
                 run(
                     &mut live,

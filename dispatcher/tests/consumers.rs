@@ -12,7 +12,7 @@ use cachew_dispatcher::{DispatcherConfig, DispatcherService};
 use cachew_proto::{Dispatcher, v1};
 use tonic::Request;
 
-use common::{job_request, register};
+use common::{client_heartbeat, job_request, register};
 
 #[tokio::test]
 async fn a_silent_consumer_is_released_and_comes_back() {
@@ -66,15 +66,7 @@ async fn a_silent_consumer_is_released_and_comes_back() {
     assert_eq!(resp.dropped.len(), 4, "{resp:?}");
     assert!(resp.new_tasks.is_empty());
     // The client reports again: attached again, and its splits are assigned again.
-    svc.client_heartbeat(Request::new(v1::ClientHeartbeatRequest {
-        job_id: job.job_id,
-        consumer_index: 0,
-        consumer_generation: job.consumer_generation,
-        cursor: Some(v1::Cursor::default()),
-        ..Default::default()
-    }))
-    .await
-    .unwrap();
+    client_heartbeat(&svc, &job).await;
     assert!(svc.status(0).jobs[0].consumers[0].attached);
     let again = svc
         .worker_heartbeat(Request::new(heartbeat(vec![])))
@@ -102,15 +94,7 @@ async fn a_late_heartbeat_does_not_attach_a_consumer_that_released_itself() {
     .unwrap();
     assert!(!svc.status(0).jobs[0].consumers[0].attached);
     // The client's heartbeat task sends one more report after it released the consumer.
-    svc.client_heartbeat(Request::new(v1::ClientHeartbeatRequest {
-        job_id: job.job_id,
-        consumer_index: 0,
-        consumer_generation: job.consumer_generation,
-        cursor: Some(v1::Cursor::default()),
-        ..Default::default()
-    }))
-    .await
-    .unwrap();
+    client_heartbeat(&svc, &job).await;
     assert!(
         !svc.status(0).jobs[0].consumers[0].attached,
         "a consumer that released itself stays released"

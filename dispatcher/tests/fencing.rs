@@ -11,7 +11,7 @@ use cachew_dispatcher::{DispatcherConfig, DispatcherService};
 use cachew_proto::{Dispatcher, v1};
 use tonic::Request;
 
-use common::{register, spec_json};
+use common::{client_heartbeat, register, spec_json};
 
 async fn heartbeat(
     svc: &DispatcherService,
@@ -111,18 +111,7 @@ async fn a_returning_dead_worker_is_fenced_everywhere() {
         "{kinds:?}"
     );
     // Clients are sent to B's leases only.
-    let locations = svc
-        .client_heartbeat(Request::new(v1::ClientHeartbeatRequest {
-            job_id: job.job_id,
-            consumer_index: 0,
-            consumer_generation: job.consumer_generation,
-            cursor: Some(v1::Cursor::default()),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .locations;
+    let locations = client_heartbeat(&svc, &job).await.locations;
     for t in &a_tasks {
         let key = t.key.unwrap();
         let l = locations

@@ -47,3 +47,20 @@ pub async fn register(
     .unwrap()
     .into_inner()
 }
+
+/// Consumer 0 of `job` reports to the dispatcher from the start of the job; returns the reply.
+pub async fn client_heartbeat(
+    svc: &DispatcherService,
+    job: &v1::GetOrCreateJobResponse,
+) -> v1::ClientHeartbeatResponse {
+    svc.client_heartbeat(Request::new(v1::ClientHeartbeatRequest {
+        job_id: job.job_id,
+        consumer_index: 0,
+        consumer_generation: job.consumer_generation,
+        cursor: Some(v1::Cursor::default()),
+        ..Default::default()
+    }))
+    .await
+    .unwrap()
+    .into_inner()
+}

@@ -212,12 +212,24 @@ impl TaskCache {
     }
 
     /// The task will not compute these records (its client's cursor jumped past them): the
-    /// chunk still needs them.
+    /// chunk still needs them. A `get` that has not looked at its chunk yet keeps them too, in
+    /// case the chunk turns out missing and must be written.
     pub fn skipped(&self, ids: &[u64]) {
         let mut st = self.lock();
-        if st.collecting && !st.committed {
+        let may_repair = self.mode == CacheMode::Get && !st.load_attempted;
+        if !st.committed && (st.collecting || may_repair) {
             st.to_backfill.extend_from_slice(ids);
         }
+    }
+
+    /// Stops collecting for good: the chunk cannot be complete.
+    fn give_up(&self, st: &mut State, why: std::fmt::Arguments<'_>) {
+        if st.collecting && !st.committed {
+            tracing::warn!(split = self.split, "cannot cache the split: {why}");
+        }
+        st.collecting = false;
+        st.collected = HashMap::new();
+        st.to_backfill = Vec::new();
     }
 
     fn start_repair(&self, st: &mut State) {
@@ -258,12 +270,7 @@ impl TaskCache {
             match result {
                 Ok((sha, features)) => self.computed(*id, sha, &features, started.elapsed()),
                 Err(e) => {
-                    tracing::warn!(
-                        split = self.split,
-                        record = id,
-                        "cannot cache the split: {e}"
-                    );
-                    self.lock().collecting = false;
+                    self.give_up(&mut self.lock(), format_args!("record {id}: {e}"));
                     return;
                 }
             }
@@ -343,5 +350,108 @@ impl PrefixCache for TaskCache {
                 },
             );
         }
+    }
+
+    fn lost(&self, record_id: u64, error: &cachew_pipeline::PipelineError) {
+        self.give_up(
+            &mut self.lock(),
+            format_args!("record {record_id}: {error}"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::tf_sample_prepared;
+
+    const SPLIT: u32 = 4;
+
+    fn task_cache(mode: CacheMode, dir: &std::path::Path) -> TaskCache {
+        TaskCache::new(
+            1,
+            SPLIT,
+            mode,
+            CacheSettings {
+                dir: dir.to_path_buf(),
+                compression: Compression::None,
+            },
+            tf_sample_prepared(),
+            Arc::new(CacheReports::default()),
+            Vec::new(),
+        )
+    }
+
+    /// What a compute thread does for a record the chunk did not serve.
+    fn compute(cache: &TaskCache, id: u64) {
+        assert!(
+            cache.cached(id).is_none(),
+            "record {id} served from the cache"
+        );
+        let payload = cache
+            .prepared
+            .dataset
+            .read_records(&[id])
+            .remove(0)
+            .unwrap();
+        let sha: [u8; 32] = Sha256::digest(&payload).into();
+        let features = cache.prepared.pipeline.run_prefix(id, payload).unwrap();
+        cache.computed(id, sha, &features, Duration::ZERO);
+    }
+
+    fn chunk_ids(cache: &TaskCache) -> Option<Vec<u64>> {
+        read_chunk(
+            &cache.settings.dir,
+            &cache.fingerprint,
+            cache.split,
+            cache.range.clone(),
+        )
+        .unwrap()
+        .map(|records| {
+            let mut ids: Vec<u64> = records.iter().map(|r| r.record_id).collect();
+            ids.sort_unstable();
+            ids
+        })
+    }
+
+    /// A `get` whose client jumps ahead before the task first looks at its (missing) chunk still
+    /// writes a whole chunk: the records jumped over are computed for it.
+    #[test]
+    fn a_get_repair_backfills_what_was_skipped_before_the_chunk_was_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = task_cache(CacheMode::Get, dir.path());
+        let ids: Vec<u64> = cache.range.clone().collect();
+        let (jumped, computed) = ids.split_at(ids.len() / 2);
+        cache.skipped(jumped);
+        for &id in computed {
+            compute(&cache, id);
+        }
+        cache.after_chunk(true);
+        assert_eq!(chunk_ids(&cache), Some(ids));
+    }
+
+    /// A record whose prefix cannot be computed ends the put: what was collected is let go at
+    /// once, and no chunk is written without it.
+    #[test]
+    fn a_lost_record_ends_the_put_and_frees_what_it_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = task_cache(CacheMode::Put, dir.path());
+        let ids: Vec<u64> = cache.range.clone().collect();
+        for &id in &ids[..3] {
+            compute(&cache, id);
+        }
+        assert_eq!(cache.lock().collected.len(), 3);
+        let error = cachew_pipeline::PipelineError::NoSuchRecord {
+            record_id: ids[3],
+            num_records: 0,
+        };
+        cache.lost(ids[3], &error);
+        assert!(cache.lock().collected.is_empty());
+        for &id in &ids[4..] {
+            compute(&cache, id);
+        }
+        cache.after_chunk(true);
+        assert!(cache.lock().collected.is_empty());
+        assert_eq!(chunk_ids(&cache), None);
     }
 }

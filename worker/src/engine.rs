@@ -278,10 +278,7 @@ impl Engine {
                     settings.clone(),
                     prepared.clone(),
                     self.shared.cache_reports.clone(),
-                    order
-                        .get(..spec.start_index.min(order.len() as u32) as usize)
-                        .unwrap_or(&[])
-                        .to_vec(),
+                    order[..start as usize].to_vec(),
                 ));
                 let fingerprint = *cache.fingerprint();
                 let first = self
@@ -709,22 +706,29 @@ impl PreparedCache {
     }
 }
 
+/// The tf-sample pipeline (it has a cache point) over the dataset checked into fixtures/.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn tf_sample_prepared() -> Arc<Prepared> {
+    let spec_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/specs/tf-sample.toml");
+    let spec = cachew_pipeline::PipelineSpec::load(&spec_path).unwrap();
+    let dataset = Dataset::for_spec(&spec).unwrap();
+    let pipeline = Pipeline::new(spec).unwrap();
+    let plan = cachew_pipeline::exec::plan_for(&pipeline, &dataset);
+    Arc::new(Prepared {
+        pipeline,
+        dataset,
+        plan,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn prepared() -> Arc<Prepared> {
-        let spec_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fixtures/specs/tf-sample.toml");
-        let spec = cachew_pipeline::PipelineSpec::load(&spec_path).unwrap();
-        let dataset = Dataset::for_spec(&spec).unwrap();
-        let pipeline = Pipeline::new(spec).unwrap();
-        let plan = cachew_pipeline::exec::plan_for(&pipeline, &dataset);
-        Arc::new(Prepared {
-            pipeline,
-            dataset,
-            plan,
-        })
+        tf_sample_prepared()
     }
 
     fn spec(lease: u64) -> TaskSpec {

@@ -387,24 +387,41 @@ impl Pipeline {
                     record_sha256 = sha;
                     self.run_suffix(ctx, features)
                 }
-                None => payloads
-                    .next()
-                    .unwrap_or_else(|| {
+                None => {
+                    let payload = payloads.next().unwrap_or_else(|| {
                         Err(PipelineError::NoSuchRecord {
                             record_id,
                             num_records: dataset.num_records(),
                         })
-                    })
-                    .and_then(|payload| {
-                        record_sha256 = Sha256::digest(&payload).into();
-                        if self.cache_point.is_none() {
-                            return self.process(ctx, payload);
-                        }
+                    });
+                    if self.cache_point.is_none() {
+                        payload.and_then(|payload| {
+                            record_sha256 = Sha256::digest(&payload).into();
+                            self.process(ctx, payload)
+                        })
+                    } else {
                         let started = std::time::Instant::now();
-                        let features = self.run_prefix(record_id, payload)?;
-                        cache.computed(record_id, record_sha256, &features, started.elapsed());
-                        self.run_suffix(ctx, features)
-                    }),
+                        let prefix = payload.and_then(|payload| {
+                            record_sha256 = Sha256::digest(&payload).into();
+                            self.run_prefix(record_id, payload)
+                        });
+                        match prefix {
+                            Ok(features) => {
+                                cache.computed(
+                                    record_id,
+                                    record_sha256,
+                                    &features,
+                                    started.elapsed(),
+                                );
+                                self.run_suffix(ctx, features)
+                            }
+                            Err(e) => {
+                                cache.lost(record_id, &e);
+                                Err(e)
+                            }
+                        }
+                    }
+                }
             };
             let body = match result {
                 Ok(tensors) => ElementBody::Example(tensors),
@@ -437,6 +454,11 @@ pub trait PrefixCache: Sync {
         features: &Features,
         took: std::time::Duration,
     );
+    /// The record's prefix output cannot be computed (the record is unreadable or its prefix
+    /// failed), so no chunk of its split can be complete. Nothing by default.
+    fn lost(&self, record_id: u64, error: &PipelineError) {
+        let _ = (record_id, error);
+    }
 }
 
 /// No cache: every record is computed from the source.

@@ -115,3 +115,57 @@ fn cached_splits_give_the_computed_bytes() {
         );
     }
 }
+
+/// Records whose prefix could not be computed, as the cache is told of them.
+#[derive(Default)]
+struct Lost(Mutex<Vec<u64>>);
+
+impl PrefixCache for Lost {
+    fn cached(&self, _: u64) -> Option<([u8; 32], Features)> {
+        None
+    }
+    fn computed(&self, _: u64, _: [u8; 32], _: &Features, _: Duration) {}
+    fn lost(&self, record_id: u64, _: &cachew_pipeline::PipelineError) {
+        self.0.lock().unwrap().push(record_id);
+    }
+}
+
+/// A corrupt record skipped under `on_error = "skip"` is reported to the cache as lost, so a
+/// chunk being written for its split is given up instead of waiting for it forever.
+#[test]
+fn a_skipped_corrupt_record_is_reported_lost_to_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = common::copy_dataset(common::small_dataset(), dir.path());
+    let ds = Dataset::open(&files, cachew_pipeline::ErrorPolicy::Fail).unwrap();
+    let loc = ds.locate(35).unwrap();
+    let mut bytes = std::fs::read(&files[loc.file]).unwrap();
+    bytes[(loc.offset + cachew_pipeline::tfrecord::HEADER_LEN + 40) as usize] ^= 0x10;
+    std::fs::write(&files[loc.file], &bytes).unwrap();
+
+    let mut ops = String::from(common::PARSE_DECODE);
+    ops.push_str("[[ops]]\nop = \"cache\"\n");
+    let spec = PipelineSpec::from_toml(
+        &common::spec_text(&files, 16, true, "skip", &ops),
+        Path::new("/"),
+    )
+    .unwrap();
+    let dataset = Dataset::for_spec(&spec).unwrap();
+    let p = Pipeline::new(spec).unwrap();
+    let plan = plan_for(&p, &dataset);
+    let lost = Lost::default();
+    let mut skipped = Vec::new();
+    for split in 0..plan.num_splits() {
+        let order = plan.record_order(3, 0, split);
+        let elements = p
+            .produce_with(&dataset, 3, 0, split, &order, 0..order.len() as u32, &lost)
+            .unwrap();
+        skipped.extend(
+            elements
+                .iter()
+                .filter(|e| matches!(e.body, cachew_pipeline::ElementBody::Skipped(_)))
+                .map(|e| e.record_id),
+        );
+    }
+    assert_eq!(skipped, vec![35]);
+    assert_eq!(lost.0.into_inner().unwrap(), vec![35]);
+}

@@ -295,7 +295,7 @@ fn prune_hash_logs(dir: &std::path::Path, last_old: u64) {
             .and_then(|n| n.parse::<u64>().ok());
         if let Some(epoch) = epoch
             && epoch <= last_old
-            && let Err(e) = std::fs::remove_file(log_path(dir, epoch))
+            && let Err(e) = std::fs::remove_file(entry.path())
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!("cannot remove the hash log of epoch {epoch}: {e}");

@@ -282,23 +282,18 @@ impl JobClient {
         let start = resp.cursor.unwrap_or_default();
         let cursor = match resume {
             // Where the dispatcher placed us (a cursor at the end of an epoch is normalized to
-            // the start of the next), with the saved counts of the epoch.
-            Some(c) if (c.epoch, c.ordinal) == (start.epoch, start.ordinal) => ClientCursor {
-                index: start.index,
-                ..c
-            },
-            Some(c) => ClientCursor {
-                epoch: start.epoch,
-                ordinal: start.ordinal,
-                index: start.index,
-                examples: if c.epoch == start.epoch {
-                    c.examples
-                } else {
-                    0
-                },
-                batches: if c.epoch == start.epoch { c.batches } else { 0 },
-                ..c
-            },
+            // the start of the next), with the saved counts if that is still the saved epoch.
+            Some(c) => {
+                let same_epoch = c.epoch == start.epoch;
+                ClientCursor {
+                    epoch: start.epoch,
+                    ordinal: start.ordinal,
+                    index: start.index,
+                    examples: if same_epoch { c.examples } else { 0 },
+                    batches: if same_epoch { c.batches } else { 0 },
+                    ..c
+                }
+            }
             None => ClientCursor {
                 consumer_index: resp.consumer_index,
                 epoch: start.epoch,
@@ -383,13 +378,16 @@ impl JobClient {
         self.delivered
     }
 
-    /// Tells the dispatcher (and so the dashboard) how a finished epoch went; the latest 32
-    /// reports travel with every heartbeat until the client exits.
+    /// Tells the dispatcher (and so the dashboard) how a finished epoch went; the latest
+    /// [`cachew_proto::EPOCH_REPORTS_KEPT`] reports travel with every heartbeat until the client
+    /// exits.
     pub fn report_epoch(&self, report: v1::EpochReport) {
         let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         reports.retain(|r| r.epoch != report.epoch);
         reports.push(report);
-        let excess = reports.len().saturating_sub(32);
+        let excess = reports
+            .len()
+            .saturating_sub(cachew_proto::EPOCH_REPORTS_KEPT);
         reports.drain(..excess);
         drop(reports);
         self.poke.notify_one();

@@ -1210,8 +1210,8 @@ impl cachew_proto::Dispatcher for DispatcherService {
                             fresh.push(r.clone());
                         }
                     }
-                    // The latest 32 epochs are kept, as the client keeps them.
-                    while known.len() > 32 {
+                    // The latest epochs are kept, as many as the client keeps.
+                    while known.len() > cachew_proto::EPOCH_REPORTS_KEPT {
                         known.pop_first();
                     }
                     for r in &fresh {

@@ -117,6 +117,19 @@ impl Job {
         position % self.num_consumers.max(1)
     }
 
+    /// Forgets the assignments of consumer `c`'s positions; they are assigned again when wanted.
+    fn forget_assignments_of(&mut self, c: u32) {
+        let stale: Vec<(u64, u32)> = self
+            .assignments
+            .keys()
+            .copied()
+            .filter(|&(_, p)| self.consumer_of(p) == c)
+            .collect();
+        for key in stale {
+            self.assignments.remove(&key);
+        }
+    }
+
     /// Number of positions consumer `c` has per epoch.
     pub fn positions_per_epoch(&self, c: u32) -> u32 {
         cachew_pipeline::order::consumer_positions(self.num_splits, c, self.num_consumers)
@@ -545,9 +558,7 @@ impl State {
                 c.attached = false;
                 c.parked = *timed_out;
                 // Its splits stop occupying workers; they are assigned again if it comes back.
-                let released = *consumer;
-                let n = j.num_consumers.max(1);
-                j.assignments.retain(|&(_, p), _| p % n != released);
+                j.forget_assignments_of(*consumer);
                 Ok(Outcome {
                     events: vec![StateEvent {
                         kind: "consumer_released",
@@ -802,15 +813,7 @@ impl State {
             // Positions at or after the resume point must be served again: forget this
             // consumer's assignments (their workers may have dropped what the old client
             // fetched) so they are reassigned and start at the cursor.
-            let stale: Vec<(u64, u32)> = job
-                .assignments
-                .keys()
-                .copied()
-                .filter(|&(_, p)| job.consumer_of(p) == index)
-                .collect();
-            for key in stale {
-                job.assignments.remove(&key);
-            }
+            job.forget_assignments_of(index);
             // A resumed consumer may stand before the end of a job that was marked finished.
             if job.finished && !job.consumer_done(index, normalized) {
                 job.finished = false;
@@ -1145,18 +1148,25 @@ pub fn split_order(dataset: &DatasetEntry, seed: u64, epoch: u64) -> std::sync::
         seed,
         epoch,
     );
-    let mut memo = SPLIT_ORDERS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(i) = memo.iter().position(|(k, _)| *k == key) {
-        let entry = memo.remove(i);
-        let order = entry.1.clone();
-        memo.push(entry);
-        return order;
+    let memo = || SPLIT_ORDERS.lock().unwrap_or_else(|p| p.into_inner());
+    {
+        let mut memo = memo();
+        if let Some(i) = memo.iter().position(|(k, _)| *k == key) {
+            let entry = memo.remove(i);
+            let order = entry.1.clone();
+            memo.push(entry);
+            return order;
+        }
     }
+    // Computed outside the memo's lock, which every dispatcher of the process shares.
     let order = std::sync::Arc::new(dataset.plan().split_order(seed, epoch));
-    if memo.len() >= SPLIT_ORDERS_KEPT {
-        memo.remove(0);
+    let mut memo = memo();
+    if !memo.iter().any(|(k, _)| *k == key) {
+        if memo.len() >= SPLIT_ORDERS_KEPT {
+            memo.remove(0);
+        }
+        memo.push((key, order.clone()));
     }
-    memo.push((key, order.clone()));
     order
 }
 

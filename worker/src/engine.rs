@@ -531,7 +531,6 @@ fn move_cursor(task: &mut Task, from: u32, generations: &AtomicU64) -> bool {
             && task.next_claim < from
         {
             let skipped: Vec<u64> = (task.next_claim..from)
-                .filter(|p| !task.buffer.contains_key(p))
                 .filter_map(|p| task.order.get(p as usize).copied())
                 .collect();
             cache.skipped(&skipped);

@@ -137,7 +137,6 @@ impl Pipeline {
         &self.spec
     }
 
-    /// Ops before the cache point (all ops if there is none).
     /// Whether the spec has a cache point (a deterministic prefix that can be cached).
     pub fn has_cache_point(&self) -> bool {
         self.cache_point.is_some()

@@ -25,6 +25,10 @@ pub const HELD_LEASE_HEADER: &str = "cachew-held-lease";
 /// Largest gRPC message we accept (element batches can be large).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
+/// How many finished epochs' reports a client sends with every heartbeat, and the dispatcher
+/// keeps per consumer (for the status stream and the dashboard).
+pub const EPOCH_REPORTS_KEPT: usize = 32;
+
 /// HTTP/2 flow-control windows and frame size for element traffic. The defaults (64 KiB
 /// windows, 16 KiB frames) cost a wake-up per 64 KiB on loopback and halve throughput.
 const STREAM_WINDOW: u32 = 16 * 1024 * 1024;

@@ -192,7 +192,30 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let step = Duration::from_millis(args.step_time_ms);
     let mut all_ok = true;
     let mut log: Option<HashLogWriter> = None;
-    while let Some(event) = client.next().await? {
+    loop {
+        let event = match client.next().await {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(e) => {
+                // Only a cause a person must act on ends the client (see `ClientError`): say
+                // which, and leave the cursor where the next run resumes exactly.
+                let saved = save(&client, &mut log);
+                let resume = match (&save_path, saved) {
+                    (Some(path), Ok(())) => format!(
+                        "; the cursor in {} resumes exactly here (--cursor-file or --resume-from)",
+                        path.display()
+                    ),
+                    (Some(path), Err(se)) => {
+                        format!(
+                            "; the cursor could not be saved to {}: {se:#}",
+                            path.display()
+                        )
+                    }
+                    (None, _) => String::new(),
+                };
+                anyhow::bail!("{e}{resume}");
+            }
+        };
         match event {
             ClientEvent::Batch(batch) => {
                 if let Some(dir) = &args.hash_log {

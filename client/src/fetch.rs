@@ -169,14 +169,18 @@ pub async fn fetch_split(
                     return;
                 }
             }
-            Ok(Err(status)) if status.code() == tonic::Code::Internal => {
-                let _ = out
-                    .send(Err(ClientError::Pipeline(status.message().to_string())))
-                    .await;
-                return;
-            }
             Ok(Err(status)) => {
-                tracing::debug!(worker = %loc.worker_address, lease = loc.lease, "fetch of {key} failed: {}", status.message());
+                // Only a failure the worker marks as final (a record that fails the pipeline
+                // under `on_error = "fail"`) ends the split. Everything else, whatever its code
+                // (a torn HTTP/2 stream reports Internal, a reset Unknown or Unavailable), is
+                // about the transport or the worker's state: retry, following the owner.
+                if let Some(failure) = v1::FetchFailure::from_status(&status)
+                    && failure.is_final()
+                {
+                    let _ = out.send(Err(ClientError::Pipeline(failure.reason))).await;
+                    return;
+                }
+                tracing::debug!(worker = %loc.worker_address, lease = loc.lease, code = ?status.code(), "fetch of {key} failed: {}", status.message());
                 match status.code() {
                     // The worker holds another lease. Leases only grow: if the worker's is older it
                     // has not received the new assignment yet (try again); if it is newer, our
@@ -191,10 +195,11 @@ pub async fn fetch_split(
                             failed_lease = loc.lease;
                         }
                     }
-                    // Down, restarting in place (it keeps its lease after recovery), or not
-                    // holding the task yet: try again, following any new location meanwhile.
-                    tonic::Code::Unavailable => pool.forget(&loc.worker_address),
-                    _ => {}
+                    // The worker answered about its own state (the task is not there yet, or the
+                    // index is ahead of what it knows): the connection is fine, try again.
+                    tonic::Code::NotFound | tonic::Code::OutOfRange => {}
+                    // Down, restarting in place, or the connection broke: reconnect next time.
+                    _ => pool.forget(&loc.worker_address),
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(100));

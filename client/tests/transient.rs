@@ -231,3 +231,44 @@ async fn a_record_failing_under_on_error_fail_ends_the_split_with_its_reason() {
         other => panic!("expected the typed pipeline failure, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_read_its_data_for_a_while_retries_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = corrupt_copy(dir.path());
+    // Undo the corruption: this test is about reading, not content.
+    let data = dir.path().join("data/tf-sample");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/data/tf-sample");
+    let first = data.join("train-00000-of-00002");
+    std::fs::copy(src.join("train-00000-of-00002"), &first).unwrap();
+    let prepared = prepared(&spec);
+    let len = prepared.plan.split_len(0);
+    // The file goes away (an unmounted volume, a failing disk) before the task computes.
+    let away = data.join("moved-away");
+    std::fs::rename(&first, &away).unwrap();
+    let (engine, _threads) = Engine::start(EngineConfig {
+        threads: 1,
+        max_tasks: 2,
+        ahead: 64,
+        chunk: 8,
+    });
+    engine.add_task(task(0), prepared.clone());
+    let address = serve(WorkerService::new(
+        engine.clone(),
+        std::time::Instant::now(),
+    ))
+    .await;
+    let fetch = tokio::spawn(fetch_all(address, 0, len));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !fetch.is_finished(),
+        "the fetch ended while the data was unreadable"
+    );
+    std::fs::rename(&away, &first).unwrap();
+    let (got, error) = fetch.await.unwrap();
+    assert!(
+        error.is_none(),
+        "an I/O error on the worker ended the fetch: {error:?}"
+    );
+    assert_eq!(got, len);
+}

@@ -57,6 +57,27 @@ impl WorkerPool {
     }
 }
 
+/// Longest a fetch may take (the worker long-polls for at most a second of it).
+const FETCH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Resolves once the location of `position` carries a lease other than `lease` (never, if the
+/// locations feed ends).
+async fn moved_from(locations: &mut watch::Receiver<Locations>, position: (u64, u32), lease: u64) {
+    loop {
+        if locations.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let now = locations
+            .borrow_and_update()
+            .by_position
+            .get(&position)
+            .map(|l| l.lease);
+        if now.is_some_and(|l| l != 0 && l != lease) {
+            return;
+        }
+    }
+}
+
 /// What a fetcher needs to know about its split.
 #[derive(Debug, Clone)]
 pub struct SplitJob {
@@ -131,7 +152,17 @@ pub async fn fetch_split(
             max_bytes: 0,
             wait_ms: 1000,
         };
-        match tokio::time::timeout(Duration::from_secs(5), client.get_elements(req)).await {
+        // The call ends early if the split moves meanwhile: a frozen or cut-off owner never
+        // answers, and its replacement is known as soon as the dispatcher fails the split over.
+        let moved = moved_from(&mut locations, (job.epoch, job.position), loc.lease);
+        let result = tokio::select! {
+            r = tokio::time::timeout(FETCH_DEADLINE, client.get_elements(req)) => r,
+            () = moved => {
+                tracing::debug!(worker = %loc.worker_address, lease = loc.lease, "{key} moved while fetching; following it");
+                continue;
+            }
+        };
+        match result {
             Ok(Ok(resp)) => {
                 backoff = Duration::from_millis(20);
                 let resp = resp.into_inner();

@@ -272,3 +272,92 @@ async fn a_worker_that_cannot_read_its_data_for_a_while_retries_and_serves() {
     );
     assert_eq!(got, len);
 }
+
+/// A fetch from an owner that went silent (frozen, or its link cut: the connection stays open
+/// and nothing comes back) follows the split as soon as the dispatcher moves it, instead of
+/// waiting out the fetch deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_from_a_silent_owner_follows_the_split_when_it_moves() {
+    // A "worker" that accepts connections and never says a word (not even HTTP/2's preface).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_address = silent.local_addr().unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let prepared = prepared(&tf_sample_spec());
+    let split = prepared.plan.split_order(42, 0)[0];
+    let len = prepared.plan.split_len(split);
+    let (engine, _threads) = Engine::start(EngineConfig {
+        threads: 1,
+        max_tasks: 2,
+        ahead: 64,
+        chunk: 8,
+    });
+    let mut moved = task(split);
+    moved.lease = 4;
+    engine.add_task(moved, prepared.clone());
+    let live_address = serve(WorkerService::new(
+        engine.clone(),
+        std::time::Instant::now(),
+    ))
+    .await;
+    let location = |lease: u64, worker_address: String| v1::SplitLocation {
+        epoch: 0,
+        position: 0,
+        split,
+        lease,
+        worker_address,
+        worker_id: 1,
+        start_index: 0,
+    };
+    let (tx, rx) = watch::channel(Locations {
+        by_position: [((0, 0), location(3, silent_address))]
+            .into_iter()
+            .collect(),
+        ..Locations::default()
+    });
+    let (out_tx, mut out_rx) = mpsc::channel(64);
+    let job = SplitJob {
+        job_id: 1,
+        epoch: 0,
+        position: 0,
+        split,
+        len,
+        start: 0,
+        max_elements: 16,
+    };
+    let started = std::time::Instant::now();
+    let fetcher = tokio::spawn(fetch_split(
+        job,
+        WorkerPool::default(),
+        rx,
+        Arc::new(Notify::new()),
+        out_tx,
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The dispatcher fails the split over to the live worker under a new lease.
+    tx.send_modify(|l| {
+        l.by_position
+            .insert((0, 0), location(4, live_address.clone()));
+    });
+    let mut got = 0;
+    while got < len {
+        let batch = tokio::time::timeout(Duration::from_secs(20), out_rx.recv())
+            .await
+            .expect("the fetcher stalled")
+            .unwrap()
+            .unwrap();
+        got += batch.len() as u32;
+    }
+    // Well before the 5 s fetch deadline that a call to the silent owner would have waited out.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the fetch waited {:?} for the silent owner",
+        started.elapsed()
+    );
+    fetcher.await.unwrap();
+    held.abort();
+}

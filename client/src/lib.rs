@@ -617,6 +617,33 @@ impl JobClient {
     async fn release(&mut self) {
         // No report may follow the release (the dispatcher ignores one, but need not see it).
         self.heartbeat.abort();
+        // The final cursor (past the last epoch) goes first, or the dispatcher may release a
+        // consumer it last saw inside the final epoch and never count the job as finished.
+        let (cursor, delivered) = *self.shared_cursor.lock().unwrap_or_else(|p| p.into_inner());
+        let last = v1::ClientHeartbeatRequest {
+            job_id: self.job_id,
+            consumer_index: self.consumer,
+            consumer_generation: self.generation,
+            cursor: Some(to_wire(&cursor)),
+            wait_ms: 0,
+            known: Vec::new(),
+            delivered_examples: delivered,
+            reports: self
+                .reports
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        };
+        if let Err(e) = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.dispatcher.client_heartbeat(last),
+        )
+        .await
+        .map_err(|_| "no answer within 2 s".to_string())
+        .and_then(|r| r.map_err(|s| s.message().to_string()))
+        {
+            tracing::warn!("could not report the final cursor: {e}");
+        }
         let req = v1::ReleaseConsumerRequest {
             job_id: self.job_id,
             consumer_index: self.consumer,

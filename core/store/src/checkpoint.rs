@@ -244,6 +244,11 @@ impl CheckpointStore {
     ///
     /// If the marker cannot be written the error is returned, but the checkpoint itself is
     /// already durable and counted.
+    ///
+    /// After an error (a full disk, an I/O error, a failed fsync) this store must not be written
+    /// again: fjall refuses further writes once one failed. Drop it and open the directory again
+    /// (which keeps the last checkpoints that were durable and repairs the marker); the next
+    /// checkpoint is then a new write of fresh pages, never a second fsync of the failed one.
     pub fn write(&mut self, payload: &[u8]) -> Result<CheckpointStats, StoreError> {
         let started = Instant::now();
         let seq = self.next_seq;
@@ -294,6 +299,11 @@ impl CheckpointStore {
             "checkpoint written"
         );
         result.map(|()| self.stats.clone())
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Counters of this store.

@@ -427,3 +427,106 @@ fn check_reopened(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> JournalOptions {
+        JournalOptions { snapshot_every: 0 }
+    }
+
+    fn record(seq: u64) -> Vec<u8> {
+        format!("{{\"record\":{seq}}}").into_bytes()
+    }
+
+    /// A journal in `dir` holding records `1..=n` (as left by a write that got them all in,
+    /// whether or not it was acknowledged).
+    fn journal_with(dir: &std::path::Path, n: u64) {
+        let (mut journal, _) = Journal::open(dir, options()).unwrap();
+        for seq in 1..=n {
+            journal.append(&[&record(seq)]).unwrap();
+        }
+    }
+
+    fn batch(seqs: std::ops::RangeInclusive<u64>) -> Batch {
+        Batch {
+            last_seq: *seqs.end(),
+            records: seqs.map(record).collect(),
+            snapshot: None,
+        }
+    }
+
+    fn fatal(result: Result<(Journal, u64), WriteError>) -> String {
+        match result {
+            Err(WriteError::Fatal(e)) => e,
+            Err(WriteError::Transient(e)) => panic!("transient, not fatal: {e}"),
+            Ok((_, last)) => panic!("accepted, last seq {last}"),
+        }
+    }
+
+    /// After a failed write, the reopened journal shows all, part or none of the batch: in
+    /// every case the whole batch is written again and the journal ends with it, once each.
+    #[test]
+    fn a_reopened_journal_gets_the_whole_batch_whatever_of_it_survived() {
+        for survived in 1..=4u64 {
+            let dir = tempfile::tempdir().unwrap();
+            journal_with(dir.path(), survived);
+            let (journal, last) =
+                write_batch(None, dir.path(), &options(), &batch(2..=4), 1).unwrap();
+            assert_eq!((journal.last_seq(), last), (4, 4));
+            drop(journal);
+            let (_, recovery) = Journal::open(dir.path(), options()).unwrap();
+            let expected: Vec<(u64, Vec<u8>)> = (1..=4).map(|s| (s, record(s))).collect();
+            assert_eq!(recovery.records, expected, "{survived} record(s) survived");
+        }
+    }
+
+    #[test]
+    fn a_reopened_journal_that_disagrees_stops_the_dispatcher() {
+        // Lost an acknowledged record.
+        let dir = tempfile::tempdir().unwrap();
+        journal_with(dir.path(), 1);
+        let why = fatal(write_batch(None, dir.path(), &options(), &batch(3..=4), 2));
+        assert!(why.contains("were acknowledged"), "{why}");
+        // Holds a record the batch does not.
+        let dir = tempfile::tempdir().unwrap();
+        journal_with(dir.path(), 2);
+        let mut other = batch(2..=3);
+        other.records[0] = b"{\"other\":true}".to_vec();
+        let why = fatal(write_batch(None, dir.path(), &options(), &other, 1));
+        assert!(why.contains("differs"), "{why}");
+        // Runs past what was applied.
+        let dir = tempfile::tempdir().unwrap();
+        journal_with(dir.path(), 5);
+        let why = fatal(write_batch(None, dir.path(), &options(), &batch(2..=4), 1));
+        assert!(why.contains("after the last record applied"), "{why}");
+    }
+
+    /// The failed write got as far as its snapshot: the snapshot is written again.
+    #[test]
+    fn a_surfaced_snapshot_is_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::default();
+        {
+            let (mut journal, _) = Journal::open(dir.path(), options()).unwrap();
+            for seq in 1..=3 {
+                journal.append(&[&record(seq)]).unwrap();
+            }
+            journal
+                .snapshot(&serde_json::to_vec(&state).unwrap())
+                .unwrap();
+        }
+        let mut with_snapshot = batch(2..=3);
+        with_snapshot.snapshot = Some(state.clone());
+        let (journal, last) = write_batch(None, dir.path(), &options(), &with_snapshot, 1).unwrap();
+        assert_eq!((journal.last_seq(), last), (3, 3));
+        drop(journal);
+        let (_, recovery) = Journal::open(dir.path(), options()).unwrap();
+        assert_eq!(recovery.snapshot.map(|(seq, _)| seq), Some(3));
+        assert!(recovery.records.is_empty());
+        // A snapshot no write asked for is refused.
+        let why = fatal(write_batch(None, dir.path(), &options(), &batch(2..=3), 1));
+        assert!(why.contains("no write asked for"), "{why}");
+    }
+}

@@ -213,6 +213,8 @@ pub struct Batch {
 /// The first wait before writing again after a failed write, doubled up to [`RETRY_MAX`].
 pub const RETRY_MIN: Duration = Duration::from_millis(100);
 pub const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How often a lasting outage is logged again.
+pub const REMIND_EVERY: Duration = Duration::from_secs(30);
 
 /// What the writer tells the dispatcher (status events).
 pub trait WriterHost: Send {
@@ -277,6 +279,7 @@ pub async fn writer(journal: Journal, durability: Arc<Durability>, mut host: imp
         };
         let mut backoff = RETRY_MIN;
         let mut outage: Option<Instant> = None;
+        let mut reminded: Option<Instant> = None;
         loop {
             let acknowledged = *durability.durable.borrow();
             let current = journal.take();
@@ -309,6 +312,7 @@ pub async fn writer(journal: Journal, durability: Arc<Durability>, mut host: imp
                     let first = durability.unavailable().is_none();
                     outage.get_or_insert_with(Instant::now);
                     if first {
+                        reminded = Some(Instant::now());
                         let message = format!(
                             "the dispatcher cannot write its journal in {}: {e}; it acknowledges \
                              no change (RPCs that would change state fail as unavailable) and \
@@ -317,6 +321,13 @@ pub async fn writer(journal: Journal, durability: Arc<Durability>, mut host: imp
                         );
                         tracing::error!("{message}");
                         host.event("journal_unavailable", message);
+                    } else if reminded.is_none_or(|t| t.elapsed() >= REMIND_EVERY) {
+                        reminded = Some(Instant::now());
+                        tracing::error!(
+                            "the journal in {} is still unwritable after {} s: {e}",
+                            dir.display(),
+                            outage.map_or(0, |t| t.elapsed().as_secs())
+                        );
                     } else {
                         tracing::debug!("journal still unwritable: {e}");
                     }

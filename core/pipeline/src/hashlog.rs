@@ -177,6 +177,18 @@ impl HashLogWriter {
     }
 }
 
+impl Drop for HashLogWriter {
+    /// Writes the held lines (best effort, not fsync'd), as a buffered writer would.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!(
+                "{e}: {} line(s) of the hash log not written",
+                self.pending.len() as u64 / LINE_LEN
+            );
+        }
+    }
+}
+
 /// Reads a whole hash log; a torn or malformed line is an error naming its line number.
 pub fn read_hash_log(path: &Path) -> Result<Vec<HashLine>> {
     let bytes = std::fs::read(path).map_err(|e| PipelineError::io(path, e))?;

@@ -119,6 +119,17 @@ fn a_full_disk_fails_checkpoints_keeps_the_last_one_and_recovers() {
     let summary = CheckpointStore::peek(&dir).unwrap().unwrap();
     assert_eq!(summary.seq, 3, "the summary still describes checkpoint 3");
     drop(store);
+    // A summary to repair does not keep the store from opening on a full disk.
+    std::fs::remove_file(dir.join(cachew_store::checkpoint::SUMMARY_FILE)).unwrap();
+    fs.fill(); // the page the summary held too
+    let (store, newest) = CheckpointStore::open(&dir).unwrap();
+    assert_eq!(newest.unwrap().seq, 3);
+    assert_eq!(
+        CheckpointStore::peek(&dir).unwrap(),
+        None,
+        "no room to repair the summary"
+    );
+    drop(store);
 
     fs.free();
     let (mut store, _) = CheckpointStore::open(&dir).unwrap();

@@ -1,23 +1,33 @@
 //! A size-limited tmpfs mounted on a fresh temporary directory for the length of a test, and
 //! unmounted when dropped (also when the test panics). Mounting needs root (CAP_SYS_ADMIN); a
 //! test that cannot mount fails and says why, it never skips (CI runs as root).
+//!
+//! The tests of one process that use a tmpfs run one at a time: `mount` and `umount` are child
+//! processes, and a child holds copies of the parent's file descriptors until it execs, so a
+//! store's lock file would look held to a test that reopens its store at that moment.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// A mounted tmpfs; unmounted (and its mount point removed) on drop.
 #[derive(Debug)]
 pub struct Tmpfs {
     dir: tempfile::TempDir,
+    /// Held until the tmpfs is unmounted (see the module doc).
+    _serial: MutexGuard<'static, ()>,
 }
 
 impl Tmpfs {
     /// Mounts a tmpfs of `kib` KiB on a new temporary directory. Panics with the reason if it
     /// cannot (not root, no tmpfs).
     pub fn mount(kib: u64) -> Tmpfs {
+        let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::Builder::new()
             .prefix("cachew-tmpfs-")
             .tempdir()
@@ -33,7 +43,10 @@ impl Tmpfs {
             .arg(dir.path())
             .output();
         match out {
-            Ok(o) if o.status.success() => Tmpfs { dir },
+            Ok(o) if o.status.success() => Tmpfs {
+                dir,
+                _serial: serial,
+            },
             Ok(o) => panic!(
                 "this test needs a size-limited tmpfs and could not mount one on {} (it must run \
                  as root, with CAP_SYS_ADMIN): mount exited with {}: {}",

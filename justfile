@@ -20,6 +20,10 @@ test-all:
 scenario +FILES:
     cargo run --release -p cachew-fixtures --bin cachew-scenario -- run {{FILES}}
 
+# One job through seeded random faults for MINUTES, every epoch verified: just soak 30 --seed 7
+soak MINUTES="5" *ARGS:
+    cargo run --release -p cachew-fixtures --bin cachew-scenario -- soak --minutes {{MINUTES}} {{ARGS}}
+
 # Benchmarks; results and method go into BENCHMARKS.md.
 bench:
     cargo bench --workspace

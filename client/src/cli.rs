@@ -182,7 +182,35 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let step = Duration::from_millis(args.step_time_ms);
     let mut all_ok = true;
     let mut log: Option<HashLogWriter> = None;
-    while let Some(event) = client.next().await? {
+    loop {
+        let event = match client.next().await {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(e) => {
+                // Only a cause a person must act on ends the client (see `ClientError`): say
+                // which, and leave the cursor where the next run resumes exactly.
+                // One attempt, without waiting for space: the client is ending anyway, and
+                // the message says whether the cursor is there.
+                let saved = match &save_path {
+                    Some(path) => save_cursor_once(path, &cursor_of(&client), log.as_mut()),
+                    None => Ok(()),
+                };
+                let resume = match (&save_path, saved) {
+                    (Some(path), Ok(())) => format!(
+                        "; the cursor in {} resumes exactly here (--cursor-file or --resume-from)",
+                        path.display()
+                    ),
+                    (Some(path), Err(se)) => {
+                        format!(
+                            "; the cursor could not be saved to {}: {se:#}",
+                            path.display()
+                        )
+                    }
+                    (None, _) => String::new(),
+                };
+                anyhow::bail!("{e}{resume}");
+            }
+        };
         match event {
             ClientEvent::Batch(batch) => {
                 if let Some(dir) = &args.hash_log {
@@ -301,6 +329,19 @@ async fn save_cursor(
         until_written("hash log", &log_path, PipelineError::is_io, || w.sync()).await?;
     }
     until_written("cursor file", path, CursorError::is_io, || saved.save(path)).await?;
+    Ok(())
+}
+
+/// Saves the cursor (after the hash log) with one attempt each, as a client that is ending does.
+fn save_cursor_once(
+    path: &Path,
+    saved: &SavedCursor,
+    log: Option<&mut HashLogWriter>,
+) -> anyhow::Result<()> {
+    if let Some(w) = log {
+        w.sync()?;
+    }
+    saved.save(path)?;
     Ok(())
 }
 

@@ -57,6 +57,27 @@ impl WorkerPool {
     }
 }
 
+/// Longest a fetch may take (the worker long-polls for at most a second of it).
+const FETCH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Resolves once the location of `position` carries a lease other than `lease` (never, if the
+/// locations feed ends).
+async fn moved_from(locations: &mut watch::Receiver<Locations>, position: (u64, u32), lease: u64) {
+    loop {
+        if locations.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let now = locations
+            .borrow_and_update()
+            .by_position
+            .get(&position)
+            .map(|l| l.lease);
+        if now.is_some_and(|l| l != 0 && l != lease) {
+            return;
+        }
+    }
+}
+
 /// What a fetcher needs to know about its split.
 #[derive(Debug, Clone)]
 pub struct SplitJob {
@@ -131,7 +152,17 @@ pub async fn fetch_split(
             max_bytes: 0,
             wait_ms: 1000,
         };
-        match tokio::time::timeout(Duration::from_secs(5), client.get_elements(req)).await {
+        // The call ends early if the split moves meanwhile: a frozen or cut-off owner never
+        // answers, and its replacement is known as soon as the dispatcher fails the split over.
+        let moved = moved_from(&mut locations, (job.epoch, job.position), loc.lease);
+        let result = tokio::select! {
+            r = tokio::time::timeout(FETCH_DEADLINE, client.get_elements(req)) => r,
+            () = moved => {
+                tracing::debug!(worker = %loc.worker_address, lease = loc.lease, "{key} moved while fetching; following it");
+                continue;
+            }
+        };
+        match result {
             Ok(Ok(resp)) => {
                 backoff = Duration::from_millis(20);
                 let resp = resp.into_inner();
@@ -169,14 +200,18 @@ pub async fn fetch_split(
                     return;
                 }
             }
-            Ok(Err(status)) if status.code() == tonic::Code::Internal => {
-                let _ = out
-                    .send(Err(ClientError::Pipeline(status.message().to_string())))
-                    .await;
-                return;
-            }
             Ok(Err(status)) => {
-                tracing::debug!(worker = %loc.worker_address, lease = loc.lease, "fetch of {key} failed: {}", status.message());
+                // Only a failure the worker marks as final (a record that fails the pipeline
+                // under `on_error = "fail"`) ends the split. Everything else, whatever its code
+                // (a torn HTTP/2 stream reports Internal, a reset Unknown or Unavailable), is
+                // about the transport or the worker's state: retry, following the owner.
+                if let Some(failure) = v1::FetchFailure::from_status(&status)
+                    && failure.is_final()
+                {
+                    let _ = out.send(Err(ClientError::Pipeline(failure.reason))).await;
+                    return;
+                }
+                tracing::debug!(worker = %loc.worker_address, lease = loc.lease, code = ?status.code(), "fetch of {key} failed: {}", status.message());
                 match status.code() {
                     // The worker holds another lease. Leases only grow: if the worker's is older it
                     // has not received the new assignment yet (try again); if it is newer, our
@@ -191,10 +226,11 @@ pub async fn fetch_split(
                             failed_lease = loc.lease;
                         }
                     }
-                    // Down, restarting in place (it keeps its lease after recovery), or not
-                    // holding the task yet: try again, following any new location meanwhile.
-                    tonic::Code::Unavailable => pool.forget(&loc.worker_address),
-                    _ => {}
+                    // The worker answered about its own state (the task is not there yet, or the
+                    // index is ahead of what it knows): the connection is fine, try again.
+                    tonic::Code::NotFound | tonic::Code::OutOfRange => {}
+                    // Down, restarting in place, or the connection broke: reconnect next time.
+                    _ => pool.forget(&loc.worker_address),
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(100));

@@ -28,15 +28,22 @@ use tonic::transport::Channel;
 
 use fetch::{Locations, SplitJob, WorkerPool, fetch_split};
 
-/// Errors of the client library.
+/// Errors of the client library. Each is final and one a person can act on: transport
+/// failures and whatever a worker or the dispatcher says about its own state are retried inside
+/// the client (following a split to its new owner), never returned once the job is attached.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
+    /// The dispatcher could not be reached within `connect_timeout` at start-up.
     #[error("{0}")]
     Unreachable(String),
+    /// The dispatcher refused the request itself (a bad spec, a job that conflicts).
     #[error("the dispatcher refused: {0}")]
     Refused(String),
+    /// A peer answered something the protocol does not allow (wrong element, wrong plan).
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// A record failed the pipeline under `on_error = "fail"`, as the worker's typed
+    /// [`v1::FetchFailure`] says: deterministic, so no other worker could do better.
     #[error("the pipeline failed on a worker: {0}")]
     Pipeline(String),
     #[error("another client took over this consumer")]
@@ -224,12 +231,21 @@ fn to_wire(c: &ClientCursor) -> v1::Cursor {
     }
 }
 
+/// A dispatcher's answer: a refusal it means (the request itself is wrong, or conflicts with the
+/// job) is final; every other status, whatever its code, may be the transport (a torn stream
+/// reports Internal or Unknown) or a dispatcher restarting, and is worth retrying.
 fn refused(status: tonic::Status) -> ClientError {
+    use tonic::Code;
     match status.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
-            ClientError::Unreachable(status.message().to_string())
-        }
-        _ => ClientError::Refused(status.message().to_string()),
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::Unauthenticated
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+        | Code::Unimplemented => ClientError::Refused(status.message().to_string()),
+        _ => ClientError::Unreachable(status.message().to_string()),
     }
 }
 
@@ -554,6 +570,11 @@ impl JobClient {
                 match head.rx.recv().await {
                     Some(Ok(elements)) => head.pending.extend(elements),
                     Some(Err(e)) => return Err(e),
+                    // A fetcher stops without a word only when the locations feed ended, which
+                    // it does when another client took over this consumer.
+                    None if self.locations.borrow().superseded => {
+                        return Err(ClientError::Superseded);
+                    }
                     None => {
                         return Err(ClientError::Protocol(format!(
                             "fetcher of epoch {} split #{} stopped at index {} of {}",
@@ -596,6 +617,33 @@ impl JobClient {
     async fn release(&mut self) {
         // No report may follow the release (the dispatcher ignores one, but need not see it).
         self.heartbeat.abort();
+        // The final cursor (past the last epoch) goes first, or the dispatcher may release a
+        // consumer it last saw inside the final epoch and never count the job as finished.
+        let (cursor, delivered) = *self.shared_cursor.lock().unwrap_or_else(|p| p.into_inner());
+        let last = v1::ClientHeartbeatRequest {
+            job_id: self.job_id,
+            consumer_index: self.consumer,
+            consumer_generation: self.generation,
+            cursor: Some(to_wire(&cursor)),
+            wait_ms: 0,
+            known: Vec::new(),
+            delivered_examples: delivered,
+            reports: self
+                .reports
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        };
+        if let Err(e) = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.dispatcher.client_heartbeat(last),
+        )
+        .await
+        .map_err(|_| "no answer within 2 s".to_string())
+        .and_then(|r| r.map_err(|s| s.message().to_string()))
+        {
+            tracing::warn!("could not report the final cursor: {e}");
+        }
         let req = v1::ReleaseConsumerRequest {
             job_id: self.job_id,
             consumer_index: self.consumer,
@@ -608,6 +656,9 @@ impl JobClient {
         .await;
     }
 }
+
+/// How long past its long-poll wait a heartbeat may take before it counts as failed.
+const HEARTBEAT_GRACE: Duration = Duration::from_secs(5);
 
 /// Reports the cursor to the dispatcher and keeps the split locations up to date.
 async fn heartbeat_loop(
@@ -641,8 +692,19 @@ async fn heartbeat_loop(
             delivered_examples: delivered,
             reports: reports.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         };
+        // A silent dispatcher (a cut link) must not hold the heartbeat forever.
+        let deadline = Duration::from_millis(req.wait_ms) + HEARTBEAT_GRACE;
+        let call = async {
+            match tokio::time::timeout(deadline, dispatcher.client_heartbeat(req)).await {
+                Ok(r) => r,
+                Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                    "no answer within {} ms",
+                    deadline.as_millis()
+                ))),
+            }
+        };
         tokio::select! {
-            result = dispatcher.client_heartbeat(req) => match result {
+            result = call => match result {
                 Ok(resp) => {
                     let resp = resp.into_inner();
                     if failures > 0 {

@@ -80,7 +80,12 @@ struct Task {
     next_claim: u32,
     buffer: BTreeMap<u32, Element>,
     generation: u64,
-    error: Option<String>,
+    /// A deterministic failure (a record under `on_error = "fail"`): final for the task.
+    error: Option<PipelineFailure>,
+    /// A transient failure (reading the dataset, the machine): production waits until then and
+    /// claims the failed range again.
+    retry_at: Option<std::time::Instant>,
+    transient_failures: u32,
     notify: Arc<Notify>,
     sent_end: bool,
 }
@@ -128,8 +133,20 @@ pub enum FetchError {
     #[error("index {from} is past the end of the split ({len} elements)")]
     BadIndex { from: u32, len: u32 },
     #[error("pipeline failed: {0}")]
-    Pipeline(String),
+    Pipeline(PipelineFailure),
 }
+
+/// A record that failed the pipeline under `on_error = "fail"`: every worker computing the split
+/// fails the same way, so it ends the job rather than being retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct PipelineFailure {
+    pub record_id: Option<u64>,
+    pub reason: String,
+}
+
+/// Longest pause before a task retries a range whose production failed transiently.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The result of a fetch.
 #[derive(Debug, Clone)]
@@ -324,6 +341,8 @@ impl Engine {
                 buffer: BTreeMap::new(),
                 generation,
                 error: None,
+                retry_at: None,
+                transient_failures: 0,
                 notify: Arc::new(Notify::new()),
                 sent_end: false,
             },
@@ -562,7 +581,7 @@ struct Claim {
 
 fn claim(st: &mut EngineState, config: &EngineConfig) -> Option<Claim> {
     for task in st.tasks.values_mut() {
-        if task.error.is_some() {
+        if task.error.is_some() || task.retry_at.is_some_and(|t| t > std::time::Instant::now()) {
             continue;
         }
         let limit = task.len.min(task.acked.saturating_add(config.ahead.max(1)));
@@ -651,6 +670,8 @@ fn compute_loop(shared: &Shared) {
         }
         match result {
             Ok(elements) => {
+                task.transient_failures = 0;
+                task.retry_at = None;
                 shared
                     .produced
                     .fetch_add(elements.len() as u64, Ordering::Relaxed);
@@ -660,9 +681,30 @@ fn compute_loop(shared: &Shared) {
                     }
                 }
             }
-            Err(e) => {
+            Err(e) if e.is_record_error() => {
                 tracing::error!(key = ?claimed.key, "pipeline failed: {e}");
-                task.error = Some(e.to_string());
+                task.error = Some(PipelineFailure {
+                    record_id: e.record_id(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => {
+                // Not the data's fault (an I/O error on this machine, say): claim the range
+                // again after a pause; the client keeps waiting or follows the split elsewhere.
+                task.transient_failures = task.transient_failures.saturating_add(1);
+                let backoff = Duration::from_millis(100)
+                    .saturating_mul(1 << task.transient_failures.min(6))
+                    .min(MAX_RETRY_BACKOFF);
+                tracing::warn!(
+                    key = ?claimed.key,
+                    failures = task.transient_failures,
+                    "cannot compute records {}..{} (retrying in {} ms): {e}",
+                    claimed.range.start,
+                    claimed.range.end,
+                    backoff.as_millis()
+                );
+                task.next_claim = task.next_claim.min(claimed.range.start);
+                task.retry_at = Some(std::time::Instant::now() + backoff);
             }
         }
         task.notify.notify_waiters();

@@ -74,7 +74,9 @@ impl cachew_proto::Worker for WorkerService {
                     status
                 }
                 FetchError::BadIndex { .. } => Status::out_of_range(e.to_string()),
-                FetchError::Pipeline(_) => Status::internal(e.to_string()),
+                FetchError::Pipeline(failure) => {
+                    v1::FetchFailure::deterministic(failure.record_id, failure.reason).into_status()
+                }
             })?;
         if let Some(first) = fetched.elements.first()
             && first.id.split != req.split

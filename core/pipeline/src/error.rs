@@ -78,6 +78,16 @@ impl PipelineError {
         }
     }
 
+    /// The dataset-wide record the error is about, when it names one.
+    pub fn record_id(&self) -> Option<u64> {
+        match self {
+            PipelineError::BadExample { record_id, .. }
+            | PipelineError::BadImage { record_id, .. }
+            | PipelineError::NoSuchRecord { record_id, .. } => Some(*record_id),
+            _ => None,
+        }
+    }
+
     /// Whether this error concerns one record's content (and so may be skipped under
     /// [`crate::spec::ErrorPolicy::Skip`]) rather than the dataset or the machine.
     pub fn is_record_error(&self) -> bool {

@@ -174,6 +174,45 @@ impl std::fmt::Display for v1::TaskKey {
     }
 }
 
+impl v1::FetchFailure {
+    /// A record failed the pipeline under `on_error = "fail"`: final for the job.
+    pub fn deterministic(record_id: Option<u64>, reason: impl Into<String>) -> Self {
+        v1::FetchFailure {
+            kind: v1::fetch_failure::Kind::DeterministicPipelineError as i32,
+            record_id,
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether this failure ends the job (no other worker could do better).
+    pub fn is_final(&self) -> bool {
+        self.kind() == v1::fetch_failure::Kind::DeterministicPipelineError
+    }
+
+    /// The status a worker answers with: the failure travels as the status details.
+    pub fn into_status(self) -> tonic::Status {
+        use prost::Message;
+        let message = self.reason.clone();
+        tonic::Status::with_details(
+            tonic::Code::Aborted,
+            message,
+            bytes::Bytes::from(self.encode_to_vec()),
+        )
+    }
+
+    /// The failure a status carries, if any. A status without one (or with details that do
+    /// not decode) carries none: it is transient, whatever its code.
+    pub fn from_status(status: &tonic::Status) -> Option<Self> {
+        use prost::Message;
+        if status.details().is_empty() {
+            return None;
+        }
+        v1::FetchFailure::decode(status.details())
+            .ok()
+            .filter(|f| f.kind() != v1::fetch_failure::Kind::Unspecified)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +243,38 @@ mod tests {
         let mut bad = element_to_wire(&e);
         bad.tensors[1].dtype = 42;
         assert!(element_from_wire(bad).is_err());
+    }
+}
+
+#[cfg(test)]
+mod fetch_failure_tests {
+    use super::v1;
+
+    #[test]
+    fn a_typed_failure_survives_the_status_and_nothing_else_is_one() {
+        let status = v1::FetchFailure::deterministic(Some(17), "record 17: bad JPEG").into_status();
+        let back = v1::FetchFailure::from_status(&status).expect("a failure");
+        assert!(back.is_final());
+        assert_eq!(back.record_id, Some(17));
+        assert_eq!(back.reason, "record 17: bad JPEG");
+        // Codes alone, even Internal as a torn HTTP/2 stream reports, carry no failure.
+        for code in [
+            tonic::Code::Internal,
+            tonic::Code::Unknown,
+            tonic::Code::Aborted,
+        ] {
+            assert_eq!(
+                v1::FetchFailure::from_status(&tonic::Status::new(code, "h2 protocol error")),
+                None
+            );
+        }
+        // Details that are not a failure are none either.
+        let junk = tonic::Status::with_details(
+            tonic::Code::Internal,
+            "x",
+            bytes::Bytes::from_static(&[0xff, 0xff, 0xff]),
+        );
+        assert_eq!(v1::FetchFailure::from_status(&junk), None);
     }
 }
 

@@ -3,18 +3,19 @@
 //! exactly-once verdict against the dataset.
 
 use std::ffi::OsString;
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cachew_pipeline::hashlog::{
     HashLine, HashLogWriter, check_exactly_once, log_path, read_hash_log,
 };
-use cachew_pipeline::{Dataset, PipelineSpec};
+use cachew_pipeline::{Dataset, PipelineError, PipelineSpec};
 use clap::Parser;
 
-use crate::cursor::SavedCursor;
+use crate::cursor::{CursorError, SavedCursor};
 use crate::{ClientConfig, ClientEvent, JobClient};
 
 /// Cachew-rs training client: streams a job's epochs from the cluster.
@@ -170,23 +171,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
     let (seed, num_epochs, num_consumers) = (config.seed, config.num_epochs, config.num_consumers);
     let mut client = JobClient::connect(config).await?;
-    let save = |client: &JobClient, log: &mut Option<HashLogWriter>| -> anyhow::Result<()> {
-        let Some(path) = &save_path else {
-            return Ok(());
-        };
-        // The hash log must never lag behind a saved cursor.
-        if let Some(w) = log {
-            w.sync()?;
-        }
-        SavedCursor {
-            job: args.job.clone(),
-            seed,
-            num_epochs,
-            num_consumers,
-            cursor: client.cursor(),
-        }
-        .save(path)?;
-        Ok(())
+    let cursor_of = |client: &JobClient| SavedCursor {
+        job: args.job.clone(),
+        seed,
+        num_epochs,
+        num_consumers,
+        cursor: client.cursor(),
     };
     let mut since_save = 0u64;
     let step = Duration::from_millis(args.step_time_ms);
@@ -199,7 +189,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             Err(e) => {
                 // Only a cause a person must act on ends the client (see `ClientError`): say
                 // which, and leave the cursor where the next run resumes exactly.
-                let saved = save(&client, &mut log);
+                // One attempt, without waiting for space: the client is ending anyway, and
+                // the message says whether the cursor is there.
+                let saved = match &save_path {
+                    Some(path) => save_cursor_once(path, &cursor_of(&client), log.as_mut()),
+                    None => Ok(()),
+                };
                 let resume = match (&save_path, saved) {
                     (Some(path), Ok(())) => format!(
                         "; the cursor in {} resumes exactly here (--cursor-file or --resume-from)",
@@ -226,14 +221,32 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                                 Some((epoch, lines)) if epoch == batch.epoch => lines,
                                 _ => 0,
                             };
-                            log.insert(HashLogWriter::open(dir, batch.epoch, keep)?)
+                            let path = log_path(dir, batch.epoch);
+                            let opened =
+                                until_written("hash log", &path, PipelineError::is_io, || {
+                                    HashLogWriter::open(dir, batch.epoch, keep)
+                                })
+                                .await?;
+                            log.insert(opened)
                         }
                     };
                     for (i, meta) in batch.examples.iter().enumerate() {
-                        writer.append(&HashLine {
+                        let appended = writer.append(&HashLine {
                             record: meta.record_sha256,
                             example: batch.example_sha256(i),
-                        })?;
+                        });
+                        match appended {
+                            Ok(()) => {}
+                            // The line is held: wait until the held lines are written.
+                            Err(e) if e.is_io() => {
+                                let path = writer.path().to_path_buf();
+                                until_written("hash log", &path, PipelineError::is_io, || {
+                                    writer.flush()
+                                })
+                                .await?;
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
                     }
                 }
                 if !step.is_zero() {
@@ -241,7 +254,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 }
                 since_save += 1;
                 if since_save >= args.save_every {
-                    save(&client, &mut log)?;
+                    if let Some(path) = &save_path {
+                        save_cursor(path, &cursor_of(&client), log.as_mut()).await?;
+                    }
                     since_save = 0;
                 }
             }
@@ -256,7 +271,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                     ..Default::default()
                 };
                 if let (Some(dir), Some(mut w)) = (&args.hash_log, log.take()) {
-                    w.sync()?;
+                    let path = w.path().to_path_buf();
+                    until_written("hash log", &path, PipelineError::is_io, || w.sync()).await?;
                     if let Some(reference) = &reference {
                         let lines = read_hash_log(&log_path(dir, summary.epoch))?;
                         let records: Vec<[u8; 32]> = lines.iter().map(|l| l.record).collect();
@@ -278,7 +294,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                     verdict = ", exactly-once check needs --hash-log".to_string();
                 }
                 client.report_epoch(report);
-                save(&client, &mut None)?;
+                if let Some(path) = &save_path {
+                    save_cursor(path, &cursor_of(&client), None).await?;
+                }
                 since_save = 0;
                 println!(
                     "epoch {}: {} examples in {} batches, {:.2} s, {:.0} images/s{}{}",
@@ -298,6 +316,87 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     }
     Ok(all_ok)
+}
+
+/// Saves the cursor durably, after the hash log (which must never lag behind a saved cursor).
+async fn save_cursor(
+    path: &Path,
+    saved: &SavedCursor,
+    log: Option<&mut HashLogWriter>,
+) -> anyhow::Result<()> {
+    if let Some(w) = log {
+        let log_path = w.path().to_path_buf();
+        until_written("hash log", &log_path, PipelineError::is_io, || w.sync()).await?;
+    }
+    until_written("cursor file", path, CursorError::is_io, || saved.save(path)).await?;
+    Ok(())
+}
+
+/// Saves the cursor (after the hash log) with one attempt each, as a client that is ending does.
+fn save_cursor_once(
+    path: &Path,
+    saved: &SavedCursor,
+    log: Option<&mut HashLogWriter>,
+) -> anyhow::Result<()> {
+    if let Some(w) = log {
+        w.sync()?;
+    }
+    saved.save(path)?;
+    Ok(())
+}
+
+/// The first wait before trying a write again on a full or failing disk, doubled up to
+/// [`DISK_RETRY_MAX`]; the warning is repeated every [`DISK_WARN_EVERY`].
+const DISK_RETRY_MIN: Duration = Duration::from_millis(100);
+const DISK_RETRY_MAX: Duration = Duration::from_secs(2);
+const DISK_WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// Runs `write` until it succeeds, waiting while it fails with an I/O error (`retry`): a full
+/// disk (or a failing write or fsync) is a condition that passes once space is freed, so the
+/// client waits, holding delivery (no example is taken from the stream meanwhile), rather than
+/// exiting. Every write it retries is safe to repeat: the hash log rewrites held lines at their
+/// own offsets, the cursor file is replaced atomically. Another error is returned at once.
+async fn until_written<T, E: std::fmt::Display>(
+    what: &str,
+    path: &Path,
+    retry: impl Fn(&E) -> bool,
+    mut write: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let mut since: Option<Instant> = None;
+    let mut warned: Option<Instant> = None;
+    let mut delay = DISK_RETRY_MIN;
+    loop {
+        match write() {
+            Ok(value) => {
+                if let Some(since) = since {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "the {what} is written again after {:.1} s; delivery resumes",
+                        since.elapsed().as_secs_f64()
+                    );
+                }
+                return Ok(value);
+            }
+            Err(e) if retry(&e) => {
+                let now = Instant::now();
+                let started = *since.get_or_insert(now);
+                if warned.is_none_or(|t| now - t >= DISK_WARN_EVERY) {
+                    warned = Some(now);
+                    tracing::warn!(
+                        path = %path.display(),
+                        waiting_s = (now - started).as_secs(),
+                        "cannot write the {what}: {e}. Delivery waits and the write is retried \
+                         until the disk has room again (nothing is lost or counted twice); \
+                         stopping the client meanwhile is safe: --cursor-file resumes exactly at \
+                         the last cursor saved"
+                    );
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(DISK_RETRY_MAX);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Removes the hash logs of epochs up to `last_old` (also ones an earlier run left behind).
@@ -323,5 +422,51 @@ fn prune_hash_logs(dir: &std::path::Path, last_old: u64) {
         {
             tracing::warn!("cannot remove the hash log of epoch {epoch}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> std::io::Error {
+        std::io::Error::from(std::io::ErrorKind::StorageFull)
+    }
+
+    /// A full disk is waited out (each failed attempt changes nothing, the one that succeeds
+    /// counts once); any other error ends the wait at once.
+    #[tokio::test]
+    async fn a_full_disk_is_waited_out_and_other_errors_are_not() {
+        let mut attempts = 0;
+        let value = until_written(
+            "hash log",
+            Path::new("/x"),
+            |e: &std::io::Error| e.kind() == std::io::ErrorKind::StorageFull,
+            || {
+                attempts += 1;
+                if attempts < 4 {
+                    Err(full())
+                } else {
+                    Ok(attempts)
+                }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!((value, attempts), (4, 4));
+
+        let mut attempts = 0;
+        let err = until_written(
+            "hash log",
+            Path::new("/x"),
+            |e: &std::io::Error| e.kind() == std::io::ErrorKind::StorageFull,
+            || -> Result<(), std::io::Error> {
+                attempts += 1;
+                Err(std::io::Error::from(std::io::ErrorKind::InvalidData))
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!((err.kind(), attempts), (std::io::ErrorKind::InvalidData, 1));
     }
 }

@@ -9,6 +9,9 @@
 //! <one line of JSON: the SavedCursor>\n
 //! crc32c <8 lowercase hex digits of the CRC32C of the JSON line's bytes>\n
 //! ```
+//! A save that fails (a full disk, a failed write or fsync) leaves the previous file as it was
+//! and no temporary behind; saving again later is safe.
+//!
 //! # Recovery rule
 //! A file with a wrong header, a missing or mismatching checksum, or bad JSON is rejected with an
 //! error naming the file: a damaged cursor is never half-applied (resuming at a wrong place would
@@ -46,6 +49,14 @@ pub enum CursorError {
     Damaged { path: String, reason: String },
 }
 
+impl CursorError {
+    /// True for an I/O error (a full disk, a failed write or fsync): the save can be tried
+    /// again, and the previous cursor file is intact meanwhile.
+    pub fn is_io(&self) -> bool {
+        matches!(self, CursorError::Io { .. })
+    }
+}
+
 impl SavedCursor {
     /// Writes the cursor atomically and durably.
     pub fn save(&self, path: &Path) -> Result<(), CursorError> {
@@ -59,10 +70,16 @@ impl SavedCursor {
             crc32c::crc32c(json.as_bytes())
         );
         let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
+        let written = std::fs::File::create(&tmp).and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        });
+        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+            // A full disk or a failed fsync: the previous cursor file is untouched; leave no
+            // half-written temporary behind (the next save writes a new one).
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())

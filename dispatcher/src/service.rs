@@ -168,6 +168,43 @@ fn cursor_from_wire(c: Option<v1::Cursor>) -> Cursor {
     })
 }
 
+/// The journal writer's view of the service (held weakly: dropping the dispatcher closes the
+/// journal).
+struct JournalHost {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl crate::durable::WriterHost for JournalHost {
+    fn take(&mut self, snapshot_due: bool) -> Take {
+        let Some(inner) = self.inner.upgrade() else {
+            return Take::Stop;
+        };
+        let mut core = inner.core.lock().unwrap_or_else(|p| p.into_inner());
+        if core.pending.records.is_empty() {
+            return Take::Idle;
+        }
+        Take::Batch(Batch {
+            records: std::mem::take(&mut core.pending.records),
+            last_seq: core.pending.applied,
+            snapshot: snapshot_due.then(|| core.state.clone()),
+        })
+    }
+
+    fn event(&mut self, kind: &'static str, message: String) {
+        if let Some(inner) = self.inner.upgrade() {
+            {
+                let mut core = inner.core.lock().unwrap_or_else(|p| p.into_inner());
+                push_event(&mut core, kind, message, None, None);
+            }
+            inner.version.send_modify(|v| *v += 1);
+        }
+    }
+
+    fn alive(&self) -> bool {
+        self.inner.strong_count() > 0
+    }
+}
+
 impl DispatcherService {
     /// A dispatcher without a journal (its state dies with the process).
     pub fn new(config: DispatcherConfig, state: State) -> DispatcherService {
@@ -195,23 +232,11 @@ impl DispatcherService {
             push_event(&mut core, "journal_replayed", replay_summary, None, None);
         }
         // The writer holds the service weakly, so dropping the dispatcher closes the journal.
-        let inner = Arc::downgrade(&svc.inner);
         tokio::spawn(crate::durable::writer(
             journal,
             svc.inner.durability.clone(),
-            move |snapshot_due| {
-                let Some(inner) = inner.upgrade() else {
-                    return Take::Stop;
-                };
-                let mut core = inner.core.lock().unwrap_or_else(|p| p.into_inner());
-                if core.pending.records.is_empty() {
-                    return Take::Idle;
-                }
-                Take::Batch(Batch {
-                    records: std::mem::take(&mut core.pending.records),
-                    last_seq: core.pending.applied,
-                    snapshot: snapshot_due.then(|| core.state.clone()),
-                })
+            JournalHost {
+                inner: Arc::downgrade(&svc.inner),
             },
         ));
         svc
@@ -265,7 +290,8 @@ impl DispatcherService {
         self.lock().state.clone()
     }
 
-    /// Resolves with the reason when the journal failed (the dispatcher must stop).
+    /// Resolves with the reason when the journal failed for good (the dispatcher must stop); a
+    /// journal that cannot be written for now (a full disk) does not end it.
     pub async fn journal_failed(&self) -> String {
         let mut rx = self.inner.durability.durable.subscribe();
         loop {
@@ -289,7 +315,7 @@ impl DispatcherService {
             .durability
             .wait(seq)
             .await
-            .map_err(|e| Status::unavailable(format!("dispatcher journal failed: {e}")))
+            .map_err(Status::unavailable)
     }
 
     /// Applies a command, queues it for the journal, and records what it produced.

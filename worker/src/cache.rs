@@ -8,6 +8,11 @@
 //! task whose chunk is missing or fails its checks warns, computes from the source, and writes the
 //! chunk again (a repair).
 //!
+//! A chunk that cannot be written (a full or failing cache disk) is dropped: the task has computed
+//! and delivered its elements anyway, so the worker computes instead of caching, with identical
+//! bytes, and a later `get` of that split computes and tries to write it again. The condition is
+//! logged once when it starts and once when writes succeed again ([`crate::disk`]).
+//!
 //! Measurements for `auto` (prefix time per record from the source, read time per record from the
 //! cache) and committed splits are accumulated per job and sent with heartbeats.
 
@@ -22,6 +27,7 @@ use cachew_pipeline::exec::{Features, PrefixCache};
 use cachew_proto::v1;
 use sha2::{Digest, Sha256};
 
+use crate::disk::DiskAlarm;
 use crate::engine::Prepared;
 
 /// Where the cache lives for this worker.
@@ -49,13 +55,21 @@ impl CacheMode {
     }
 }
 
-/// Per-job measurements and commits, drained into heartbeats.
+/// Per-job measurements and commits, drained into heartbeats; and whether the cache disk takes
+/// writes (shared by every task of the worker).
 #[derive(Debug, Default)]
 pub struct CacheReports {
     by_job: Mutex<HashMap<u64, v1::CacheReport>>,
+    disk: std::sync::OnceLock<DiskAlarm>,
 }
 
 impl CacheReports {
+    /// The cache disk's condition (created with the first task's cache directory).
+    pub fn disk(&self, dir: &std::path::Path) -> &DiskAlarm {
+        self.disk
+            .get_or_init(|| DiskAlarm::new("cache", dir, "computes instead of caching"))
+    }
+
     fn with(&self, job: u64, f: impl FnOnce(&mut v1::CacheReport)) {
         let mut map = self.by_job.lock().unwrap_or_else(|p| p.into_inner());
         let r = map.entry(job).or_insert_with(|| v1::CacheReport {
@@ -291,6 +305,7 @@ impl TaskCache {
             self.settings.compression,
         ) {
             Ok(_) => {
+                self.reports.disk(&self.settings.dir).succeeded();
                 self.reports
                     .with(self.job, |r| r.committed.push(self.split));
                 // The read cost on this storage, for `auto`.
@@ -309,7 +324,14 @@ impl TaskCache {
                 }
                 tracing::debug!(split = self.split, "cache chunk committed");
             }
-            Err(e) => tracing::warn!(split = self.split, "cannot write the cache chunk: {e}"),
+            // Nothing of the chunk was committed (write_chunk leaves no file behind): the split
+            // was computed and delivered all the same, and a later `get` computes it again.
+            Err(e) => {
+                tracing::debug!(split = self.split, "cannot write the cache chunk: {e}");
+                self.reports
+                    .disk(&self.settings.dir)
+                    .failed(&e, e.is_disk_full());
+            }
         }
     }
 
@@ -453,5 +475,74 @@ mod tests {
         cache.after_chunk(true);
         assert!(cache.lock().collected.is_empty());
         assert_eq!(chunk_ids(&cache), None);
+    }
+
+    use crate::test_tmpfs as tmpfs;
+
+    /// A put on a full cache disk computes every record as usual (what the client gets does
+    /// not depend on the cache), commits no chunk, and reports the disk; once space is back, a
+    /// `get` of the split finds no chunk, computes the same prefix outputs and writes it.
+    #[test]
+    fn a_full_cache_disk_computes_instead_of_caching_and_writes_again_once_freed() {
+        let fs = tmpfs::Tmpfs::mount(16 * 1024);
+        let put = task_cache(CacheMode::Put, fs.path());
+        let ids: Vec<u64> = put.range.clone().collect();
+        fs.fill();
+        for &id in &ids {
+            compute(&put, id);
+        }
+        put.after_chunk(true);
+        assert_eq!(chunk_ids(&put), None, "no chunk on a full disk");
+        assert!(
+            put.reports.disk(fs.path()).is_failing(),
+            "the condition is reported"
+        );
+        assert!(
+            put.reports
+                .take()
+                .iter()
+                .all(|r| !r.committed.contains(&SPLIT)),
+            "the split is not reported as cached"
+        );
+
+        fs.free();
+        let get = TaskCache::new(
+            1,
+            SPLIT,
+            CacheMode::Get,
+            put.settings.clone(),
+            put.prepared.clone(),
+            put.reports.clone(),
+            Vec::new(),
+        );
+        for &id in &ids {
+            compute(&get, id);
+        }
+        get.after_chunk(true);
+        assert_eq!(chunk_ids(&get), Some(ids.clone()));
+        assert!(
+            !get.reports.disk(fs.path()).is_failing(),
+            "the condition ended"
+        );
+        // What the cache now serves is exactly what was computed.
+        let served = TaskCache::new(
+            1,
+            SPLIT,
+            CacheMode::Get,
+            put.settings.clone(),
+            put.prepared.clone(),
+            put.reports.clone(),
+            Vec::new(),
+        );
+        for &id in &ids {
+            let payload = put.prepared.dataset.read_records(&[id]).remove(0).unwrap();
+            let features = put.prepared.pipeline.run_prefix(id, payload).unwrap();
+            let (_, cached) = served.cached(id).expect("served from the chunk");
+            assert_eq!(
+                cachew_pipeline::cache::encode_features(&cached),
+                cachew_pipeline::cache::encode_features(&features),
+                "record {id}"
+            );
+        }
     }
 }

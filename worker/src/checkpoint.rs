@@ -14,6 +14,13 @@
 //! delivered, so recovery restarts computing there. Positions, not buffers: a checkpoint is a
 //! few hundred bytes whatever the element size.
 //!
+//! # A full or failing disk
+//! A checkpoint that cannot be written (no space, an I/O error, a failed fsync) is not counted
+//! and the worker keeps serving; the store is dropped and opened again for the next attempt,
+//! every interval, until one succeeds (logged once when it starts failing and once when it
+//! works again, see [`crate::disk`]). The last checkpoint written before stays the one a
+//! restart recovers: the same case as a crash between two checkpoints, only staler.
+//!
 //! # Recovery rule
 //! A checkpoint written for another address is ignored (the dispatcher knows workers by address,
 //! so its leases would be refused anyway). A payload that does not parse stops the worker with an
@@ -30,6 +37,7 @@ use cachew_store::CheckpointStore;
 use serde::{Deserialize, Serialize};
 
 use crate::WorkerError;
+use crate::disk::DiskAlarm;
 use crate::engine::{Engine, TaskKey, TaskSpec};
 
 const FORMAT: u32 = 1;
@@ -167,7 +175,7 @@ pub struct Checkpointer {
 
 impl Checkpointer {
     pub fn start(
-        mut store: CheckpointStore,
+        store: CheckpointStore,
         engine: Engine,
         address: String,
         interval: Duration,
@@ -175,9 +183,18 @@ impl Checkpointer {
     ) -> std::io::Result<Checkpointer> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let dir = store.dir().to_path_buf();
+        let alarm = DiskAlarm::new(
+            "checkpoint store",
+            &dir,
+            "tries to checkpoint again every interval",
+        );
         let thread = std::thread::Builder::new()
             .name("checkpoint".into())
             .spawn(move || {
+                // None after a failed write: the store is opened again before the next one.
+                let mut store = Some(store);
+                let mut written = 0u64;
                 let mut next = Instant::now() + interval;
                 let mut last: Option<Vec<TaskCheckpoint>> = None;
                 loop {
@@ -204,18 +221,35 @@ impl Checkpointer {
                     let Ok(bytes) = serde_json::to_vec(&payload) else {
                         continue;
                     };
-                    match store.write(&bytes) {
+                    let current = match store.as_mut() {
+                        Some(current) => current,
+                        None => match CheckpointStore::open(&dir) {
+                            Ok((opened, _)) => store.insert(opened),
+                            Err(e) => {
+                                alarm.failed(&e, e.is_disk_full());
+                                continue;
+                            }
+                        },
+                    };
+                    match current.write(&bytes) {
                         Ok(stats) => {
+                            alarm.succeeded();
+                            written += 1;
                             *info.lock().unwrap_or_else(|p| p.into_inner()) =
                                 Some(v1::CheckpointInfo {
-                                    count: stats.count,
+                                    count: written,
                                     last_unix_ms: stats.last_unix_ms,
                                     last_bytes: stats.last_bytes,
                                     last_duration_us: stats.last_duration_us,
                                 });
                             last = Some(tasks);
                         }
-                        Err(e) => tracing::error!("checkpoint failed: {e}"),
+                        Err(e) => {
+                            // Not durable, or not known to be: never counted, and never
+                            // written through this store again (see CheckpointStore::write).
+                            alarm.failed(&e, e.is_disk_full());
+                            store = None;
+                        }
                     }
                 }
             })?;

@@ -7,6 +7,7 @@
 //! - [`control`]: registration and heartbeats with the dispatcher.
 //! - [`checkpoint`]: periodic checkpoints of task positions and recovery from them.
 //! - [`cache`]: Cachew put / get of a split's prefix output.
+//! - [`disk`]: reporting a full or failing checkpoint or cache disk.
 //! - [`cli`]: flags and the process entry point used by the binary.
 //!
 //! [`run`] serves on an already-bound listener until `shutdown` resolves.
@@ -15,8 +16,14 @@ pub mod cache;
 pub mod checkpoint;
 pub mod cli;
 pub mod control;
+pub mod disk;
 pub mod engine;
 pub mod service;
+
+/// A size-limited tmpfs for tests of a full disk (shared with the store crate's tests).
+#[cfg(test)]
+#[path = "../../core/store/tests/common/tmpfs.rs"]
+mod test_tmpfs;
 
 use std::future::Future;
 use std::sync::Arc;

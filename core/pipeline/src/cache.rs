@@ -25,7 +25,10 @@
 //! ```
 //! # Commit and recovery rule
 //! A chunk is written whole to a temporary file in the same directory, fsync'd, renamed over its
-//! final name and the directory fsync'd: a reader sees a complete chunk or none. A crash leaves
+//! final name and the directory fsync'd: a reader sees a complete chunk or none. A write that
+//! fails (a full disk, an I/O error, a failed fsync) removes what it wrote, the temporary file or
+//! (if the directory fsync failed) the renamed chunk, and returns the error
+//! ([`CacheError::is_disk_full`] tells a full disk): the split simply has no chunk. A crash leaves
 //! at most a `*.tmp*` file, which is never read (and is removed by [`remove_temporaries`]). A
 //! chunk that fails any check (magic, version, header or frame checksum, count, footer, a record
 //! outside the split, a duplicate) is reported as [`CacheError::Corrupt`] with its path and
@@ -65,6 +68,19 @@ pub enum CacheError {
         offset: u64,
         reason: String,
     },
+}
+
+impl CacheError {
+    /// True if the error is the file system running out of space (ENOSPC) or quota (EDQUOT).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            CacheError::Io { source, .. } if matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        )
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
@@ -294,15 +310,36 @@ pub fn write_chunk(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     ));
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(&out).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    std::fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(&dir))?;
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(&out)?;
+            f.sync_all()
+        })
+        .map_err(io(&tmp));
+    if let Err(e) = written {
+        // A full disk or a failed fsync: the temporary file is not a chunk; leave nothing.
+        remove_quietly(&tmp);
+        return Err(e);
+    }
+    if let Err(e) = std::fs::rename(&tmp, &path) {
+        remove_quietly(&tmp);
+        return Err(io(&path)(e));
+    }
+    if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
+        // The name may not be durable: take the chunk back rather than serve one whose commit
+        // did not complete (a later writer of the split writes it again).
+        remove_quietly(&path);
+        return Err(io(&dir)(e));
+    }
     Ok(path)
+}
+
+fn remove_quietly(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), "cannot remove a cache file that was not committed: {e}");
+    }
 }
 
 /// Reads and checks a chunk. `Ok(None)` if the split has no committed chunk.

@@ -48,6 +48,22 @@ pub enum PipelineError {
 }
 
 impl PipelineError {
+    /// True if the error is the file system running out of space (ENOSPC) or quota (EDQUOT).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            PipelineError::Io { source, .. } if matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        )
+    }
+
+    /// True for an I/O error (as opposed to bad data or a bad spec).
+    pub fn is_io(&self) -> bool {
+        matches!(self, PipelineError::Io { .. })
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         PipelineError::Io {
             path: path.into(),

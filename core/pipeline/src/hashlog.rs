@@ -11,9 +11,14 @@
 //! any malformed line, naming the line number. A resumed client truncates the log to the number of
 //! examples its cursor says were delivered before appending, so a resumed epoch's log is
 //! identical to an uninterrupted one.
+//!
+//! A full disk or a failed write or fsync loses and duplicates nothing: lines are held in memory
+//! until they are written at their own offset, and written again after a failed fsync (see
+//! [`HashLogWriter`]); the caller decides whether to wait for space (the `cachew-client` binary
+//! does) or to stop.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{PipelineError, Result};
@@ -33,12 +38,34 @@ pub fn log_path(dir: &Path, epoch: u64) -> PathBuf {
     dir.join(format!("epoch-{epoch}.log"))
 }
 
+/// Lines held before they are written to the file.
+const FLUSH_BYTES: usize = 64 * 1024;
+/// Written bytes after which the log is fsync'd even if nobody asked (bounds what is kept in
+/// memory to write again should that fsync fail).
+const SYNC_BYTES: usize = 1024 * 1024;
+
 /// Appends lines to one epoch's log.
+///
+/// Every line goes to a known byte offset (`lines * LINE_LEN`), so writing a line again after a
+/// failure overwrites it with the same bytes: a full disk, a write error or a failed fsync never
+/// leaves a torn, lost or duplicated line, and no call has to be repeated by the caller except
+/// the one that failed. On an error the lines are kept in memory: call [`flush`] or [`sync`]
+/// again (once there is room) until it succeeds. After a failed fsync the lines written since
+/// the last good one are written again before the next fsync (a second fsync of the same pages
+/// would prove nothing).
+///
+/// [`flush`]: HashLogWriter::flush
+/// [`sync`]: HashLogWriter::sync
 #[derive(Debug)]
 pub struct HashLogWriter {
     path: PathBuf,
-    out: BufWriter<File>,
-    lines: u64,
+    file: File,
+    /// Bytes of the file that hold lines written successfully (from offset 0).
+    written: u64,
+    /// Written bytes since the last successful fsync (they start at `written - unsynced.len()`).
+    unsynced: Vec<u8>,
+    /// Appended lines not written yet; they belong at offset `written`.
+    pending: Vec<u8>,
 }
 
 impl HashLogWriter {
@@ -70,16 +97,17 @@ impl HashLogWriter {
         }
         file.set_len(keep)
             .map_err(|e| PipelineError::io(&path, e))?;
-        let mut out = BufWriter::with_capacity(64 * 1024, file);
-        std::io::Seek::seek(&mut out, std::io::SeekFrom::Start(keep))
-            .map_err(|e| PipelineError::io(&path, e))?;
         Ok(HashLogWriter {
             path,
-            out,
-            lines: keep_lines,
+            file,
+            written: keep,
+            unsynced: Vec::new(),
+            pending: Vec::new(),
         })
     }
 
+    /// Appends a line; writes the held lines once they are many. An error is the write's (the
+    /// line is kept, see the type's documentation).
     pub fn append(&mut self, line: &HashLine) -> Result<()> {
         let mut buf = [0u8; LINE_LEN as usize];
         hex::encode_to_slice(line.record, &mut buf[..64])
@@ -88,26 +116,76 @@ impl HashLogWriter {
         hex::encode_to_slice(line.example, &mut buf[65..129])
             .map_err(|e| PipelineError::io(&self.path, std::io::Error::other(e)))?;
         buf[129] = b'\n';
-        self.out
-            .write_all(&buf)
-            .map_err(|e| PipelineError::io(&self.path, e))?;
-        self.lines += 1;
+        self.pending.extend_from_slice(&buf);
+        if self.pending.len() >= FLUSH_BYTES {
+            self.flush()?;
+        }
         Ok(())
     }
 
+    /// Lines appended so far (written or not).
     pub fn lines(&self) -> u64 {
-        self.lines
+        (self.written + self.pending.len() as u64) / LINE_LEN
     }
 
-    /// Flushes and fsyncs (call at the end of an epoch or when saving a cursor).
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes the held lines to the file (not fsync'd). On an error nothing counts as written:
+    /// the file is cut back to the last whole line written, and the lines stay held.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let written = (&self.file)
+            .seek(SeekFrom::Start(self.written))
+            .and_then(|_| (&self.file).write_all(&self.pending));
+        if let Err(e) = written {
+            // Part of the lines may have gone in; cut them (best effort: they would be
+            // overwritten with the same bytes anyway, and a reader rejects a torn last line).
+            let _ = self.file.set_len(self.written);
+            return Err(PipelineError::io(&self.path, e));
+        }
+        self.written += self.pending.len() as u64;
+        self.unsynced.append(&mut self.pending);
+        if self.unsynced.len() >= SYNC_BYTES {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the held lines and fsyncs (call at the end of an epoch or before saving a
+    /// cursor). If the fsync fails, the lines written since the last good one are held again,
+    /// to be written anew by the next call.
     pub fn sync(&mut self) -> Result<()> {
-        self.out
-            .flush()
-            .map_err(|e| PipelineError::io(&self.path, e))?;
-        self.out
-            .get_ref()
-            .sync_data()
-            .map_err(|e| PipelineError::io(&self.path, e))
+        self.flush()?;
+        if self.unsynced.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.file.sync_data() {
+            let redo = std::mem::take(&mut self.unsynced);
+            self.written -= redo.len() as u64;
+            let mut pending = redo;
+            pending.append(&mut self.pending);
+            self.pending = pending;
+            return Err(PipelineError::io(&self.path, e));
+        }
+        self.unsynced.clear();
+        Ok(())
+    }
+}
+
+impl Drop for HashLogWriter {
+    /// Writes the held lines (best effort, not fsync'd), as a buffered writer would.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!(
+                "{e}: {} line(s) of the hash log not written",
+                self.pending.len() as u64 / LINE_LEN
+            );
+        }
     }
 }
 

@@ -33,8 +33,9 @@
 //!    ones that fail are logged, counted in [`CheckpointStats::skipped_corrupt`] and collected
 //!    by the next write. If checkpoints exist but none passes, `open` fails with
 //!    [`StoreError::Corrupt`]: starting from nothing would silently lose the worker's progress.
-//! 3. The summary marker is rewritten if it does not describe the recovered checkpoint, and
-//!    removed if there is none.
+//! 3. The summary marker is rewritten if it does not describe the recovered checkpoint (if that
+//!    fails, say on a full disk, the store opens anyway and the next checkpoint rewrites it),
+//!    and removed if there is none.
 //!
 //! # The summary marker
 //!
@@ -224,7 +225,14 @@ impl CheckpointStore {
             stats,
         };
         match &newest_valid {
-            Some(checkpoint) => store.repair_summary(checkpoint)?,
+            // The marker is a view of the database: a full or failing disk must not keep the
+            // store (and the worker) from starting; the next checkpoint rewrites it.
+            Some(checkpoint) => {
+                if let Err(e) = store.repair_summary(checkpoint) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot repair the checkpoint summary now; the next checkpoint rewrites it");
+                    remove_if_present(&dir.join(SUMMARY_TMP))?;
+                }
+            }
             // A marker without a checkpoint behind it (the database was removed) must not be
             // shown as if there were one.
             None => remove_if_present(&dir.join(SUMMARY_FILE))?,
@@ -244,6 +252,11 @@ impl CheckpointStore {
     ///
     /// If the marker cannot be written the error is returned, but the checkpoint itself is
     /// already durable and counted.
+    ///
+    /// After an error (a full disk, an I/O error, a failed fsync) this store must not be written
+    /// again: fjall refuses further writes once one failed. Drop it and open the directory again
+    /// (which keeps the last checkpoints that were durable and repairs the marker); the next
+    /// checkpoint is then a new write of fresh pages, never a second fsync of the failed one.
     pub fn write(&mut self, payload: &[u8]) -> Result<CheckpointStats, StoreError> {
         let started = Instant::now();
         let seq = self.next_seq;
@@ -294,6 +307,11 @@ impl CheckpointStore {
             "checkpoint written"
         );
         result.map(|()| self.stats.clone())
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Counters of this store.

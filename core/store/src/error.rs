@@ -55,6 +55,21 @@ impl StoreError {
         }
     }
 
+    /// True if the error is the file system running out of space (or quota): a condition that
+    /// passes once space is freed, as opposed to damage or misuse. Walks the error's sources.
+    pub fn is_disk_full(&self) -> bool {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = source {
+            if let Some(io) = error.downcast_ref::<std::io::Error>()
+                && io_is_disk_full(io)
+            {
+                return true;
+            }
+            source = error.source();
+        }
+        false
+    }
+
     /// A fjall error met while reading `what` at `at`: corruption fjall detected (a table block
     /// checksum, say) becomes [`StoreError::Corrupt`] naming the place; anything else stays a
     /// [`StoreError::Fjall`].
@@ -89,6 +104,14 @@ impl StoreError {
             source,
         }
     }
+}
+
+/// True for an I/O error that means "no space left" (ENOSPC) or "quota exceeded" (EDQUOT).
+pub fn io_is_disk_full(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// True for fjall errors that mean damaged data rather than I/O trouble.

@@ -38,6 +38,16 @@
 //!    numbers must run on without a gap from the snapshot's `seq + 1` (or from 1). A failed
 //!    check or a gap is [`StoreError::Corrupt`] naming the sequence number: the journal never
 //!    skips a record, because applying the records after a missing one would diverge silently.
+//!
+//! # A full or failing disk
+//!
+//! A write that fails (no space left, an I/O error, a failed fsync) acknowledges nothing, and
+//! leaves every record acknowledged before it intact: at worst it leaves a torn last batch,
+//! which rule 1 cuts at the next open. fjall refuses further writes on a database after such a
+//! failure, so the caller drops the journal and opens it again (once space is back, or at
+//! once: opening needs no new space). The reopened journal may show records of the failed
+//! write read back from the page cache, which a failed fsync does not make durable; the caller
+//! writes them again with [`Journal::rewrite`] (or the snapshot with [`Journal::snapshot`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -173,8 +183,11 @@ impl Journal {
     /// `records` is empty, in which case nothing is written). Sequence numbers start at 1 and
     /// have no gaps.
     ///
-    /// On an error nothing of the batch is acknowledged; fjall refuses further writes after a
-    /// failed write or fsync, so the caller should reopen (recover) before going on.
+    /// On an error nothing of the batch is acknowledged, and this `Journal` must not be used for
+    /// writing again: fjall refuses further writes after a failed write or fsync (and an fsync
+    /// that failed must never be retried as if a second one proved the data durable). Drop it and
+    /// [`open`](Journal::open) the directory again; then see [`Journal::rewrite`] for records of
+    /// the failed batch the reopened journal may show.
     pub fn append(&mut self, records: &[&[u8]]) -> Result<u64, StoreError> {
         if records.is_empty() {
             return Ok(self.last_seq);
@@ -195,6 +208,45 @@ impl Journal {
         self.last_seq = seq;
         self.bytes_appended += bytes;
         Ok(seq)
+    }
+
+    /// Writes records `first_seq..` again, as one new fsync'd batch, over records of the same
+    /// numbers (and extends the journal if they run past [`last_seq`](Journal::last_seq)).
+    ///
+    /// This is for the records of a write that failed (a full disk, a failed fsync): after
+    /// reopening, the journal may show some or all of them (read back from the page cache), but
+    /// a failed fsync means their bytes may never reach the disk. Writing them again to fresh
+    /// pages and fsyncing that write makes them durable; fsyncing the old pages again would not
+    /// prove anything. `first_seq` must follow the snapshot and leave no gap.
+    pub fn rewrite(&mut self, first_seq: u64, records: &[&[u8]]) -> Result<u64, StoreError> {
+        if first_seq <= self.last_snapshot_seq || first_seq > self.last_seq + 1 {
+            return Err(StoreError::Corrupt {
+                path: self.db.path.clone(),
+                what: "journal rewrite",
+                at: Location::Seq(first_seq),
+                detail: format!(
+                    "records from {first_seq} cannot be written again: the snapshot covers up to \
+                     {} and the last record is {}",
+                    self.last_snapshot_seq, self.last_seq
+                ),
+            });
+        }
+        if records.is_empty() {
+            return Ok(self.last_seq);
+        }
+        let mut batch = self.db.db.batch().durability(Some(PersistMode::SyncAll));
+        let mut seq = first_seq - 1;
+        for record in records {
+            seq += 1;
+            let key = seq.to_be_bytes();
+            let value = frame::encode(&key, [], record, "journal record")?;
+            batch.insert(&self.records, key, value);
+        }
+        batch
+            .commit()
+            .map_err(|e| StoreError::fjall(&self.db.path, e))?;
+        self.last_seq = self.last_seq.max(seq);
+        Ok(self.last_seq)
     }
 
     /// Stores a snapshot of the caller's state covering every record up to [`last_seq`]
@@ -254,6 +306,11 @@ impl Journal {
             last_snapshot_unix_ms: self.last_snapshot_unix_ms,
             bytes_appended: self.bytes_appended,
         }
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &JournalOptions {
+        &self.options
     }
 
     /// The fjall database directory (`<dir>/db`).

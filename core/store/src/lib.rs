@@ -26,5 +26,5 @@ pub mod journal;
 
 pub use checkpoint::{Checkpoint, CheckpointStats, CheckpointStore, CheckpointSummary};
 pub use db::{DB_DIR, LOCK_FILE};
-pub use error::{Location, StoreError};
+pub use error::{Location, StoreError, io_is_disk_full};
 pub use journal::{Journal, JournalOptions, JournalStats, Recovery};

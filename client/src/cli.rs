@@ -16,7 +16,7 @@ use cachew_pipeline::{Dataset, PipelineError, PipelineSpec};
 use clap::Parser;
 
 use crate::cursor::{CursorError, SavedCursor};
-use crate::{ClientConfig, ClientEvent, JobClient};
+use crate::{ClientConfig, ClientEvent, DiskReporter, JobClient};
 
 /// Cachew-rs training client: streams a job's epochs from the cluster.
 #[derive(Parser, Debug)]
@@ -171,6 +171,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
     let (seed, num_epochs, num_consumers) = (config.seed, config.num_epochs, config.num_consumers);
     let mut client = JobClient::connect(config).await?;
+    let disks = client.disks();
     let cursor_of = |client: &JobClient| SavedCursor {
         job: args.job.clone(),
         seed,
@@ -222,11 +223,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                                 _ => 0,
                             };
                             let path = log_path(dir, batch.epoch);
-                            let opened =
-                                until_written("hash log", &path, PipelineError::is_io, || {
-                                    HashLogWriter::open(dir, batch.epoch, keep)
-                                })
-                                .await?;
+                            let opened = until_written(
+                                &disks,
+                                "hash log",
+                                &path,
+                                PipelineError::is_io,
+                                || HashLogWriter::open(dir, batch.epoch, keep),
+                            )
+                            .await?;
                             log.insert(opened)
                         }
                     };
@@ -240,9 +244,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                             // The line is held: wait until the held lines are written.
                             Err(e) if e.is_io() => {
                                 let path = writer.path().to_path_buf();
-                                until_written("hash log", &path, PipelineError::is_io, || {
-                                    writer.flush()
-                                })
+                                until_written(
+                                    &disks,
+                                    "hash log",
+                                    &path,
+                                    PipelineError::is_io,
+                                    || writer.flush(),
+                                )
                                 .await?;
                             }
                             Err(e) => return Err(e.into()),
@@ -255,7 +263,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 since_save += 1;
                 if since_save >= args.save_every {
                     if let Some(path) = &save_path {
-                        save_cursor(path, &cursor_of(&client), log.as_mut()).await?;
+                        save_cursor(&disks, path, &cursor_of(&client), log.as_mut()).await?;
                     }
                     since_save = 0;
                 }
@@ -272,7 +280,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 };
                 if let (Some(dir), Some(mut w)) = (&args.hash_log, log.take()) {
                     let path = w.path().to_path_buf();
-                    until_written("hash log", &path, PipelineError::is_io, || w.sync()).await?;
+                    until_written(&disks, "hash log", &path, PipelineError::is_io, || w.sync())
+                        .await?;
                     if let Some(reference) = &reference {
                         let lines = read_hash_log(&log_path(dir, summary.epoch))?;
                         let records: Vec<[u8; 32]> = lines.iter().map(|l| l.record).collect();
@@ -295,7 +304,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 }
                 client.report_epoch(report);
                 if let Some(path) = &save_path {
-                    save_cursor(path, &cursor_of(&client), None).await?;
+                    save_cursor(&disks, path, &cursor_of(&client), None).await?;
                 }
                 since_save = 0;
                 println!(
@@ -320,15 +329,22 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 
 /// Saves the cursor durably, after the hash log (which must never lag behind a saved cursor).
 async fn save_cursor(
+    disks: &DiskReporter,
     path: &Path,
     saved: &SavedCursor,
     log: Option<&mut HashLogWriter>,
 ) -> anyhow::Result<()> {
     if let Some(w) = log {
         let log_path = w.path().to_path_buf();
-        until_written("hash log", &log_path, PipelineError::is_io, || w.sync()).await?;
+        until_written(disks, "hash log", &log_path, PipelineError::is_io, || {
+            w.sync()
+        })
+        .await?;
     }
-    until_written("cursor file", path, CursorError::is_io, || saved.save(path)).await?;
+    until_written(disks, "cursor file", path, CursorError::is_io, || {
+        saved.save(path)
+    })
+    .await?;
     Ok(())
 }
 
@@ -345,6 +361,23 @@ fn save_cursor_once(
     Ok(())
 }
 
+/// Whether an error (or one of its sources) is a disk out of space or quota.
+fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// The first wait before trying a write again on a full or failing disk, doubled up to
 /// [`DISK_RETRY_MAX`]; the warning is repeated every [`DISK_WARN_EVERY`].
 const DISK_RETRY_MIN: Duration = Duration::from_millis(100);
@@ -356,7 +389,8 @@ const DISK_WARN_EVERY: Duration = Duration::from_secs(30);
 /// client waits, holding delivery (no example is taken from the stream meanwhile), rather than
 /// exiting. Every write it retries is safe to repeat: the hash log rewrites held lines at their
 /// own offsets, the cursor file is replaced atomically. Another error is returned at once.
-async fn until_written<T, E: std::fmt::Display>(
+async fn until_written<T, E: std::error::Error + 'static>(
+    disks: &DiskReporter,
     what: &str,
     path: &Path,
     retry: impl Fn(&E) -> bool,
@@ -369,6 +403,7 @@ async fn until_written<T, E: std::fmt::Display>(
         match write() {
             Ok(value) => {
                 if let Some(since) = since {
+                    disks.recovered(what);
                     tracing::warn!(
                         path = %path.display(),
                         "the {what} is written again after {:.1} s; delivery resumes",
@@ -378,6 +413,13 @@ async fn until_written<T, E: std::fmt::Display>(
                 return Ok(value);
             }
             Err(e) if retry(&e) => {
+                disks.failing(
+                    what,
+                    &path.display().to_string(),
+                    &e.to_string(),
+                    is_disk_full(&e),
+                    "holds delivery until the write goes through",
+                );
                 let now = Instant::now();
                 let started = *since.get_or_insert(now);
                 if warned.is_none_or(|t| now - t >= DISK_WARN_EVERY) {
@@ -437,8 +479,10 @@ mod tests {
     /// counts once); any other error ends the wait at once.
     #[tokio::test]
     async fn a_full_disk_is_waited_out_and_other_errors_are_not() {
+        let disks = crate::DiskReporter::default();
         let mut attempts = 0;
         let value = until_written(
+            &disks,
             "hash log",
             Path::new("/x"),
             |e: &std::io::Error| e.kind() == std::io::ErrorKind::StorageFull,
@@ -447,6 +491,9 @@ mod tests {
                 if attempts < 4 {
                     Err(full())
                 } else {
+                    // The dispatcher hears of the condition while it lasts.
+                    let now = disks.conditions();
+                    assert!(now.len() == 1 && now[0].disk_full && now[0].failures == 3);
                     Ok(attempts)
                 }
             },
@@ -454,9 +501,12 @@ mod tests {
         .await
         .unwrap();
         assert_eq!((value, attempts), (4, 4));
+        // Reported while it lasted, and over once the write went through.
+        assert!(disks.conditions().is_empty());
 
         let mut attempts = 0;
         let err = until_written(
+            &disks,
             "hash log",
             Path::new("/x"),
             |e: &std::io::Error| e.kind() == std::io::ErrorKind::StorageFull,

@@ -135,6 +135,66 @@ pub enum ClientEvent {
     EpochEnd(EpochSummary),
 }
 
+/// The client's own disks that do not take writes (its hash log, its cursor file), reported to
+/// the dispatcher with every heartbeat so the condition shows in the status stream and the
+/// dashboard. Cloned handles share one list (a default one reports to nobody).
+#[derive(Debug, Clone, Default)]
+pub struct DiskReporter {
+    conditions: Arc<Mutex<Vec<v1::DiskCondition>>>,
+    poke: Arc<Notify>,
+}
+
+impl DiskReporter {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<v1::DiskCondition>> {
+        self.conditions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A write to `store` at `path` failed (`disk_full`: for want of space); the client
+    /// `fallback`s meanwhile.
+    pub fn failing(&self, store: &str, path: &str, error: &str, disk_full: bool, fallback: &str) {
+        let mut list = self.lock();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let is_new = !list.iter().any(|c| c.store == store);
+        if is_new {
+            list.push(v1::DiskCondition {
+                store: store.to_string(),
+                path: path.to_string(),
+                since_unix_ms: now_ms,
+                fallback: fallback.to_string(),
+                ..Default::default()
+            });
+        }
+        if let Some(c) = list.iter_mut().find(|c| c.store == store) {
+            c.error = error.to_string();
+            c.disk_full = disk_full;
+            c.failures += 1;
+        }
+        drop(list);
+        if is_new {
+            self.poke.notify_one();
+        }
+    }
+
+    /// A write to `store` went through: its condition ends.
+    pub fn recovered(&self, store: &str) {
+        let mut list = self.lock();
+        let before = list.len();
+        list.retain(|c| c.store != store);
+        let changed = list.len() != before;
+        drop(list);
+        if changed {
+            self.poke.notify_one();
+        }
+    }
+
+    /// The conditions now.
+    pub fn conditions(&self) -> Vec<v1::DiskCondition> {
+        self.lock().clone()
+    }
+}
+
 /// One split being fetched.
 #[derive(Debug)]
 struct InFlight {
@@ -175,6 +235,7 @@ pub struct JobClient {
     locations: watch::Receiver<Locations>,
     shared_cursor: Arc<Mutex<(ClientCursor, u64)>>,
     reports: Arc<Mutex<Vec<v1::EpochReport>>>,
+    disks: DiskReporter,
     poke: Arc<Notify>,
     heartbeat: tokio::task::JoinHandle<()>,
     dispatcher: DispatcherClient<Channel>,
@@ -335,11 +396,16 @@ impl JobClient {
         let shared_cursor = Arc::new(Mutex::new((cursor, 0)));
         let reports = Arc::new(Mutex::new(Vec::new()));
         let poke = Arc::new(Notify::new());
+        let disks = DiskReporter {
+            conditions: Arc::default(),
+            poke: poke.clone(),
+        };
         let heartbeat = tokio::spawn(heartbeat_loop(
             dispatcher.clone(),
             (resp.job_id, resp.consumer_index, resp.consumer_generation),
             shared_cursor.clone(),
             reports.clone(),
+            disks.clone(),
             loc_tx,
             poke.clone(),
         ));
@@ -362,6 +428,7 @@ impl JobClient {
             locations: loc_rx,
             shared_cursor,
             reports,
+            disks,
             poke,
             heartbeat,
             dispatcher,
@@ -386,6 +453,11 @@ impl JobClient {
 
     pub fn num_epochs(&self) -> u64 {
         self.num_epochs
+    }
+
+    /// Where to report the client's own disks failing (the dispatcher shows them).
+    pub fn disks(&self) -> DiskReporter {
+        self.disks.clone()
     }
 
     /// The cursor after the last batch handed out: save it with a model checkpoint and pass it
@@ -633,6 +705,7 @@ impl JobClient {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            disks: self.disks.conditions(),
         };
         if let Err(e) = tokio::time::timeout(
             Duration::from_secs(2),
@@ -666,6 +739,7 @@ async fn heartbeat_loop(
     (job_id, consumer, generation): (u64, u32, u64),
     cursor: Arc<Mutex<(ClientCursor, u64)>>,
     reports: Arc<Mutex<Vec<v1::EpochReport>>>,
+    disks: DiskReporter,
     locations: watch::Sender<Locations>,
     poke: Arc<Notify>,
 ) {
@@ -691,6 +765,7 @@ async fn heartbeat_loop(
             known,
             delivered_examples: delivered,
             reports: reports.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            disks: disks.conditions(),
         };
         // A silent dispatcher (a cut link) must not hold the heartbeat forever.
         let deadline = Duration::from_millis(req.wait_ms) + HEARTBEAT_GRACE;

@@ -102,6 +102,63 @@ struct Soft {
     reports: HashMap<(JobId, u32), BTreeMap<u64, v1::EpochReport>>,
     /// Datasets already indexed: canonical spec -> (id, records).
     indexed: HashMap<String, (String, u64)>,
+    /// Disks that do not take writes, as each node's latest heartbeat said.
+    disks: HashMap<DiskOwner, Vec<v1::DiskCondition>>,
+}
+
+/// A node that reports its disks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum DiskOwner {
+    Worker(WorkerId),
+    Consumer(JobId, u32),
+}
+
+impl std::fmt::Display for DiskOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiskOwner::Worker(w) => write!(f, "worker {w}"),
+            DiskOwner::Consumer(j, c) => write!(f, "job {j} consumer {c}"),
+        }
+    }
+}
+
+/// Records the disks `owner` reports as failing; each condition's start and end become
+/// `disk_failing` and `disk_recovered` events (a condition is one store of one node).
+fn record_disks(core: &mut Core, owner: DiskOwner, now: &[v1::DiskCondition]) {
+    let before = core.soft.disks.remove(&owner).unwrap_or_default();
+    let (worker, job) = match owner {
+        DiskOwner::Worker(w) => (Some(w), None),
+        DiskOwner::Consumer(j, _) => (None, Some(j)),
+    };
+    for c in now {
+        if !before.iter().any(|b| b.store == c.store) {
+            let message = format!(
+                "{owner}: {} at {} does not take writes ({}: {}); it {}",
+                c.store,
+                c.path,
+                if c.disk_full {
+                    "disk full"
+                } else {
+                    "write failed"
+                },
+                c.error,
+                c.fallback
+            );
+            push_event(core, "disk_failing", message, worker, job);
+        }
+    }
+    for b in &before {
+        if !now.iter().any(|c| c.store == b.store) {
+            let message = format!(
+                "{owner}: {} at {} takes writes again (after {} failed)",
+                b.store, b.path, b.failures
+            );
+            push_event(core, "disk_recovered", message, worker, job);
+        }
+    }
+    if !now.is_empty() {
+        core.soft.disks.insert(owner, now.to_vec());
+    }
 }
 
 #[derive(Debug)]
@@ -723,6 +780,12 @@ impl DispatcherService {
                     checkpoint: core.soft.checkpoint.get(&w.id).copied(),
                     threads: w.threads,
                     elements_produced: core.soft.produced.get(&w.id).copied().unwrap_or(0),
+                    disks: core
+                        .soft
+                        .disks
+                        .get(&DiskOwner::Worker(w.id))
+                        .cloned()
+                        .unwrap_or_default(),
                 }
             })
             .collect();
@@ -835,6 +898,12 @@ impl DispatcherService {
                                 .reports
                                 .get(&(j.id, c.index))
                                 .map(|m| m.values().cloned().collect())
+                                .unwrap_or_default(),
+                            disks: core
+                                .soft
+                                .disks
+                                .get(&DiskOwner::Consumer(j.id, c.index))
+                                .cloned()
                                 .unwrap_or_default(),
                         })
                         .collect(),
@@ -1042,6 +1111,7 @@ impl cachew_proto::Dispatcher for DispatcherService {
                     core.soft
                         .produced
                         .insert(req.worker_id, req.elements_produced);
+                    record_disks(&mut core, DiskOwner::Worker(req.worker_id), &req.disks);
                 }
                 let (mut new_tasks, dropped) = self.reconcile(&mut core, req.worker_id, &req.tasks);
                 let holding = req.tasks.len() - dropped.len() + new_tasks.len();
@@ -1224,6 +1294,11 @@ impl cachew_proto::Dispatcher for DispatcherService {
                     core.soft
                         .consumer_seen
                         .insert((req.job_id, req.consumer_index), Instant::now());
+                    record_disks(
+                        &mut core,
+                        DiskOwner::Consumer(req.job_id, req.consumer_index),
+                        &req.disks,
+                    );
                     let mut fresh = Vec::new();
                     let known = core
                         .soft

@@ -277,6 +277,8 @@ pub struct NodeRow {
     pub control_name: Option<String>,
     /// The lifecycle comes from a snapshot taken before the dispatcher went down.
     pub stale: bool,
+    /// The worker's disks that do not take writes, as `cache full`, `checkpoint store failing`.
+    pub disks: Option<String>,
 }
 
 /// State of one position of an epoch in the split grid.
@@ -805,6 +807,7 @@ impl Model {
             tasks: p.worker.map(|w| w.tasks.len()),
             control_name: p.control_name,
             stale: p.stale,
+            disks: p.worker.and_then(|w| disk_summary(&w.disks)),
         }
     }
 
@@ -1160,6 +1163,26 @@ pub fn heartbeat_health(age_ms: u64, interval_ms: u64, timeout_ms: u64) -> Healt
 }
 
 /// A process state from cluster control, shortened for the node list.
+/// A short account of failing disks for a node row: `cache full, checkpoint store failing`.
+pub fn disk_summary(disks: &[v1::DiskCondition]) -> Option<String> {
+    if disks.is_empty() {
+        return None;
+    }
+    Some(
+        disks
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {}",
+                    d.store,
+                    if d.disk_full { "full" } else { "failing" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
 pub fn short_process(state: &str) -> String {
     match state {
         "killed(SIGKILL)" => "killed".into(),

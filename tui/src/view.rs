@@ -323,7 +323,14 @@ fn render_nodes(model: &Model, rows: &[NodeRow], area: Rect, buf: &mut Buffer) {
                 Span::raw(r.name.clone()),
                 Span::styled(role, dim()),
                 Span::styled(r.address.clone(), dim()),
-                Span::styled(r.state.clone(), state_style),
+                match &r.disks {
+                    // A failing disk outranks the lifecycle: the node says what it cannot do.
+                    Some(d) => Span::styled(
+                        format!("{} · {d}", r.state),
+                        Style::new().fg(Color::Red).bold(),
+                    ),
+                    None => Span::styled(r.state.clone(), state_style),
+                },
                 Span::styled(opt(r.heartbeat_ms.map(fmt::age_ms)), hb_style),
                 Span::raw(opt(r.pid.map(|p| p.to_string()))),
                 Span::raw(opt(r.restarts.map(|n| n.to_string()))),
@@ -624,8 +631,15 @@ fn event_style(kind: &str) -> Style {
         "registered" | "reregistered" | "recovered" | "heartbeat_resumed" | "standby_promoted"
         | "verdict_ok" | "link_up" | "action" => Style::new().fg(Color::Green),
         "heartbeat_missed" => Style::new().fg(Color::Yellow),
-        "heartbeat_timeout" | "declared_dead" | "fenced" | "verdict_failed" | "link_down"
-        | "action_failed" => Style::new().fg(Color::Red).bold(),
+        "heartbeat_timeout"
+        | "declared_dead"
+        | "fenced"
+        | "verdict_failed"
+        | "link_down"
+        | "action_failed"
+        | "disk_failing"
+        | "journal_unavailable" => Style::new().fg(Color::Red).bold(),
+        "disk_recovered" | "journal_recovered" => Style::new().fg(Color::Green),
         "failover" => Style::new().fg(Color::Magenta).bold(),
         "job_created" | "consumer_attached" | "consumer_released" | "job_finished" => {
             Style::new().fg(Color::Cyan)

@@ -426,3 +426,28 @@ fn while_the_dispatcher_is_down_a_dead_process_beats_a_stale_lifecycle() {
     let w1 = row(&rows, "worker-1");
     assert_eq!((w1.state.as_str(), w1.stale), ("alive", true));
 }
+
+#[test]
+fn a_worker_whose_disk_fails_says_so_in_its_row() {
+    let (mut m, snap) = healthy_model(true, false);
+    let mut status = snap.status();
+    status.workers[1].disks.push(v1::DiskCondition {
+        store: "cache".into(),
+        path: "/var/cache/cachew".into(),
+        disk_full: true,
+        error: "No space left on device".into(),
+        fallback: "computes instead of caching".into(),
+        since_unix_ms: 1,
+        failures: 3,
+    });
+    let address = status.workers[1].address.clone();
+    m.apply(Update::Status(Box::new(status)), T0 + 10);
+    let rows = m.node_rows();
+    let failing = rows.iter().find(|r| r.address == address).unwrap();
+    assert_eq!(failing.disks.as_deref(), Some("cache full"));
+    assert!(
+        rows.iter()
+            .filter(|r| r.address != address)
+            .all(|r| r.disks.is_none())
+    );
+}

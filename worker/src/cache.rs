@@ -70,6 +70,11 @@ impl CacheReports {
             .get_or_init(|| DiskAlarm::new("cache", dir, "computes instead of caching"))
     }
 
+    /// The cache disk's condition while it does not take writes.
+    pub fn disk_condition(&self) -> Option<v1::DiskCondition> {
+        self.disk.get().and_then(DiskAlarm::condition)
+    }
+
     fn with(&self, job: u64, f: impl FnOnce(&mut v1::CacheReport)) {
         let mut map = self.by_job.lock().unwrap_or_else(|p| p.into_inner());
         let r = map.entry(job).or_insert_with(|| v1::CacheReport {

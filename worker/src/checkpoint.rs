@@ -171,6 +171,7 @@ pub fn snapshot(engine: &Engine) -> Vec<TaskCheckpoint> {
 pub struct Checkpointer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    alarm: Arc<DiskAlarm>,
 }
 
 impl Checkpointer {
@@ -184,11 +185,12 @@ impl Checkpointer {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let dir = store.dir().to_path_buf();
-        let alarm = DiskAlarm::new(
+        let alarm = Arc::new(DiskAlarm::new(
             "checkpoint store",
             &dir,
-            "tries to checkpoint again every interval",
-        );
+            "keeps serving and tries to checkpoint again every interval",
+        ));
+        let shared_alarm = alarm.clone();
         let thread = std::thread::Builder::new()
             .name("checkpoint".into())
             .spawn(move || {
@@ -256,7 +258,13 @@ impl Checkpointer {
         Ok(Checkpointer {
             stop,
             thread: Some(thread),
+            alarm: shared_alarm,
         })
+    }
+
+    /// Whether the checkpoint store takes writes (for heartbeats).
+    pub fn alarm(&self) -> Arc<DiskAlarm> {
+        self.alarm.clone()
     }
 }
 

@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 use crate::WorkerError;
 use crate::cache::CacheMode;
 use crate::checkpoint::{SharedInfo, TaskCheckpoint};
+use crate::disk::DiskAlarm;
 use crate::engine::{Engine, Prepared, PreparedCache, TaskKey, TaskReport, TaskSpec};
 
 /// How the control loop reaches the dispatcher and presents this worker.
@@ -74,6 +75,7 @@ pub async fn control_loop(
     cache: Arc<PreparedCache>,
     mut restored: Vec<TaskCheckpoint>,
     checkpoint: SharedInfo,
+    disks: Vec<Arc<DiskAlarm>>,
 ) -> Result<(), WorkerError> {
     let mut client = connect(&config.dispatcher, config.connect_timeout).await?;
     loop {
@@ -98,6 +100,7 @@ pub async fn control_loop(
                 address: &config.advertise,
             },
             &checkpoint,
+            &disks,
         )
         .await;
         tracing::warn!(
@@ -192,6 +195,7 @@ async fn heartbeat_loop(
     cache: &Arc<PreparedCache>,
     me: Registration<'_>,
     checkpoint: &SharedInfo,
+    disks: &[Arc<DiskAlarm>],
 ) {
     let Registration {
         worker_id,
@@ -214,6 +218,11 @@ async fn heartbeat_loop(
             incarnation,
             elements_produced: engine.elements_produced(),
             address: address.to_string(),
+            disks: engine
+                .disk_conditions()
+                .into_iter()
+                .chain(disks.iter().filter_map(|d| d.condition()))
+                .collect(),
         };
         let free = req.free_slots;
         let result = {

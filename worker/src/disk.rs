@@ -18,6 +18,10 @@ struct Failing {
     since: Option<Instant>,
     last_logged: Option<Instant>,
     failures: u64,
+    /// The latest failure, for heartbeats.
+    error: String,
+    disk_full: bool,
+    since_unix_ms: u64,
 }
 
 /// One disk a worker writes to.
@@ -49,10 +53,32 @@ impl DiskAlarm {
         self.lock().since.is_some()
     }
 
+    /// The condition as heartbeats report it, while writes fail.
+    pub fn condition(&self) -> Option<cachew_proto::v1::DiskCondition> {
+        let st = self.lock();
+        st.since?;
+        Some(cachew_proto::v1::DiskCondition {
+            store: self.what.to_string(),
+            path: self.path.display().to_string(),
+            disk_full: st.disk_full,
+            error: st.error.clone(),
+            fallback: self.fallback.to_string(),
+            since_unix_ms: st.since_unix_ms,
+            failures: st.failures,
+        })
+    }
+
     /// A write failed with `error`; `disk_full` says whether it was for want of space.
     pub fn failed(&self, error: &dyn std::fmt::Display, disk_full: bool) {
         let mut st = self.lock();
         st.failures += 1;
+        st.error = error.to_string();
+        st.disk_full = disk_full;
+        if st.since.is_none() {
+            st.since_unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+        }
         let now = Instant::now();
         let condition = if disk_full {
             "disk full"
@@ -116,12 +142,18 @@ mod tests {
         assert!(!alarm.is_failing());
         alarm.succeeded();
         assert!(!alarm.is_failing());
+        assert_eq!(alarm.condition(), None);
         alarm.failed(&"No space left on device", true);
         alarm.failed(&"No space left on device", true);
         assert!(alarm.is_failing());
         assert_eq!(alarm.lock().failures, 2);
+        let c = alarm.condition().expect("a condition while failing");
+        assert_eq!((c.store.as_str(), c.path.as_str()), ("cache", "/x"));
+        assert!(c.disk_full && c.error.contains("No space") && c.failures == 2);
+        assert!(c.since_unix_ms > 0);
         alarm.succeeded();
         assert!(!alarm.is_failing());
+        assert_eq!(alarm.condition(), None);
         assert_eq!(alarm.lock().failures, 0);
     }
 }

@@ -387,6 +387,15 @@ impl Engine {
     }
 
     /// Cache measurements and commits since the last call (for the heartbeat).
+    /// The engine's disks (the cache) that do not take writes now.
+    pub fn disk_conditions(&self) -> Vec<cachew_proto::v1::DiskCondition> {
+        self.shared
+            .cache_reports
+            .disk_condition()
+            .into_iter()
+            .collect()
+    }
+
     pub fn take_cache_reports(&self) -> Vec<cachew_proto::v1::CacheReport> {
         self.shared.cache_reports.take()
     }

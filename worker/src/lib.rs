@@ -102,8 +102,9 @@ pub async fn run(
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(cachew_proto::incoming(listener), shutdown);
+    let disks: Vec<_> = _checkpointer.iter().map(|c| c.alarm()).collect();
     tokio::select! {
         served = server => served.map_err(WorkerError::from),
-        control = control::control_loop(config.control, engine.clone(), cache, restored, info) => control,
+        control = control::control_loop(config.control, engine.clone(), cache, restored, info, disks) => control,
     }
 }

@@ -98,6 +98,7 @@ impl Snapshot {
             .iter()
             .map(|w| v1::WorkerStatus {
                 elements_produced: 0,
+                disks: Vec::new(),
                 worker_id: w.id,
                 address: worker_address(w.id),
                 state: w.state.to_string(),
@@ -149,6 +150,7 @@ impl Snapshot {
             num_splits: SPLITS,
             num_records: RECORDS,
             consumers: vec![v1::ConsumerStatus {
+                disks: Vec::new(),
                 index: 0,
                 generation: 1,
                 attached: true,

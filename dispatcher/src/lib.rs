@@ -58,6 +58,9 @@ pub async fn run(
     serve(service, listener, shutdown).await
 }
 
+/// How long calls in flight get to finish once the dispatcher is told to stop.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Serves an existing service (with restored state) on `listener`.
 pub async fn serve(
     service: DispatcherService,
@@ -75,16 +78,32 @@ pub async fn serve(
         }
     });
     let watcher = service.clone();
+    // Status streams never end and long polls last seconds: a stop lets them finish for
+    // SHUTDOWN_GRACE, then closes them. Every acknowledged change is durable already.
+    let (stopping, mut stop_seen) = tokio::sync::watch::channel(false);
     let server = cachew_proto::server()
         .add_service(
             DispatcherServer::new(service)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(cachew_proto::incoming(listener), shutdown);
+        .serve_with_incoming_shutdown(cachew_proto::incoming(listener), async move {
+            let _ = stop_seen.wait_for(|s| *s).await;
+        });
     let result = tokio::select! {
         served = server => served.map_err(DispatcherError::from),
         reason = watcher.journal_failed() => Err(DispatcherError::Journal(reason)),
+        () = async move {
+            shutdown.await;
+            let _ = stopping.send(true);
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::info!(
+                "stopped; calls still open after {} ms (status streams, long polls) were closed",
+                SHUTDOWN_GRACE.as_millis()
+            );
+            Ok(())
+        }
     };
     liveness.abort();
     result

@@ -5,50 +5,24 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use cachew_client::ClientError;
-use cachew_client::fetch::{Locations, SplitJob, WorkerPool, fetch_split};
+use cachew_client::fetch::Locations;
 use cachew_proto::{Worker, WorkerServer, v1};
-use cachew_worker::cache::CacheMode;
-use cachew_worker::engine::{Engine, EngineConfig, Prepared, TaskKey, TaskSpec};
 use cachew_worker::service::WorkerService;
-use tokio::sync::{Notify, mpsc, watch};
+use common::{engine, location, prepared, spawn_fetch, tf_sample_spec};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-fn tf_sample_spec() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/specs/tf-sample.toml")
-}
-
-fn prepared(spec_path: &Path) -> Arc<Prepared> {
-    let spec = cachew_pipeline::PipelineSpec::load(spec_path).unwrap();
-    let dataset = cachew_pipeline::Dataset::for_spec(&spec).unwrap();
-    let pipeline = cachew_pipeline::Pipeline::new(spec).unwrap();
-    let plan = cachew_pipeline::exec::plan_for(&pipeline, &dataset);
-    Arc::new(Prepared {
-        pipeline,
-        dataset,
-        plan,
-    })
-}
-
-fn task(split: u32) -> TaskSpec {
-    TaskSpec {
-        key: TaskKey {
-            job: 1,
-            epoch: 0,
-            position: 0,
-        },
-        lease: 3,
-        split,
-        seed: 42,
-        dataset_id: "d".into(),
-        start_index: 0,
-        cache_mode: CacheMode::Compute,
-    }
+/// The task the fetches below ask for: lease 3.
+fn task(split: u32) -> cachew_worker::engine::TaskSpec {
+    common::task(3, split)
 }
 
 /// A worker that answers its first calls with the given statuses, then serves for real.
@@ -91,36 +65,13 @@ async fn serve(service: impl Worker) -> String {
 /// Fetches split `split` (of length `len`) from `address`; returns what reached the consumer:
 /// the element count, and the error that ended the fetch if one did.
 async fn fetch_all(address: String, split: u32, len: u32) -> (u32, Option<ClientError>) {
-    let location = v1::SplitLocation {
-        epoch: 0,
-        position: 0,
-        split,
-        lease: 3,
-        worker_address: address,
-        worker_id: 1,
-        start_index: 0,
-    };
     let (_tx, rx) = watch::channel(Locations {
-        by_position: [((0, 0), location)].into_iter().collect(),
+        by_position: [((0, 0), location(split, 3, address))]
+            .into_iter()
+            .collect(),
         ..Locations::default()
     });
-    let (out_tx, mut out_rx) = mpsc::channel(64);
-    let job = SplitJob {
-        job_id: 1,
-        epoch: 0,
-        position: 0,
-        split,
-        len,
-        start: 0,
-        max_elements: 16,
-    };
-    let fetcher = tokio::spawn(fetch_split(
-        job,
-        WorkerPool::default(),
-        rx,
-        Arc::new(Notify::new()),
-        out_tx,
-    ));
+    let (fetcher, mut out_rx) = spawn_fetch(split, len, rx);
     let mut got = 0;
     let mut error = None;
     while got < len {
@@ -143,12 +94,7 @@ async fn transport_and_worker_state_failures_are_retried_whatever_their_code() {
     let prepared = prepared(&tf_sample_spec());
     let split = prepared.plan.split_order(42, 0)[0];
     let len = prepared.plan.split_len(split);
-    let (engine, _threads) = Engine::start(EngineConfig {
-        threads: 1,
-        max_tasks: 2,
-        ahead: 64,
-        chunk: 8,
-    });
+    let (engine, _threads) = engine();
     engine.add_task(task(split), prepared.clone());
     // What tonic reports for a torn stream, a reset, a GOAWAY mid-call, an overloaded or
     // restarting peer; an Aborted without the typed failure is not final either.
@@ -207,12 +153,7 @@ async fn a_record_failing_under_on_error_fail_ends_the_split_with_its_reason() {
     let prepared = prepared(&corrupt_copy(dir.path()));
     // Split 0 holds record 0, the corrupt one.
     let len = prepared.plan.split_len(0);
-    let (engine, _threads) = Engine::start(EngineConfig {
-        threads: 1,
-        max_tasks: 2,
-        ahead: 64,
-        chunk: 8,
-    });
+    let (engine, _threads) = engine();
     engine.add_task(task(0), prepared.clone());
     let address = serve(WorkerService::new(
         engine.clone(),
@@ -246,12 +187,7 @@ async fn a_worker_that_cannot_read_its_data_for_a_while_retries_and_serves() {
     // The file goes away (an unmounted volume, a failing disk) before the task computes.
     let away = data.join("moved-away");
     std::fs::rename(&first, &away).unwrap();
-    let (engine, _threads) = Engine::start(EngineConfig {
-        threads: 1,
-        max_tasks: 2,
-        ahead: 64,
-        chunk: 8,
-    });
+    let (engine, _threads) = engine();
     engine.add_task(task(0), prepared.clone());
     let address = serve(WorkerService::new(
         engine.clone(),
@@ -290,58 +226,26 @@ async fn a_fetch_from_a_silent_owner_follows_the_split_when_it_moves() {
     let prepared = prepared(&tf_sample_spec());
     let split = prepared.plan.split_order(42, 0)[0];
     let len = prepared.plan.split_len(split);
-    let (engine, _threads) = Engine::start(EngineConfig {
-        threads: 1,
-        max_tasks: 2,
-        ahead: 64,
-        chunk: 8,
-    });
-    let mut moved = task(split);
-    moved.lease = 4;
-    engine.add_task(moved, prepared.clone());
+    let (engine, _threads) = engine();
+    engine.add_task(common::task(4, split), prepared.clone());
     let live_address = serve(WorkerService::new(
         engine.clone(),
         std::time::Instant::now(),
     ))
     .await;
-    let location = |lease: u64, worker_address: String| v1::SplitLocation {
-        epoch: 0,
-        position: 0,
-        split,
-        lease,
-        worker_address,
-        worker_id: 1,
-        start_index: 0,
-    };
     let (tx, rx) = watch::channel(Locations {
-        by_position: [((0, 0), location(3, silent_address))]
+        by_position: [((0, 0), location(split, 3, silent_address))]
             .into_iter()
             .collect(),
         ..Locations::default()
     });
-    let (out_tx, mut out_rx) = mpsc::channel(64);
-    let job = SplitJob {
-        job_id: 1,
-        epoch: 0,
-        position: 0,
-        split,
-        len,
-        start: 0,
-        max_elements: 16,
-    };
     let started = std::time::Instant::now();
-    let fetcher = tokio::spawn(fetch_split(
-        job,
-        WorkerPool::default(),
-        rx,
-        Arc::new(Notify::new()),
-        out_tx,
-    ));
+    let (fetcher, mut out_rx) = spawn_fetch(split, len, rx);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The dispatcher fails the split over to the live worker under a new lease.
     tx.send_modify(|l| {
         l.by_position
-            .insert((0, 0), location(4, live_address.clone()));
+            .insert((0, 0), location(split, 4, live_address.clone()));
     });
     let mut got = 0;
     while got < len {

@@ -842,3 +842,51 @@ impl Iterator for BlockingClient {
         self.runtime.block_on(self.client.next()).transpose()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dispatcher's refusal of the request itself is final; any other status (a torn stream
+    /// reports Internal or Unknown, a restarting dispatcher Unavailable) is worth retrying.
+    #[test]
+    fn only_refusals_of_the_request_itself_are_final() {
+        use tonic::Code;
+        for code in [
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::FailedPrecondition,
+            Code::OutOfRange,
+            Code::Unimplemented,
+        ] {
+            assert!(
+                matches!(
+                    refused(tonic::Status::new(code, "x")),
+                    ClientError::Refused(_)
+                ),
+                "{code:?}"
+            );
+        }
+        for code in [
+            Code::Internal,
+            Code::Unknown,
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Cancelled,
+            Code::Aborted,
+            Code::ResourceExhausted,
+            Code::DataLoss,
+        ] {
+            assert!(
+                matches!(
+                    refused(tonic::Status::new(code, "x")),
+                    ClientError::Unreachable(_)
+                ),
+                "{code:?}"
+            );
+        }
+    }
+}

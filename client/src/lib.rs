@@ -691,22 +691,14 @@ impl JobClient {
         self.heartbeat.abort();
         // The final cursor (past the last epoch) goes first, or the dispatcher may release a
         // consumer it last saw inside the final epoch and never count the job as finished.
-        let (cursor, delivered) = *self.shared_cursor.lock().unwrap_or_else(|p| p.into_inner());
-        let last = v1::ClientHeartbeatRequest {
-            job_id: self.job_id,
-            consumer_index: self.consumer,
-            consumer_generation: self.generation,
-            cursor: Some(to_wire(&cursor)),
-            wait_ms: 0,
-            known: Vec::new(),
-            delivered_examples: delivered,
-            reports: self
-                .reports
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            disks: self.disks.conditions(),
-        };
+        let last = heartbeat_request(
+            (self.job_id, self.consumer, self.generation),
+            &self.shared_cursor,
+            &self.reports,
+            &self.disks,
+            Vec::new(),
+            0,
+        );
         if let Err(e) = tokio::time::timeout(
             Duration::from_secs(2),
             self.dispatcher.client_heartbeat(last),
@@ -730,6 +722,30 @@ impl JobClient {
     }
 }
 
+/// A heartbeat of consumer (job, index, generation) carrying what it has to report now: its
+/// cursor and delivered count, its epoch reports and its failing disks.
+fn heartbeat_request(
+    (job_id, consumer_index, consumer_generation): (u64, u32, u64),
+    cursor: &Mutex<(ClientCursor, u64)>,
+    reports: &Mutex<Vec<v1::EpochReport>>,
+    disks: &DiskReporter,
+    known: Vec<v1::TaskLease>,
+    wait_ms: u64,
+) -> v1::ClientHeartbeatRequest {
+    let (c, delivered) = *cursor.lock().unwrap_or_else(|p| p.into_inner());
+    v1::ClientHeartbeatRequest {
+        job_id,
+        consumer_index,
+        consumer_generation,
+        cursor: Some(to_wire(&c)),
+        wait_ms,
+        known,
+        delivered_examples: delivered,
+        reports: reports.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        disks: disks.conditions(),
+    }
+}
+
 /// How long past its long-poll wait a heartbeat may take before it counts as failed.
 const HEARTBEAT_GRACE: Duration = Duration::from_secs(5);
 
@@ -745,7 +761,6 @@ async fn heartbeat_loop(
 ) {
     let mut failures = 0u32;
     loop {
-        let (c, delivered) = *cursor.lock().unwrap_or_else(|p| p.into_inner());
         let known = locations
             .borrow()
             .by_position
@@ -756,17 +771,14 @@ async fn heartbeat_loop(
                 lease: l.lease,
             })
             .collect();
-        let req = v1::ClientHeartbeatRequest {
-            job_id,
-            consumer_index: consumer,
-            consumer_generation: generation,
-            cursor: Some(to_wire(&c)),
-            wait_ms: 500,
+        let req = heartbeat_request(
+            (job_id, consumer, generation),
+            &cursor,
+            &reports,
+            &disks,
             known,
-            delivered_examples: delivered,
-            reports: reports.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            disks: disks.conditions(),
-        };
+            500,
+        );
         // A silent dispatcher (a cut link) must not hold the heartbeat forever.
         let deadline = Duration::from_millis(req.wait_ms) + HEARTBEAT_GRACE;
         let call = async {

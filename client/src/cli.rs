@@ -13,6 +13,8 @@ use cachew_pipeline::hashlog::{
     HashLine, HashLogWriter, check_exactly_once, log_path, read_hash_log,
 };
 use cachew_pipeline::{Dataset, PipelineError, PipelineSpec};
+use cachew_proto::names::Name;
+use cachew_proto::v1;
 use clap::Parser;
 
 use crate::cursor::{CursorError, SavedCursor};
@@ -78,11 +80,16 @@ pub struct Args {
     /// How the job uses the cache of the pipeline's deterministic prefix: `compute` (never),
     /// `put` (compute and write it), `get` (read it) or `auto` (put during the first epoch while
     /// measuring, then get or compute, whichever is cheaper). Workers need --cache-dir.
-    #[arg(long, default_value = "compute", value_parser = ["compute", "put", "get", "auto"])]
-    pub cache_policy: String,
+    #[arg(long, default_value = "compute", value_parser = cache_policy)]
+    pub cache_policy: v1::CacheMode,
     /// Log filter (tracing env-filter syntax).
     #[arg(long, default_value = "info")]
     pub log: String,
+}
+
+/// A `--cache-policy` value: a cache mode's name, unknown names refused with the valid ones.
+fn cache_policy(name: &str) -> Result<v1::CacheMode, String> {
+    v1::CacheMode::parse(name).map_err(|e| e.to_string())
 }
 
 /// Entry point of the binary.
@@ -130,7 +137,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     config.consumer_index = args.consumer_index;
     config.connect_timeout = Duration::from_millis(args.connect_timeout_ms);
     config.prefetch_splits = args.prefetch_splits as usize;
-    config.cache_policy = args.cache_policy.clone();
+    config.cache_policy = args.cache_policy;
     let save_path = args
         .save_cursor
         .clone()

@@ -75,7 +75,7 @@ pub struct ClientConfig {
     /// Resume a consumer where a saved cursor says.
     pub resume: Option<ClientCursor>,
     /// How the job uses the cache of its pipeline's prefix: compute, put, get or auto.
-    pub cache_policy: String,
+    pub cache_policy: v1::CacheMode,
 }
 
 impl ClientConfig {
@@ -98,7 +98,7 @@ impl ClientConfig {
             split_buffer: 64,
             fetch_elements: 16,
             resume: None,
-            cache_policy: "compute".into(),
+            cache_policy: v1::CacheMode::Compute,
         }
     }
 }
@@ -334,7 +334,7 @@ impl JobClient {
                 .map_or(-1, |c| c as i32),
             resume: resume.is_some(),
             cursor: resume.as_ref().map(to_wire),
-            cache_policy: config.cache_policy.clone(),
+            cache_policy: config.cache_policy.into(),
         };
         let resp = loop {
             match dispatcher.get_or_create_job(req.clone()).await {

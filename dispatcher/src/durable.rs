@@ -19,6 +19,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cachew_proto::v1::EventKind;
 use cachew_store::{Journal, JournalOptions, JournalStats, Recovery};
 use tokio::sync::{Notify, watch};
 
@@ -221,7 +222,7 @@ pub trait WriterHost: Send {
     /// The next batch to write (taken under the state lock).
     fn take(&mut self, snapshot_due: bool) -> Take;
     /// Publishes a status event of `kind`.
-    fn event(&mut self, kind: &'static str, message: String);
+    fn event(&mut self, kind: EventKind, message: String);
     /// False once the dispatcher is gone (the writer then stops, even in the middle of an
     /// outage).
     fn alive(&self) -> bool;
@@ -301,7 +302,7 @@ pub async fn writer(journal: Journal, durability: Arc<Durability>, mut host: imp
                             dir.display()
                         );
                         tracing::warn!("{message}");
-                        host.event("journal_recovered", message);
+                        host.event(EventKind::JournalRecovered, message);
                     }
                     break;
                 }
@@ -320,7 +321,7 @@ pub async fn writer(journal: Journal, durability: Arc<Durability>, mut host: imp
                             dir.display()
                         );
                         tracing::error!("{message}");
-                        host.event("journal_unavailable", message);
+                        host.event(EventKind::JournalUnavailable, message);
                     } else if reminded.is_none_or(|t| t.elapsed() >= REMIND_EVERY) {
                         reminded = Some(Instant::now());
                         tracing::error!(

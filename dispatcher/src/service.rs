@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cachew_pipeline::{Dataset, PipelineSpec};
+use cachew_proto::names::Name;
 use cachew_proto::v1;
+use cachew_proto::v1::EventKind;
 use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -144,7 +146,7 @@ fn record_disks(core: &mut Core, owner: DiskOwner, now: &[v1::DiskCondition]) {
                 c.error,
                 c.fallback
             );
-            push_event(core, "disk_failing", message, worker, job);
+            push_event(core, EventKind::DiskFailing, message, worker, job);
         }
     }
     for b in &before {
@@ -153,7 +155,7 @@ fn record_disks(core: &mut Core, owner: DiskOwner, now: &[v1::DiskCondition]) {
                 "{owner}: {} at {} takes writes again (after {} failed)",
                 b.store, b.path, b.failures
             );
-            push_event(core, "disk_recovered", message, worker, job);
+            push_event(core, EventKind::DiskRecovered, message, worker, job);
         }
     }
     if !now.is_empty() {
@@ -247,7 +249,7 @@ impl crate::durable::WriterHost for JournalHost {
         })
     }
 
-    fn event(&mut self, kind: &'static str, message: String) {
+    fn event(&mut self, kind: EventKind, message: String) {
         if let Some(inner) = self.inner.upgrade() {
             {
                 let mut core = inner.core.lock().unwrap_or_else(|p| p.into_inner());
@@ -286,7 +288,13 @@ impl DispatcherService {
         {
             let mut core = svc.lock();
             tracing::info!("{replay_summary}");
-            push_event(&mut core, "journal_replayed", replay_summary, None, None);
+            push_event(
+                &mut core,
+                EventKind::JournalReplayed,
+                replay_summary,
+                None,
+                None,
+            );
         }
         // The writer holds the service weakly, so dropping the dispatcher closes the journal.
         tokio::spawn(crate::durable::writer(
@@ -384,7 +392,7 @@ impl DispatcherService {
             self.inner.durability.wake.notify_one();
         }
         for e in &outcome.events {
-            tracing::info!(kind = e.kind, "{}", e.message);
+            tracing::info!(kind = e.kind.name(), "{}", e.message);
             push_event(core, e.kind, e.message.clone(), e.worker, e.job);
         }
         if !outcome.noop {
@@ -453,7 +461,7 @@ impl DispatcherService {
                         gap.as_millis()
                     );
                     tracing::warn!("{msg}");
-                    push_event(&mut core, "dispatcher_stalled", msg, None, None);
+                    push_event(&mut core, EventKind::DispatcherStalled, msg, None, None);
                     self.bump();
                 }
             }
@@ -484,7 +492,7 @@ impl DispatcherService {
                     age.as_millis(),
                     timeout.as_millis()
                 );
-                push_event(&mut core, "heartbeat_timeout", msg, Some(id), None);
+                push_event(&mut core, EventKind::HeartbeatTimeout, msg, Some(id), None);
                 let _ = self.execute(
                     &mut core,
                     Command::DeclareDead {
@@ -501,7 +509,7 @@ impl DispatcherService {
                     age.as_millis()
                 );
                 tracing::warn!("{msg}");
-                push_event(&mut core, "heartbeat_missed", msg, Some(id), None);
+                push_event(&mut core, EventKind::HeartbeatMissed, msg, Some(id), None);
                 self.bump();
             }
         }
@@ -531,7 +539,7 @@ impl DispatcherService {
                     consumer_timeout.as_secs()
                 );
                 tracing::warn!("{msg}");
-                push_event(&mut core, "consumer_timeout", msg, None, Some(job));
+                push_event(&mut core, EventKind::ConsumerTimeout, msg, None, Some(job));
                 let _ = self.execute(
                     &mut core,
                     Command::ReleaseConsumer {
@@ -610,14 +618,20 @@ impl DispatcherService {
                     r.job_id, r.repaired
                 );
                 tracing::warn!("{msg}");
-                push_event(core, "cache_repaired", msg, Some(worker), Some(r.job_id));
+                push_event(
+                    core,
+                    EventKind::CacheRepaired,
+                    msg,
+                    Some(worker),
+                    Some(r.job_id),
+                );
             }
             if newly_complete {
                 let msg = format!(
                     "job {}: cache complete, {splits} of {splits} chunks committed",
                     r.job_id
                 );
-                push_event(core, "cache_complete", msg, None, Some(r.job_id));
+                push_event(core, EventKind::CacheComplete, msg, None, Some(r.job_id));
             }
             if let Some(decision) = decide {
                 let _ = self.execute(
@@ -654,20 +668,26 @@ impl DispatcherService {
                 }
                 other => {
                     let reason = match (job, other) {
-                        (None, _) => "unknown job".to_string(),
-                        (Some(j), _) if j.finished => "job finished".to_string(),
+                        (None, _) => v1::DropReason::UnknownJob,
+                        (Some(j), _) if j.finished => v1::DropReason::JobFinished,
                         (Some(j), None) if j.is_delivered(key.epoch, key.position) => {
-                            "delivered".to_string()
+                            v1::DropReason::Delivered
                         }
-                        (Some(_), None) => "unassigned".to_string(),
+                        (Some(_), None) => v1::DropReason::Unassigned,
                         (Some(_), Some(a)) => {
                             let msg = format!(
                                 "worker {worker} reported {key} under stale lease {} (now worker {} lease {}): fenced",
                                 t.lease, a.worker, a.lease
                             );
                             tracing::warn!("{msg}");
-                            push_event(core, "fenced", msg, Some(worker), Some(key.job_id));
-                            "fenced".to_string()
+                            push_event(
+                                core,
+                                EventKind::Fenced,
+                                msg,
+                                Some(worker),
+                                Some(key.job_id),
+                            );
+                            v1::DropReason::Fenced
                         }
                     };
                     core.soft
@@ -676,7 +696,7 @@ impl DispatcherService {
                     dropped.push(v1::DroppedTask {
                         key: Some(*key),
                         lease: t.lease,
-                        reason,
+                        reason: reason.into(),
                     });
                 }
             }
@@ -744,10 +764,12 @@ impl DispatcherService {
                     .get(&w.id)
                     .map_or(0, |t| now.duration_since(*t).as_millis() as u64);
                 let state = match w.life {
-                    WorkerLife::Dead => "dead",
-                    WorkerLife::Alive if core.soft.suspect.contains(&w.id) => "suspect",
-                    WorkerLife::Alive if w.standby => "standby",
-                    WorkerLife::Alive => "alive",
+                    WorkerLife::Dead => v1::WorkerState::Dead,
+                    WorkerLife::Alive if core.soft.suspect.contains(&w.id) => {
+                        v1::WorkerState::Suspect
+                    }
+                    WorkerLife::Alive if w.standby => v1::WorkerState::Standby,
+                    WorkerLife::Alive => v1::WorkerState::Alive,
                 };
                 let tasks = core
                     .state
@@ -772,7 +794,7 @@ impl DispatcherService {
                 v1::WorkerStatus {
                     worker_id: w.id,
                     address: w.address.clone(),
-                    state: state.to_string(),
+                    state: state.into(),
                     heartbeat_age_ms: if w.life == WorkerLife::Dead { 0 } else { age },
                     standby: w.standby,
                     incarnation: w.incarnation,
@@ -848,12 +870,17 @@ impl DispatcherService {
                 let soft = core.soft.cache.get(&j.id);
                 let per = |us: u64, n: u64| if n == 0 { 0.0 } else { us as f64 / n as f64 };
                 let cache = v1::CacheStatus {
-                    policy: j.cache_policy.name().to_string(),
+                    policy: j.cache_policy.to_wire().into(),
                     decision: j
                         .cache_decision
-                        .map(|d| if d.get { "get" } else { "compute" })
-                        .unwrap_or_default()
-                        .to_string(),
+                        .map_or(v1::CacheMode::Unspecified, |d| {
+                            if d.get {
+                                v1::CacheMode::Get
+                            } else {
+                                v1::CacheMode::Compute
+                            }
+                        })
+                        .into(),
                     compute_us_per_element: j.cache_decision.map_or_else(
                         || soft.map_or(0.0, |c| per(c.prefix_us, c.prefix_count)),
                         |d| d.compute_ns_per_element as f64 / 1000.0,
@@ -959,13 +986,13 @@ fn task_def(job: &Job, epoch: u64, position: u32, a: &Assignment) -> v1::TaskDef
         dataset_id: job.dataset_id.clone(),
         seed: job.seed,
         start_index: a.start_index,
-        cache_mode: job.cache_mode(epoch).to_string(),
+        cache_mode: job.cache_mode(epoch).into(),
     }
 }
 
 fn push_event(
     core: &mut Core,
-    kind: &str,
+    kind: EventKind,
     message: String,
     worker: Option<WorkerId>,
     job: Option<JobId>,
@@ -974,7 +1001,7 @@ fn push_event(
     core.events.push_back(v1::Event {
         seq: core.next_event,
         unix_ms: unix_ms(),
-        kind: kind.to_string(),
+        kind: kind.into(),
         message,
         worker_id: worker.unwrap_or(0),
         job_id: job.unwrap_or(0),
@@ -1083,7 +1110,7 @@ impl cachew_proto::Dispatcher for DispatcherService {
                             "worker {} (not alive here) reported {reported} task(s): fenced, it must register again",
                             req.worker_id
                         );
-                        push_event(&mut core, "fenced", msg, Some(req.worker_id), None);
+                        push_event(&mut core, EventKind::Fenced, msg, Some(req.worker_id), None);
                     }
                     return Ok(Response::new(v1::WorkerHeartbeatResponse {
                         reregister: true,
@@ -1094,7 +1121,7 @@ impl cachew_proto::Dispatcher for DispatcherService {
                     let msg = format!("worker {}: heartbeats resumed", req.worker_id);
                     push_event(
                         &mut core,
-                        "heartbeat_resumed",
+                        EventKind::HeartbeatResumed,
                         msg,
                         Some(req.worker_id),
                         None,
@@ -1181,12 +1208,8 @@ impl cachew_proto::Dispatcher for DispatcherService {
         if req.job_name.is_empty() {
             return Err(Status::invalid_argument("job name is empty"));
         }
-        let cache_policy = CachePolicy::parse(&req.cache_policy).ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "unknown cache policy `{}` (compute, put, get or auto)",
-                req.cache_policy
-            ))
-        })?;
+        let cache_policy = CachePolicy::from_wire(req.cache_policy)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if cache_policy != CachePolicy::Compute {
             let spec = PipelineSpec::from_json(&req.spec_json)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -1317,9 +1340,9 @@ impl cachew_proto::Dispatcher for DispatcherService {
                     }
                     for r in &fresh {
                         let kind = match (r.verified, r.exactly_once) {
-                            (false, _) => "epoch_report",
-                            (true, true) => "verdict_ok",
-                            (true, false) => "verdict_failed",
+                            (false, _) => EventKind::EpochReport,
+                            (true, true) => EventKind::VerdictOk,
+                            (true, false) => EventKind::VerdictFailed,
                         };
                         let msg = format!(
                             "job {} consumer {} epoch {}: {} examples, {:.0} images/s{}",

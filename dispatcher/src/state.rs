@@ -10,6 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use cachew_pipeline::SplitPlan;
+use cachew_proto::names::{Name, UnknownValue};
+use cachew_proto::v1::{CacheMode, EventKind};
 use serde::{Deserialize, Serialize};
 
 pub type WorkerId = u64;
@@ -100,15 +102,15 @@ pub struct Job {
 
 impl Job {
     /// How the tasks of `epoch` use the cache: "compute", "put" or "get".
-    pub fn cache_mode(&self, epoch: u64) -> &'static str {
+    pub fn cache_mode(&self, epoch: u64) -> CacheMode {
         match (self.cache_policy, self.cache_decision) {
-            (CachePolicy::Compute, _) => "compute",
-            (CachePolicy::Put, _) => "put",
-            (CachePolicy::Get, _) => "get",
-            (CachePolicy::Auto, None) => "put",
-            (CachePolicy::Auto, Some(d)) if !d.get => "compute",
-            (CachePolicy::Auto, Some(_)) if epoch == 0 => "put",
-            (CachePolicy::Auto, Some(_)) => "get",
+            (CachePolicy::Compute, _) => CacheMode::Compute,
+            (CachePolicy::Put, _) => CacheMode::Put,
+            (CachePolicy::Get, _) => CacheMode::Get,
+            (CachePolicy::Auto, None) => CacheMode::Put,
+            (CachePolicy::Auto, Some(d)) if !d.get => CacheMode::Compute,
+            (CachePolicy::Auto, Some(_)) if epoch == 0 => CacheMode::Put,
+            (CachePolicy::Auto, Some(_)) => CacheMode::Get,
         }
     }
 
@@ -253,23 +255,32 @@ pub enum CachePolicy {
 }
 
 impl CachePolicy {
-    pub fn parse(s: &str) -> Option<CachePolicy> {
-        match s {
-            "" | "compute" => Some(CachePolicy::Compute),
-            "put" => Some(CachePolicy::Put),
-            "get" => Some(CachePolicy::Get),
-            "auto" => Some(CachePolicy::Auto),
-            _ => None,
+    /// The policy of a request's raw wire value (UNSPECIFIED is compute); a value this
+    /// dispatcher does not know is an error, never a silent compute.
+    pub fn from_wire(raw: i32) -> Result<CachePolicy, UnknownValue> {
+        match CacheMode::try_from(raw) {
+            Ok(CacheMode::Unspecified | CacheMode::Compute) => Ok(CachePolicy::Compute),
+            Ok(CacheMode::Put) => Ok(CachePolicy::Put),
+            Ok(CacheMode::Get) => Ok(CachePolicy::Get),
+            Ok(CacheMode::Auto) => Ok(CachePolicy::Auto),
+            Err(_) => Err(UnknownValue {
+                what: "cache policy",
+                value: raw,
+            }),
+        }
+    }
+
+    pub fn to_wire(self) -> CacheMode {
+        match self {
+            CachePolicy::Compute => CacheMode::Compute,
+            CachePolicy::Put => CacheMode::Put,
+            CachePolicy::Get => CacheMode::Get,
+            CachePolicy::Auto => CacheMode::Auto,
         }
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            CachePolicy::Compute => "compute",
-            CachePolicy::Put => "put",
-            CachePolicy::Get => "get",
-            CachePolicy::Auto => "auto",
-        }
+        self.to_wire().name()
     }
 }
 
@@ -365,7 +376,7 @@ impl Command {
 /// Something worth telling operators (the status stream's event log).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateEvent {
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub message: String,
     pub worker: Option<WorkerId>,
     pub job: Option<JobId>,
@@ -512,7 +523,7 @@ impl State {
                 j.cache_decision = Some(*decision);
                 Ok(Outcome {
                     events: vec![StateEvent {
-                        kind: "cache_decision",
+                        kind: EventKind::CacheDecision,
                         message: format!(
                             "job {job} auto cache: {} (prefix {:.1} us per element from the source, {:.1} us from the cache)",
                             if decision.get {
@@ -561,7 +572,7 @@ impl State {
                 j.forget_assignments_of(*consumer);
                 Ok(Outcome {
                     events: vec![StateEvent {
-                        kind: "consumer_released",
+                        kind: EventKind::ConsumerReleased,
                         message: format!("job {job} consumer {consumer} released"),
                         worker: None,
                         job: Some(*job),
@@ -645,9 +656,9 @@ impl State {
         let role = if standby { "standby worker" } else { "worker" };
         out.events.push(StateEvent {
             kind: if incarnation > 1 {
-                "reregistered"
+                EventKind::Reregistered
             } else {
-                "registered"
+                EventKind::Registered
             },
             message: format!(
                 "{role} {id} at {address} registered (incarnation {incarnation}{})",
@@ -658,7 +669,7 @@ impl State {
         });
         if !kept.is_empty() {
             out.events.push(StateEvent {
-                kind: "recovered",
+                kind: EventKind::Recovered,
                 message: format!(
                     "worker {id} recovered {} task(s) from its checkpoint",
                     kept.len()
@@ -670,7 +681,7 @@ impl State {
         let rejected = claims.len() - kept.len();
         if rejected > 0 {
             out.events.push(StateEvent {
-                kind: "fenced",
+                kind: EventKind::Fenced,
                 message: format!(
                     "worker {id} restored {rejected} task(s) that were reassigned; it drops them"
                 ),
@@ -793,7 +804,7 @@ impl State {
                 );
                 out.created = true;
                 out.events.push(StateEvent {
-                    kind: "job_created",
+                    kind: EventKind::JobCreated,
                     message: format!(
                         "job {id} `{name}` created: {num_splits} splits, {} epochs, {num_consumers} consumer(s), seed {seed}",
                         if num_epochs == 0 { "unbounded".to_string() } else { num_epochs.to_string() }
@@ -833,7 +844,7 @@ impl State {
         consumer.attached = true;
         consumer.parked = false;
         out.events.push(StateEvent {
-            kind: "consumer_attached",
+            kind: EventKind::ConsumerAttached,
             message: format!(
                 "job {job_id} consumer {index} attached (generation {}) at epoch {} split #{} index {}",
                 consumer.generation, consumer.cursor.epoch, consumer.cursor.ordinal, consumer.cursor.index
@@ -897,7 +908,7 @@ impl State {
             let mut out = self.consumer_progress(job_id, index, generation, cursor)?;
             out.noop = false;
             out.events.push(StateEvent {
-                kind: "consumer_attached",
+                kind: EventKind::ConsumerAttached,
                 message: format!("job {job_id} consumer {index} is back and attached again"),
                 worker: None,
                 job: Some(job_id),
@@ -917,7 +928,7 @@ impl State {
         if normalized.epoch > old.epoch {
             for e in old.epoch..normalized.epoch {
                 out.events.push(StateEvent {
-                    kind: "epoch_done",
+                    kind: EventKind::EpochDone,
                     message: format!("job {job_id} consumer {index} finished epoch {e}"),
                     worker: None,
                     job: Some(job_id),
@@ -947,7 +958,7 @@ impl State {
             job.finished = true;
             job.assignments.clear();
             out.events.push(StateEvent {
-                kind: "job_finished",
+                kind: EventKind::JobFinished,
                 message: format!("job {job_id} `{}` finished", job.name),
                 worker: None,
                 job: Some(job_id),
@@ -1045,7 +1056,7 @@ impl State {
         let address = w.address.clone();
         let mut out = Outcome::default();
         out.events.push(StateEvent {
-            kind: "declared_dead",
+            kind: EventKind::DeclaredDead,
             message: format!("worker {worker} at {address} declared dead"),
             worker: Some(worker),
             job: None,
@@ -1064,7 +1075,7 @@ impl State {
         };
         if let Some(r) = replacement {
             out.events.push(StateEvent {
-                kind: "standby_promoted",
+                kind: EventKind::StandbyPromoted,
                 message: format!("standby worker {r} promoted to replace worker {worker}"),
                 worker: Some(r),
                 job: None,
@@ -1091,7 +1102,7 @@ impl State {
                     job.assignments.insert((epoch, position), a);
                     out.assigned.push((job_id, epoch, position, a));
                     out.events.push(StateEvent {
-                        kind: "failover",
+                        kind: EventKind::Failover,
                         message: format!(
                             "job {job_id} epoch {epoch} split {} moved from worker {worker} to {r} at index {start} (lease {lease})",
                             old.split
@@ -1103,7 +1114,7 @@ impl State {
                 _ => {
                     job.assignments.remove(&(epoch, position));
                     out.events.push(StateEvent {
-                        kind: "failover",
+                        kind: EventKind::Failover,
                         message: format!(
                             "job {job_id} epoch {epoch} split {} released by dead worker {worker}; next free worker resumes it at index {start}",
                             old.split
@@ -1334,7 +1345,7 @@ mod tests {
                 },
             })
             .unwrap();
-        assert!(out.events.iter().any(|e| e.kind == "job_finished"));
+        assert!(out.events.iter().any(|e| e.kind == EventKind::JobFinished));
         assert!(s.jobs[&j].finished && s.jobs[&j].assignments.is_empty());
     }
 

@@ -56,7 +56,12 @@ async fn a_silent_consumer_is_released_and_comes_back() {
     svc.check_liveness();
     let status = svc.status(0);
     assert!(!status.jobs[0].consumers[0].attached);
-    assert!(status.events.iter().any(|e| e.kind == "consumer_timeout"));
+    assert!(
+        status
+            .events
+            .iter()
+            .any(|e| e.kind() == v1::EventKind::ConsumerTimeout)
+    );
     // The worker is told to drop the splits; none are handed out while the consumer is away.
     let resp = svc
         .worker_heartbeat(Request::new(heartbeat(held)))

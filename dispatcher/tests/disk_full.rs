@@ -26,11 +26,11 @@ async fn register(svc: &DispatcherService, n: u32) -> Result<u64, tonic::Status>
     .map(|r| r.into_inner().worker_id)
 }
 
-fn events(svc: &DispatcherService, kind: &str) -> Vec<v1::Event> {
+fn events(svc: &DispatcherService, kind: v1::EventKind) -> Vec<v1::Event> {
     svc.status(0)
         .events
         .into_iter()
-        .filter(|e| e.kind == kind)
+        .filter(|e| e.kind() == kind)
         .collect()
 }
 
@@ -62,7 +62,7 @@ async fn a_full_journal_disk_stops_acknowledging_and_resumes_once_freed() {
         "the refusal says why: {}",
         refused.message()
     );
-    let reported = events(&svc, "journal_unavailable");
+    let reported = events(&svc, v1::EventKind::JournalUnavailable);
     assert_eq!(reported.len(), 1, "one event per outage");
     assert!(
         reported[0]
@@ -93,7 +93,7 @@ async fn a_full_journal_disk_stops_acknowledging_and_resumes_once_freed() {
             }
         }
     }
-    assert_eq!(events(&svc, "journal_recovered").len(), 1);
+    assert_eq!(events(&svc, v1::EventKind::JournalRecovered).len(), 1);
     let live = svc.state();
     assert!(live.workers.len() > before.workers.len());
 

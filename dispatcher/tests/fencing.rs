@@ -81,7 +81,7 @@ async fn a_returning_dead_worker_is_fenced_everywhere() {
         status
             .workers
             .iter()
-            .any(|w| w.worker_id == a.worker_id && w.state == "dead")
+            .any(|w| w.worker_id == a.worker_id && w.state() == v1::WorkerState::Dead)
     );
     // B takes A's splits under new leases.
     let b_tasks = heartbeat(&svc, b.worker_id, b.incarnation, vec![], 4)
@@ -100,14 +100,13 @@ async fn a_returning_dead_worker_is_fenced_everywhere() {
     // Re-registering with the stale leases keeps none of them.
     let again = register(&svc, "127.0.0.1:1", held(&a_tasks)).await;
     assert!(again.kept.is_empty());
-    let kinds: Vec<String> = svc
-        .status(0)
-        .events
-        .iter()
-        .map(|e| e.kind.clone())
-        .collect();
+    let kinds: Vec<v1::EventKind> = svc.status(0).events.iter().map(|e| e.kind()).collect();
     assert!(
-        kinds.iter().filter(|k| *k == "fenced").count() >= 2,
+        kinds
+            .iter()
+            .filter(|k| **k == v1::EventKind::Fenced)
+            .count()
+            >= 2,
         "{kinds:?}"
     );
     // Clients are sent to B's leases only.

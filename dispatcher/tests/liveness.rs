@@ -14,8 +14,8 @@ use tonic::Request;
 
 use common::register;
 
-fn worker_state(svc: &DispatcherService) -> String {
-    svc.status(0).workers[0].state.clone()
+fn worker_state(svc: &DispatcherService) -> v1::WorkerState {
+    svc.status(0).workers[0].state()
 }
 
 #[tokio::test]
@@ -36,26 +36,26 @@ async fn a_stalled_dispatcher_does_not_declare_its_workers_dead() {
     .await
     .unwrap();
     svc.check_liveness();
-    assert_eq!(worker_state(&svc), "alive");
+    assert_eq!(worker_state(&svc), v1::WorkerState::Alive);
 
     // The dispatcher does not run for longer than the worker timeout: no checks happen.
     std::thread::sleep(Duration::from_millis(500));
     svc.check_liveness();
     assert_eq!(
         worker_state(&svc),
-        "alive",
+        v1::WorkerState::Alive,
         "the dispatcher's own stall is not the worker's silence"
     );
     assert!(
         svc.status(0)
             .events
             .iter()
-            .any(|e| e.kind == "dispatcher_stalled")
+            .any(|e| e.kind() == v1::EventKind::DispatcherStalled)
     );
 
     // Running normally again, a worker that stays silent is declared dead after its timeout.
     let started = Instant::now();
-    while worker_state(&svc) != "dead" {
+    while worker_state(&svc) != v1::WorkerState::Dead {
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "a silent worker must still be declared dead"

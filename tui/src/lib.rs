@@ -20,6 +20,7 @@ pub mod cli;
 pub mod demo;
 pub mod feed;
 pub mod fmt;
+pub mod health;
 pub mod keys;
 pub mod model;
 pub mod view;

@@ -13,7 +13,14 @@ use std::path::PathBuf;
 
 use cachew_proto::v1;
 
+use cachew_cluster::NodeState;
+use cachew_cluster::control::node_state_from_wire;
+
 use crate::fmt;
+pub use crate::health::{
+    DashboardEvent, EventLabel, Health, Lifecycle, LinkState, disk_summary, heartbeat_health,
+    merge_state, short_process,
+};
 use crate::keys::Key;
 
 /// Events kept in the log (oldest dropped first).
@@ -96,7 +103,7 @@ pub enum Origin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggedEvent {
     pub unix_ms: u64,
-    pub kind: String,
+    pub kind: EventLabel,
     pub message: String,
     pub origin: Origin,
 }
@@ -237,17 +244,6 @@ fn parse_role(s: &str) -> Role {
     }
 }
 
-/// How healthy something looks, which the view turns into a colour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
-    Good,
-    /// Idle by design (a standby worker).
-    Idle,
-    Warn,
-    Bad,
-    Unknown,
-}
-
 /// One row of the node list: cluster control's view of the process merged with the dispatcher's
 /// view of the worker (matched by address).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,11 +253,11 @@ pub struct NodeRow {
     pub name: String,
     pub role: Role,
     pub address: String,
-    /// Lifecycle from the status stream (alive, suspect, standby, dead, registered) or the link
-    /// (up, down, connecting) for the dispatcher.
-    pub lifecycle: Option<String>,
-    /// Process state from cluster control (running, paused, killed(SIGKILL), exited(0), ...).
-    pub process: Option<String>,
+    /// Lifecycle from the status stream (alive, suspect, standby, dead) or the link (up, down,
+    /// connecting) for the dispatcher.
+    pub lifecycle: Option<Lifecycle>,
+    /// Process state from cluster control (running, paused, killed, exited, ...).
+    pub process: Option<NodeState>,
     /// The two merged: `alive`, `dead (killed)`, `suspect (paused)`.
     pub state: String,
     pub health: Health,
@@ -463,7 +459,11 @@ impl Model {
                 let since_ms = match &self.link {
                     Link::Down { since_ms, .. } => *since_ms,
                     Link::Up { .. } => {
-                        self.log_local(now_ms, "link_down", format!("dispatcher down: {error}"));
+                        self.log_local(
+                            now_ms,
+                            DashboardEvent::LinkDown,
+                            format!("dispatcher down: {error}"),
+                        );
                         now_ms
                     }
                     Link::Connecting { since_ms } => *since_ms,
@@ -493,16 +493,20 @@ impl Model {
                         self.nodes = response.nodes;
                         if response.errors.is_empty() {
                             self.notify(Level::Ok, format!("{label}: done"));
-                            self.log_local(now_ms, "action", format!("{label}: done"));
+                            self.log_local(
+                                now_ms,
+                                DashboardEvent::Action,
+                                format!("{label}: done"),
+                            );
                         } else {
                             let text = format!("{label}: {}", response.errors.join("; "));
-                            self.log_local(now_ms, "action_failed", text.clone());
+                            self.log_local(now_ms, DashboardEvent::ActionFailed, text.clone());
                             self.notify(Level::Error, text);
                         }
                     }
                     Err(e) => {
                         let text = format!("{label} failed: {e}");
-                        self.log_local(now_ms, "action_failed", text.clone());
+                        self.log_local(now_ms, DashboardEvent::ActionFailed, text.clone());
                         self.notify(Level::Error, text);
                     }
                 }
@@ -529,7 +533,7 @@ impl Model {
                 let down_for = now_ms.saturating_sub(*since_ms);
                 self.log_local(
                     now_ms,
-                    "link_up",
+                    DashboardEvent::LinkUp,
                     format!(
                         "dispatcher {} up again after {}",
                         status.dispatcher_address,
@@ -554,7 +558,7 @@ impl Model {
             if fresh {
                 self.push_event(LoggedEvent {
                     unix_ms: e.unix_ms,
-                    kind: e.kind.clone(),
+                    kind: EventLabel::Cluster(e.kind()),
                     message: e.message.clone(),
                     origin: Origin::Dispatcher,
                 });
@@ -622,10 +626,10 @@ impl Model {
         }
     }
 
-    fn log_local(&mut self, now_ms: u64, kind: &str, message: String) {
+    fn log_local(&mut self, now_ms: u64, kind: DashboardEvent, message: String) {
         self.push_event(LoggedEvent {
             unix_ms: now_ms,
-            kind: kind.to_string(),
+            kind: EventLabel::Dashboard(kind),
             message,
             origin: Origin::Dashboard,
         });
@@ -669,7 +673,13 @@ impl Model {
                         .iter()
                         .enumerate()
                         .filter(|(_, w)| !n.address.is_empty() && w.address == n.address)
-                        .max_by_key(|(_, w)| (w.state != "dead", w.incarnation, w.worker_id))
+                        .max_by_key(|(_, w)| {
+                            (
+                                w.state() != v1::WorkerState::Dead,
+                                w.incarnation,
+                                w.worker_id,
+                            )
+                        })
                 })
                 .flatten();
             if let Some((i, _)) = worker
@@ -677,14 +687,14 @@ impl Model {
             {
                 *m = true;
             }
-            let process = Some(n.state.clone());
+            let process = node_state_from_wire(n);
             let (lifecycle, heartbeat_ms) = match role {
                 Role::Dispatcher => {
                     have_dispatcher = true;
-                    (Some(self.link_name().to_string()), self.status_age())
+                    (Some(Lifecycle::Link(self.link_state())), self.status_age())
                 }
                 Role::Worker => match worker {
-                    Some((_, w)) => (Some(w.state.clone()), worker_age(w)),
+                    Some((_, w)) => (Some(Lifecycle::Worker(w.state())), worker_age(w)),
                     None => (None, None),
                 },
                 Role::Client => (None, None),
@@ -728,7 +738,7 @@ impl Model {
                     name: "dispatcher".into(),
                     role: Role::Dispatcher,
                     address,
-                    lifecycle: Some(self.link_name().to_string()),
+                    lifecycle: Some(Lifecycle::Link(self.link_state())),
                     process: None,
                     heartbeat_ms: self.status_age(),
                     pid: None,
@@ -748,7 +758,7 @@ impl Model {
                 name: format!("worker #{}", w.worker_id),
                 role: Role::Worker,
                 address: w.address.clone(),
-                lifecycle: Some(w.state.clone()),
+                lifecycle: Some(Lifecycle::Worker(w.state())),
                 process: None,
                 heartbeat_ms: worker_age(w).map(|a| {
                     if stale {
@@ -770,11 +780,11 @@ impl Model {
     fn row(&self, mut p: RowParts<'_>) -> NodeRow {
         // While the dispatcher is down its last word on a worker is stale; if cluster control
         // knows the process is gone, that is the fresher fact.
-        if p.stale && p.process.as_deref().is_some_and(|s| s != "running") {
+        if p.stale && p.process.is_some_and(|s| s != NodeState::Running) {
             p.stale = false;
             p.lifecycle = None;
         }
-        let (state, health) = merge_state(p.role, p.lifecycle.as_deref(), p.process.as_deref());
+        let (state, health) = merge_state(p.role, p.lifecycle, p.process);
         let (interval, timeout) = self.timing();
         let heartbeat_health = match (p.role, p.heartbeat_ms) {
             (_, None) => Health::Unknown,
@@ -811,11 +821,11 @@ impl Model {
         }
     }
 
-    fn link_name(&self) -> &'static str {
+    fn link_state(&self) -> LinkState {
         match self.link {
-            Link::Up { .. } => "up",
-            Link::Down { .. } => "down",
-            Link::Connecting { .. } => "connecting",
+            Link::Up { .. } => LinkState::Up,
+            Link::Down { .. } => LinkState::Down,
+            Link::Connecting { .. } => LinkState::Connecting,
         }
     }
 
@@ -892,7 +902,9 @@ impl Model {
                 .workers
                 .iter()
                 .find(|w| w.worker_id == id)
-                .is_some_and(|w| matches!(w.state.as_str(), "alive" | "standby" | "registered"))
+                .is_some_and(|w| {
+                    matches!(w.state(), v1::WorkerState::Alive | v1::WorkerState::Standby)
+                })
         };
         (0..job.num_splits)
             .map(|p| {
@@ -1007,8 +1019,8 @@ impl Model {
             Key::PauseResume => {
                 let paused = rows
                     .get(i)
-                    .and_then(|r| r.process.as_deref())
-                    .is_some_and(|p| p == "paused");
+                    .and_then(|r| r.process)
+                    .is_some_and(|p| p == NodeState::Paused);
                 return if paused {
                     self.act_on_selected(&rows, i, v1::Action::Resume, "resume")
                 } else {
@@ -1137,8 +1149,8 @@ struct RowParts<'a> {
     name: String,
     role: Role,
     address: String,
-    lifecycle: Option<String>,
-    process: Option<String>,
+    lifecycle: Option<Lifecycle>,
+    process: Option<NodeState>,
     heartbeat_ms: Option<u64>,
     pid: Option<u32>,
     restarts: Option<u32>,
@@ -1148,88 +1160,7 @@ struct RowParts<'a> {
 }
 
 fn worker_age(w: &v1::WorkerStatus) -> Option<u64> {
-    (w.state != "dead").then_some(w.heartbeat_age_ms)
-}
-
-/// Colour class of a heartbeat age: within two intervals is fine, up to the timeout is late.
-pub fn heartbeat_health(age_ms: u64, interval_ms: u64, timeout_ms: u64) -> Health {
-    if age_ms <= interval_ms.saturating_mul(2) {
-        Health::Good
-    } else if age_ms <= timeout_ms {
-        Health::Warn
-    } else {
-        Health::Bad
-    }
-}
-
-/// A process state from cluster control, shortened for the node list.
-/// A short account of failing disks for a node row: `cache full, checkpoint store failing`.
-pub fn disk_summary(disks: &[v1::DiskCondition]) -> Option<String> {
-    if disks.is_empty() {
-        return None;
-    }
-    Some(
-        disks
-            .iter()
-            .map(|d| {
-                format!(
-                    "{} {}",
-                    d.store,
-                    if d.disk_full { "full" } else { "failing" }
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-    )
-}
-
-pub fn short_process(state: &str) -> String {
-    match state {
-        "killed(SIGKILL)" => "killed".into(),
-        "killed(SIGTERM)" => "terminated".into(),
-        s => match s.strip_prefix("exited(").and_then(|r| r.strip_suffix(')')) {
-            Some(code) => format!("exited {code}"),
-            None => s.to_string(),
-        },
-    }
-}
-
-/// Merges the lifecycle (status stream) and the process state (cluster control) into one label
-/// and its health: `alive`, `dead (killed)`, `suspect (paused)`, `starting`.
-pub fn merge_state(role: Role, lifecycle: Option<&str>, process: Option<&str>) -> (String, Health) {
-    let process_health = |p: &str| match p {
-        "running" => Health::Good,
-        "paused" | "not started" => Health::Warn,
-        _ => Health::Bad,
-    };
-    let lifecycle_health = |l: &str| match l {
-        "alive" | "up" => Health::Good,
-        "standby" => Health::Idle,
-        "suspect" | "registered" | "connecting" => Health::Warn,
-        "dead" | "down" => Health::Bad,
-        _ => Health::Unknown,
-    };
-    let worst = |a: Health, b: Health| {
-        let rank = |h: Health| match h {
-            Health::Bad => 4,
-            Health::Warn => 3,
-            Health::Unknown => 2,
-            Health::Idle => 1,
-            Health::Good => 0,
-        };
-        if rank(a) >= rank(b) { a } else { b }
-    };
-    match (lifecycle, process) {
-        (Some(l), Some("running")) | (Some(l), None) => (l.to_string(), lifecycle_health(l)),
-        (Some(l), Some(p)) => (
-            format!("{l} ({})", short_process(p)),
-            worst(lifecycle_health(l), process_health(p)),
-        ),
-        // Running, but the dispatcher does not list it (yet): starting, or lost its registration.
-        (None, Some("running")) if role == Role::Worker => ("unregistered".into(), Health::Warn),
-        (None, Some(p)) => (short_process(p), process_health(p)),
-        (None, None) => ("?".into(), Health::Unknown),
-    }
+    (w.state() != v1::WorkerState::Dead).then_some(w.heartbeat_age_ms)
 }
 
 fn capitalize(s: &str) -> String {

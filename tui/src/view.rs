@@ -22,11 +22,13 @@ use ratatui::widgets::{
     Table, TableState, Widget, Wrap,
 };
 
+use cachew_proto::v1;
+
 use crate::fmt;
 use crate::keys::KEYS;
 use crate::model::{
-    CheckpointSource, Control, Health, Level, Link, Mode, Model, NodeRow, Origin, Overlay,
-    SplitCell,
+    CheckpointSource, Control, DashboardEvent, EventLabel, Health, Level, Link, Mode, Model,
+    NodeRow, Origin, Overlay, SplitCell,
 };
 
 /// Colours of split owners, by worker id.
@@ -626,26 +628,47 @@ fn legend_line(
     Line::from(spans)
 }
 
-fn event_style(kind: &str) -> Style {
+/// The colour of an event kind. Every kind is listed: a new one does not compile until it
+/// has a style.
+fn event_style(kind: EventLabel) -> Style {
+    use v1::EventKind as K;
+    let good = Style::new().fg(Color::Green);
+    let warn = Style::new().fg(Color::Yellow);
+    let bad = Style::new().fg(Color::Red).bold();
+    let moved = Style::new().fg(Color::Magenta).bold();
+    let membership = Style::new().fg(Color::Cyan);
+    let progress = Style::new().fg(Color::Blue);
     match kind {
-        "registered" | "reregistered" | "recovered" | "heartbeat_resumed" | "standby_promoted"
-        | "verdict_ok" | "link_up" | "action" => Style::new().fg(Color::Green),
-        "heartbeat_missed" => Style::new().fg(Color::Yellow),
-        "heartbeat_timeout"
-        | "declared_dead"
-        | "fenced"
-        | "verdict_failed"
-        | "link_down"
-        | "action_failed"
-        | "disk_failing"
-        | "journal_unavailable" => Style::new().fg(Color::Red).bold(),
-        "disk_recovered" | "journal_recovered" => Style::new().fg(Color::Green),
-        "failover" => Style::new().fg(Color::Magenta).bold(),
-        "job_created" | "consumer_attached" | "consumer_released" | "job_finished" => {
-            Style::new().fg(Color::Cyan)
-        }
-        "epoch_done" | "epoch_report" => Style::new().fg(Color::Blue),
-        _ => Style::new(),
+        EventLabel::Cluster(k) => match k {
+            K::Registered
+            | K::Reregistered
+            | K::Recovered
+            | K::HeartbeatResumed
+            | K::StandbyPromoted
+            | K::VerdictOk
+            | K::DiskRecovered
+            | K::JournalRecovered
+            | K::CacheComplete => good,
+            K::HeartbeatMissed | K::DispatcherStalled | K::CacheRepaired => warn,
+            K::HeartbeatTimeout
+            | K::DeclaredDead
+            | K::Fenced
+            | K::VerdictFailed
+            | K::DiskFailing
+            | K::JournalUnavailable
+            | K::ConsumerTimeout => bad,
+            K::Failover => moved,
+            K::JobCreated
+            | K::ConsumerAttached
+            | K::ConsumerReleased
+            | K::JobFinished
+            | K::JournalReplayed
+            | K::CacheDecision => membership,
+            K::EpochDone | K::EpochReport => progress,
+            K::Unspecified => Style::new(),
+        },
+        EventLabel::Dashboard(DashboardEvent::LinkUp | DashboardEvent::Action) => good,
+        EventLabel::Dashboard(DashboardEvent::LinkDown | DashboardEvent::ActionFailed) => bad,
     }
 }
 
@@ -654,7 +677,7 @@ fn render_events(model: &Model, area: Rect, buf: &mut Buffer) {
     let inner = block.inner(area);
     block.render(area, buf);
     for (i, e) in model.events().rev().take(inner.height as usize).enumerate() {
-        let mut kind = Span::styled(e.kind.clone(), event_style(&e.kind));
+        let mut kind = Span::styled(e.kind.name(), event_style(e.kind));
         if e.origin == Origin::Dashboard {
             kind = kind.italic();
         }

@@ -5,11 +5,12 @@
 
 mod common;
 
+use cachew_cluster::NodeState;
 use cachew_proto::v1;
 use cachew_tui::keys::Key;
 use cachew_tui::model::{
-    ActCommand, CheckpointSource, Control, Effect, Health, Link, Mode, Model, Overlay, SplitCell,
-    Update,
+    ActCommand, CheckpointSource, Control, DashboardEvent, Effect, EventLabel, Health, Link, Mode,
+    Model, Overlay, SplitCell, Update,
 };
 use common::*;
 
@@ -148,7 +149,7 @@ fn pause_toggles_to_resume_on_a_paused_node() {
     };
     assert_eq!(p.action, v1::Action::Pause);
     let mut nodes = healthy_nodes();
-    nodes[1].state = "paused".into();
+    set_state(&mut nodes[1], NodeState::Paused);
     m.apply(Update::Nodes(nodes), T0 + 500);
     assert_eq!(m.node_rows()[1].state, "alive (paused)");
     let Some(Effect::Act(r)) = m.on_key(Key::PauseResume) else {
@@ -229,7 +230,10 @@ fn action_results_reach_the_status_line_and_the_log() {
     assert_eq!(m.pending_actions(), 0);
     let notice = m.notice().unwrap();
     assert!(notice.text.contains("it is not running"), "{notice:?}");
-    assert_eq!(m.events().last().unwrap().kind, "action_failed");
+    assert_eq!(
+        m.events().last().unwrap().kind,
+        EventLabel::Dashboard(DashboardEvent::ActionFailed)
+    );
     // Errors stay until replaced; successes fade.
     m.tick(T0 + 60_000);
     assert!(m.notice().is_some());
@@ -261,13 +265,19 @@ fn reconnecting_replays_no_event_twice_and_a_restarted_dispatcher_shows_its_new_
         T0 + 1000,
     );
     assert!(matches!(m.link(), Link::Down { .. }));
-    assert_eq!(m.events().last().unwrap().kind, "link_down");
+    assert_eq!(
+        m.events().last().unwrap().kind,
+        EventLabel::Dashboard(DashboardEvent::LinkDown)
+    );
     let (_, snap) = healthy_model(true, true);
     let mut replay = snap.status();
     replay.events = history(true);
     m.apply(Update::Status(Box::new(replay)), T0 + 1500);
     assert!(m.is_up());
-    assert_eq!(m.events().last().unwrap().kind, "link_up");
+    assert_eq!(
+        m.events().last().unwrap().kind,
+        EventLabel::Dashboard(DashboardEvent::LinkUp)
+    );
     assert_eq!(
         m.events().len(),
         before + 2,
@@ -276,7 +286,13 @@ fn reconnecting_replays_no_event_twice_and_a_restarted_dispatcher_shows_its_new_
     // A restarted dispatcher numbers its events from 1 again.
     let mut fresh = snap.status();
     fresh.dispatcher_start_unix_ms = T0 + 2000;
-    fresh.events = vec![event(1, T0 + 2100, "registered", "worker 1 registered", 1)];
+    fresh.events = vec![event(
+        1,
+        T0 + 2100,
+        v1::EventKind::Registered,
+        "worker 1 registered",
+        1,
+    )];
     m.apply(Update::Status(Box::new(fresh.clone())), T0 + 2200);
     assert_eq!(m.events().last().unwrap().message, "worker 1 registered");
     let n = m.events().len();
@@ -342,7 +358,7 @@ fn split_cells_follow_the_cursor_and_the_assignments() {
     // While the owner is suspect its splits are flagged.
     let mut m = healthy();
     let (_, mut snap) = healthy_model(true, false);
-    snap.workers[0].state = "suspect";
+    snap.workers[0].state = v1::WorkerState::Suspect;
     snap.events.clear();
     m.apply(Update::Status(Box::new(snap.status())), T0 + 500);
     let job = m.focus_job().unwrap();
@@ -414,9 +430,9 @@ fn checkpoints_from_a_directory_watcher_are_not_overwritten_by_older_heartbeat_f
 fn while_the_dispatcher_is_down_a_dead_process_beats_a_stale_lifecycle() {
     let mut m = dispatcher_down();
     let mut nodes = healthy_nodes();
-    nodes[0].state = "killed(SIGKILL)".into();
+    set_state(&mut nodes[0], KILLED);
     nodes[0].pid = 0;
-    nodes[2].state = "killed(SIGKILL)".into();
+    set_state(&mut nodes[2], KILLED);
     nodes[2].pid = 0;
     m.apply(Update::Nodes(nodes), T0 + 4100);
     let rows = m.node_rows();

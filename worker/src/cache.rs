@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use cachew_pipeline::cache::{CachedRecord, Compression, read_chunk, write_chunk};
 use cachew_pipeline::exec::{Features, PrefixCache};
+use cachew_proto::names::{self, Name, UnknownValue};
 use cachew_proto::v1;
 use sha2::{Digest, Sha256};
 
@@ -46,12 +47,38 @@ pub enum CacheMode {
 }
 
 impl CacheMode {
-    pub fn parse(s: &str) -> CacheMode {
-        match s {
-            "put" => CacheMode::Put,
-            "get" => CacheMode::Get,
-            _ => CacheMode::Compute,
+    /// The mode of a task definition's raw wire value. A task is never AUTO (the dispatcher
+    /// decides), and a value this worker does not know is an error, never a silent compute.
+    pub fn from_wire(raw: i32) -> Result<CacheMode, UnknownValue> {
+        let unknown = UnknownValue {
+            what: "task cache mode",
+            value: raw,
+        };
+        match names::known::<v1::CacheMode>(raw).map_err(|_| unknown)? {
+            v1::CacheMode::Compute => Ok(CacheMode::Compute),
+            v1::CacheMode::Put => Ok(CacheMode::Put),
+            v1::CacheMode::Get => Ok(CacheMode::Get),
+            v1::CacheMode::Auto | v1::CacheMode::Unspecified => Err(unknown),
         }
+    }
+
+    pub fn to_wire(self) -> v1::CacheMode {
+        match self {
+            CacheMode::Compute => v1::CacheMode::Compute,
+            CacheMode::Put => v1::CacheMode::Put,
+            CacheMode::Get => v1::CacheMode::Get,
+        }
+    }
+
+    /// Its name in the protocol's vocabulary ("compute", "put", "get").
+    pub fn name(self) -> &'static str {
+        self.to_wire().name()
+    }
+
+    /// The mode of a name written by [`CacheMode::name`]; anything else is an error.
+    pub fn parse(name: &str) -> Result<CacheMode, String> {
+        let mode = v1::CacheMode::parse(name).map_err(|e| e.to_string())?;
+        CacheMode::from_wire(mode.into()).map_err(|e| e.to_string())
     }
 }
 

@@ -61,8 +61,10 @@ pub struct TaskCheckpoint {
 }
 
 impl TaskCheckpoint {
-    pub fn spec(&self) -> TaskSpec {
-        TaskSpec {
+    /// The task to resume; an error if the checkpoint names a cache mode this worker does not
+    /// know (then the task is not resumed here and the dispatcher moves it).
+    pub fn spec(&self) -> Result<TaskSpec, String> {
+        Ok(TaskSpec {
             key: TaskKey {
                 job: self.job,
                 epoch: self.epoch,
@@ -73,8 +75,8 @@ impl TaskCheckpoint {
             seed: self.seed,
             dataset_id: self.dataset_id.clone(),
             start_index: self.acked,
-            cache_mode: crate::cache::CacheMode::parse(&self.cache_mode),
-        }
+            cache_mode: crate::cache::CacheMode::parse(&self.cache_mode)?,
+        })
     }
 
     pub fn progress(&self) -> v1::TaskProgress {
@@ -156,12 +158,7 @@ pub fn snapshot(engine: &Engine) -> Vec<TaskCheckpoint> {
             acked: report.acked,
             produced: report.produced,
             len: report.len,
-            cache_mode: match spec.cache_mode {
-                crate::cache::CacheMode::Compute => "compute",
-                crate::cache::CacheMode::Put => "put",
-                crate::cache::CacheMode::Get => "get",
-            }
-            .to_string(),
+            cache_mode: spec.cache_mode.name().to_string(),
         })
         .collect()
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cachew_pipeline::exec::plan_for;
 use cachew_pipeline::{Dataset, Pipeline, PipelineSpec};
-use cachew_proto::{DispatcherClient, MAX_MESSAGE_BYTES, v1};
+use cachew_proto::{DispatcherClient, MAX_MESSAGE_BYTES, names, v1};
 use tonic::transport::Channel;
 
 use crate::WorkerError;
@@ -145,7 +145,18 @@ async fn register(
             );
             continue;
         }
-        let spec = t.spec();
+        let spec = match t.spec() {
+            Ok(spec) => spec,
+            Err(e) => {
+                tracing::warn!(
+                    job = t.job,
+                    epoch = t.epoch,
+                    position = t.position,
+                    "checkpointed task not resumed: {e}"
+                );
+                continue;
+            }
+        };
         match prepare(client, cache, &spec.dataset_id).await {
             Ok(p) => {
                 tracing::info!(
@@ -281,19 +292,30 @@ async fn heartbeat_loop(
                 epoch: k.epoch,
                 position: k.position,
             };
-            if d.reason == "fenced" {
+            if d.reason() == v1::DropReason::Fenced {
                 tracing::warn!(
                     ?key,
                     lease = d.lease,
                     "task fenced: another worker owns it now"
                 );
             } else {
-                tracing::debug!(?key, reason = %d.reason, "task dropped");
+                let reason = names::label::<v1::DropReason>(d.reason);
+                tracing::debug!(?key, %reason, "task dropped");
             }
             engine.drop_task(&key, d.lease);
         }
         for t in resp.new_tasks {
             let Some(k) = t.key else { continue };
+            let cache_mode = match CacheMode::from_wire(t.cache_mode) {
+                Ok(mode) => mode,
+                Err(e) => {
+                    tracing::error!(
+                        ?k,
+                        "task refused: {e}; is this worker older than the dispatcher?"
+                    );
+                    continue;
+                }
+            };
             let spec = TaskSpec {
                 key: TaskKey {
                     job: k.job_id,
@@ -305,7 +327,7 @@ async fn heartbeat_loop(
                 seed: t.seed,
                 dataset_id: t.dataset_id.clone(),
                 start_index: t.start_index,
-                cache_mode: CacheMode::parse(&t.cache_mode),
+                cache_mode,
             };
             if engine.has_task(&spec.key, spec.lease) || !pending.insert((spec.key, spec.lease)) {
                 continue;

@@ -4,11 +4,11 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use cachew_proto::v1;
+use cachew_proto::{names, v1};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
-use crate::cluster::{Cluster, NodeInfo, Role, Signal};
+use crate::cluster::{Cluster, NodeInfo, NodeState, Role, Signal};
 
 /// A cluster shared between its owner and the control endpoint.
 pub type SharedCluster = Arc<Mutex<Cluster>>;
@@ -19,10 +19,46 @@ pub fn node_to_wire(n: &NodeInfo) -> v1::NodeInfo {
         role: n.role.name().to_string(),
         address: n.listen.clone().unwrap_or_default(),
         pid: n.pid.unwrap_or(0),
-        state: n.state.label(),
+        state: process_state(n.state).into(),
+        exit_code: match n.state {
+            NodeState::Exited { code, .. } => code,
+            _ => None,
+        },
+        signal: match n.state {
+            NodeState::Exited { signal, .. } => signal,
+            _ => None,
+        },
         restarts: n.restarts,
         standby: n.standby,
         log_path: n.log.display().to_string(),
+    }
+}
+
+/// The wire name of a node's process state.
+pub fn process_state(state: NodeState) -> v1::ProcessState {
+    match state {
+        NodeState::NotStarted => v1::ProcessState::NotStarted,
+        NodeState::Running => v1::ProcessState::Running,
+        NodeState::Paused => v1::ProcessState::Paused,
+        NodeState::Exited {
+            signal: Some(_), ..
+        } => v1::ProcessState::Killed,
+        NodeState::Exited { .. } => v1::ProcessState::Exited,
+    }
+}
+
+/// A node's process state as cluster control reported it; `None` for a value this build does
+/// not know.
+pub fn node_state_from_wire(n: &v1::NodeInfo) -> Option<NodeState> {
+    match names::known::<v1::ProcessState>(n.state).ok()? {
+        v1::ProcessState::NotStarted => Some(NodeState::NotStarted),
+        v1::ProcessState::Running => Some(NodeState::Running),
+        v1::ProcessState::Paused => Some(NodeState::Paused),
+        v1::ProcessState::Exited | v1::ProcessState::Killed => Some(NodeState::Exited {
+            code: n.exit_code,
+            signal: n.signal,
+        }),
+        v1::ProcessState::Unspecified => None,
     }
 }
 

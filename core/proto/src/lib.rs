@@ -9,6 +9,7 @@ pub mod v1 {
 }
 
 pub mod daemon;
+pub mod names;
 
 use cachew_pipeline::{DType, Element, ElementBody, ElementId, Tensor};
 

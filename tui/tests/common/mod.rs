@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use cachew_cluster::NodeState;
+use cachew_cluster::control::process_state;
 use cachew_proto::v1;
 use cachew_tui::model::{Mode, Model, Update};
 
@@ -26,7 +28,7 @@ pub fn worker_address(id: u64) -> String {
 #[derive(Debug, Clone)]
 pub struct W {
     pub id: u64,
-    pub state: &'static str,
+    pub state: v1::WorkerState,
     pub age_ms: u64,
     pub standby: bool,
     pub incarnation: u64,
@@ -60,11 +62,11 @@ pub struct Snapshot {
     pub verdicts: u64,
 }
 
-pub fn event(seq: u64, at: u64, kind: &str, message: &str, worker: u64) -> v1::Event {
+pub fn event(seq: u64, at: u64, kind: v1::EventKind, message: &str, worker: u64) -> v1::Event {
     v1::Event {
         seq,
         unix_ms: at,
-        kind: kind.to_string(),
+        kind: kind.into(),
         message: message.to_string(),
         worker_id: worker,
         job_id: if worker == 0 { 1 } else { 0 },
@@ -101,8 +103,12 @@ impl Snapshot {
                 disks: Vec::new(),
                 worker_id: w.id,
                 address: worker_address(w.id),
-                state: w.state.to_string(),
-                heartbeat_age_ms: if w.state == "dead" { 0 } else { w.age_ms },
+                state: w.state.into(),
+                heartbeat_age_ms: if w.state == v1::WorkerState::Dead {
+                    0
+                } else {
+                    w.age_ms
+                },
                 standby: w.standby,
                 incarnation: w.incarnation,
                 tasks: self
@@ -194,8 +200,24 @@ impl Snapshot {
     }
 }
 
+pub const RUNNING: NodeState = NodeState::Running;
+/// SIGKILL'd.
+pub const KILLED: NodeState = NodeState::Exited {
+    code: None,
+    signal: Some(9),
+};
+
+/// Sets a node's process state as cluster control reports it.
+pub fn set_state(n: &mut v1::NodeInfo, state: NodeState) {
+    n.state = process_state(state).into();
+    (n.exit_code, n.signal) = match state {
+        NodeState::Exited { code, signal } => (code, signal),
+        _ => (None, None),
+    };
+}
+
 /// Cluster control's answer: (name, pid, state, restarts).
-pub fn nodes(standby: bool, states: &[(&str, u32, &str, u32)]) -> Vec<v1::NodeInfo> {
+pub fn nodes(standby: bool, states: &[(&str, u32, NodeState, u32)]) -> Vec<v1::NodeInfo> {
     let mut out = Vec::new();
     for &(name, pid, state, restarts) in states {
         let (role, address) = if name == "dispatcher" {
@@ -210,16 +232,18 @@ pub fn nodes(standby: bool, states: &[(&str, u32, &str, u32)]) -> Vec<v1::NodeIn
         if name.starts_with("standby-") && !standby {
             continue;
         }
-        out.push(v1::NodeInfo {
+        let mut node = v1::NodeInfo {
             name: name.into(),
             role: role.into(),
             address,
             pid,
-            state: state.into(),
             restarts,
             standby: name.starts_with("standby-"),
             log_path: format!("/tmp/runs/demo/logs/{name}.log"),
-        });
+            ..Default::default()
+        };
+        set_state(&mut node, state);
+        out.push(node);
     }
     out
 }
@@ -228,12 +252,12 @@ pub fn healthy_nodes() -> Vec<v1::NodeInfo> {
     nodes(
         true,
         &[
-            ("dispatcher", 41001, "running", 0),
-            ("worker-1", 41002, "running", 0),
-            ("worker-2", 41003, "running", 0),
-            ("worker-3", 41004, "running", 0),
-            ("standby-1", 41005, "running", 0),
-            ("client-1", 41006, "running", 0),
+            ("dispatcher", 41001, RUNNING, 0),
+            ("worker-1", 41002, RUNNING, 0),
+            ("worker-2", 41003, RUNNING, 0),
+            ("worker-3", 41004, RUNNING, 0),
+            ("standby-1", 41005, RUNNING, 0),
+            ("client-1", 41006, RUNNING, 0),
         ],
     )
 }
@@ -242,7 +266,7 @@ pub fn workers(standby: bool) -> Vec<W> {
     let mut w = vec![
         W {
             id: 1,
-            state: "alive",
+            state: v1::WorkerState::Alive,
             age_ms: 120,
             standby: false,
             incarnation: 1,
@@ -250,7 +274,7 @@ pub fn workers(standby: bool) -> Vec<W> {
         },
         W {
             id: 2,
-            state: "alive",
+            state: v1::WorkerState::Alive,
             age_ms: 80,
             standby: false,
             incarnation: 1,
@@ -258,7 +282,7 @@ pub fn workers(standby: bool) -> Vec<W> {
         },
         W {
             id: 3,
-            state: "alive",
+            state: v1::WorkerState::Alive,
             age_ms: 150,
             standby: false,
             incarnation: 1,
@@ -268,7 +292,7 @@ pub fn workers(standby: bool) -> Vec<W> {
     if standby {
         w.push(W {
             id: 4,
-            state: "standby",
+            state: v1::WorkerState::Standby,
             age_ms: 90,
             standby: true,
             incarnation: 1,
@@ -300,7 +324,7 @@ pub fn round_robin(p: u32) -> u64 {
 pub fn history(standby: bool) -> Vec<v1::Event> {
     let mut ev = Vec::new();
     let mut seq = 0;
-    let mut push = |at: u64, kind: &str, msg: String, worker: u64| {
+    let mut push = |at: u64, kind: v1::EventKind, msg: String, worker: u64| {
         seq += 1;
         ev.push(event(seq, at, kind, &msg, worker));
     };
@@ -308,7 +332,7 @@ pub fn history(standby: bool) -> Vec<v1::Event> {
     for id in 1..=3 {
         push(
             start + id * 10,
-            "registered",
+            v1::EventKind::Registered,
             format!(
                 "worker {id} at {} registered (incarnation 1)",
                 worker_address(id)
@@ -319,7 +343,7 @@ pub fn history(standby: bool) -> Vec<v1::Event> {
     if standby {
         push(
             start + 40,
-            "registered",
+            v1::EventKind::Registered,
             format!(
                 "standby worker 4 at {} registered (incarnation 1)",
                 worker_address(4)
@@ -327,10 +351,15 @@ pub fn history(standby: bool) -> Vec<v1::Event> {
             4,
         );
     }
-    push(start + 900, "job_created", "job 1 `demo` created".into(), 0);
+    push(
+        start + 900,
+        v1::EventKind::JobCreated,
+        "job 1 `demo` created".into(),
+        0,
+    );
     push(
         start + 910,
-        "consumer_attached",
+        v1::EventKind::ConsumerAttached,
         "job 1 consumer 0 attached (generation 1) at epoch 0 split #0 index 0".into(),
         0,
     );
@@ -338,13 +367,13 @@ pub fn history(standby: bool) -> Vec<v1::Event> {
         let at = start + 1000 + (e + 1) * 3400;
         push(
             at,
-            "epoch_done",
+            v1::EventKind::EpochDone,
             format!("job 1 consumer 0 finished epoch {e}"),
             0,
         );
         push(
             at + 40,
-            "verdict_ok",
+            v1::EventKind::VerdictOk,
             format!(
                 "job 1 consumer 0 epoch {e}: 2048 examples, {} images/s, exactly-once: 2048 of 2048 records",
                 590 + e * 37 % 40
@@ -427,11 +456,11 @@ pub fn worker_dead() -> Model {
     let killed = nodes(
         false,
         &[
-            ("dispatcher", 41001, "running", 0),
-            ("worker-1", 41002, "running", 0),
-            ("worker-2", 0, "killed(SIGKILL)", 0),
-            ("worker-3", 41004, "running", 0),
-            ("client-1", 41006, "running", 0),
+            ("dispatcher", 41001, RUNNING, 0),
+            ("worker-1", 41002, RUNNING, 0),
+            ("worker-2", 0, KILLED, 0),
+            ("worker-3", 41004, RUNNING, 0),
+            ("client-1", 41006, RUNNING, 0),
         ],
     );
     model.apply(
@@ -449,12 +478,12 @@ pub fn worker_dead() -> Model {
     snap.at = T0 + 1000;
     snap.delivered += 420;
     snap.index = 40;
-    snap.workers[1].state = "suspect";
+    snap.workers[1].state = v1::WorkerState::Suspect;
     snap.workers[1].age_ms = 900;
     snap.events = vec![event(
         seq + 1,
         T0 + 950,
-        "heartbeat_missed",
+        v1::EventKind::HeartbeatMissed,
         "worker 2: heartbeat missed (820 ms since the last)",
         2,
     )];
@@ -463,21 +492,21 @@ pub fn worker_dead() -> Model {
     // Declared dead: its splits (positions 22, 25, 28... of the window) are released.
     let mut dead = snap.clone();
     dead.at = T0 + 2450;
-    dead.workers[1].state = "dead";
+    dead.workers[1].state = v1::WorkerState::Dead;
     dead.workers[1].age_ms = 0;
     dead.assignments.retain(|a| a.worker != 2);
     dead.events = vec![
         event(
             seq + 2,
             T0 + 2400,
-            "heartbeat_timeout",
+            v1::EventKind::HeartbeatTimeout,
             "worker 2: no heartbeat for 2080 ms (timeout 2000 ms)",
             2,
         ),
         event(
             seq + 3,
             T0 + 2400,
-            "declared_dead",
+            v1::EventKind::DeclaredDead,
             &format!("worker 2 at {} declared dead", worker_address(2)),
             2,
         ),
@@ -491,7 +520,7 @@ pub fn worker_dead() -> Model {
         dead.events.push(event(
             seq + 4 + i as u64,
             T0 + 2400,
-            "failover",
+            v1::EventKind::Failover,
             &format!(
                 "job 1 epoch 7 split {} released by dead worker 2; next free worker resumes it at index {}",
                 split_of(7, a.position),
@@ -513,12 +542,12 @@ pub fn failover_in_progress() -> Model {
     let killed = nodes(
         true,
         &[
-            ("dispatcher", 41001, "running", 0),
-            ("worker-1", 41002, "running", 0),
-            ("worker-2", 0, "killed(SIGKILL)", 0),
-            ("worker-3", 41004, "running", 0),
-            ("standby-1", 41005, "running", 0),
-            ("client-1", 41006, "running", 0),
+            ("dispatcher", 41001, RUNNING, 0),
+            ("worker-1", 41002, RUNNING, 0),
+            ("worker-2", 0, KILLED, 0),
+            ("worker-3", 41004, RUNNING, 0),
+            ("standby-1", 41005, RUNNING, 0),
+            ("client-1", 41006, RUNNING, 0),
         ],
     );
     model.apply(Update::Nodes(killed.clone()), T0 + 400);
@@ -527,12 +556,12 @@ pub fn failover_in_progress() -> Model {
     suspect.at = T0 + 1000;
     suspect.delivered += 380;
     suspect.index = 30;
-    suspect.workers[1].state = "suspect";
+    suspect.workers[1].state = v1::WorkerState::Suspect;
     suspect.workers[1].age_ms = 850;
     suspect.events = vec![event(
         seq + 1,
         T0 + 900,
-        "heartbeat_missed",
+        v1::EventKind::HeartbeatMissed,
         "worker 2: heartbeat missed (810 ms since the last)",
         2,
     )];
@@ -548,28 +577,28 @@ pub fn failover_in_progress() -> Model {
     model.apply(Update::Status(Box::new(stalled.status())), T0 + 2005);
     let mut promoted = stalled.clone();
     promoted.at = T0 + 2450;
-    promoted.workers[1].state = "dead";
-    promoted.workers[3].state = "alive";
+    promoted.workers[1].state = v1::WorkerState::Dead;
+    promoted.workers[3].state = v1::WorkerState::Alive;
     promoted.workers[3].standby = false;
     let mut events = vec![
         event(
             seq + 2,
             T0 + 2400,
-            "heartbeat_timeout",
+            v1::EventKind::HeartbeatTimeout,
             "worker 2: no heartbeat for 2050 ms (timeout 2000 ms)",
             2,
         ),
         event(
             seq + 3,
             T0 + 2400,
-            "declared_dead",
+            v1::EventKind::DeclaredDead,
             &format!("worker 2 at {} declared dead", worker_address(2)),
             2,
         ),
         event(
             seq + 4,
             T0 + 2400,
-            "standby_promoted",
+            v1::EventKind::StandbyPromoted,
             "standby worker 4 promoted to replace worker 2",
             4,
         ),
@@ -582,7 +611,7 @@ pub fn failover_in_progress() -> Model {
         events.push(event(
             n,
             T0 + 2400,
-            "failover",
+            v1::EventKind::Failover,
             &format!(
                 "job 1 epoch 7 split {} moved from dead worker 2 to worker 4 at index {}",
                 split_of(7, a.position),
@@ -605,12 +634,12 @@ pub fn dispatcher_down() -> Model {
     let killed = nodes(
         true,
         &[
-            ("dispatcher", 0, "killed(SIGKILL)", 0),
-            ("worker-1", 41002, "running", 0),
-            ("worker-2", 41003, "running", 0),
-            ("worker-3", 41004, "running", 0),
-            ("standby-1", 41005, "running", 0),
-            ("client-1", 41006, "running", 0),
+            ("dispatcher", 0, KILLED, 0),
+            ("worker-1", 41002, RUNNING, 0),
+            ("worker-2", 41003, RUNNING, 0),
+            ("worker-3", 41004, RUNNING, 0),
+            ("standby-1", 41005, RUNNING, 0),
+            ("client-1", 41006, RUNNING, 0),
         ],
     );
     model.apply(

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`state`]: the pure state machine (workers, datasets, jobs, consumers, assignments, leases);
 //!   its `apply` is the only way state changes.
+//! - [`events`]: the event log's names: every event kind and worker state.
 //! - [`service`]: the gRPC service around it: RPC handling, soft facts (heartbeats, progress),
 //!   liveness checks, the status stream.
 //! - [`durable`]: the journal of commands (group commit, replay, snapshots).
@@ -14,6 +15,7 @@
 
 pub mod cli;
 pub mod durable;
+pub mod events;
 pub mod service;
 pub mod state;
 

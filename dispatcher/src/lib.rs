@@ -2,27 +2,51 @@
 //! is served, detects dead workers and fails their splits over, and streams cluster status.
 //!
 //! # Layout
+//! Dependencies run one way, from the pure modules to the RPC surface:
 //! - [`state`]: the pure state machine (workers, datasets, jobs, consumers, assignments, leases);
-//!   its `apply` is the only way state changes.
-//! - [`service`]: the gRPC service around it: RPC handling, soft facts (heartbeats, progress),
-//!   liveness checks, the status stream.
+//!   its `apply` is the only way state changes. [`events`]: the event log and every event kind
+//!   and worker state name.
+//! - `soft`: soft facts (heartbeat times, reported progress, cache measurements, disks).
+//! - `policy`: timed and measured decisions (liveness, the `auto` cache choice) as pure
+//!   functions that return commands.
+//! - [`service`]: the service core: one lock around state, soft facts and events; `execute`
+//!   applies a command, journals it and publishes its events; it runs the liveness policy.
+//!   `status` builds the `WatchStatus` snapshot, `datasets` indexes specs, `wire` converts to
+//!   and from the protocol, `reconcile` checks a worker's tasks against its assignments.
+//! - `workers` and `clients`: what a worker's registration and heartbeats and a client's job,
+//!   heartbeats and release do; `long_poll` is the wait both heartbeats share; `rpc` is the
+//!   `cachew_proto::Dispatcher` impl, thin handlers over them.
 //! - [`durable`]: the journal of commands (group commit, replay, snapshots).
-//! - [`cli`]: flags and the process entry point used by the binary.
+//! - `config`: [`DispatcherConfig`]. [`cli`]: flags and the process entry point used by the
+//!   binary.
 //!
 //! [`run`] serves on an already-bound listener until `shutdown` resolves, so tests can run many
 //! dispatchers in one process on port 0.
 
 pub mod cli;
+mod clients;
+mod config;
+mod datasets;
 pub mod durable;
+pub mod events;
+mod long_poll;
+mod policy;
+mod reconcile;
+mod rpc;
 pub mod service;
+mod soft;
 pub mod state;
+mod status;
+mod wire;
+mod workers;
 
 use std::future::Future;
 
 use cachew_proto::{DispatcherServer, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
 
-pub use service::{DispatcherConfig, DispatcherService};
+pub use config::DispatcherConfig;
+pub use service::DispatcherService;
 
 /// Errors that stop the dispatcher.
 #[derive(Debug, thiserror::Error)]

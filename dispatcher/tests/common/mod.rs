@@ -1,6 +1,9 @@
-//! Helpers shared by the dispatcher's integration tests.
+//! Helpers shared by the dispatcher's integration tests: requests and calls through the gRPC
+//! service here, the state machine's in [`machine`].
 
 #![allow(dead_code, clippy::unwrap_used)]
+
+pub mod machine;
 
 use cachew_dispatcher::DispatcherService;
 use cachew_proto::{Dispatcher, v1};

@@ -1,0 +1,35 @@
+//! The dispatcher's settings ([`DispatcherConfig`]): heartbeat pace, the timeouts after which
+//! workers and consumers count as gone, the assignment window, and the addresses it shows.
+
+use std::time::Duration;
+
+/// Dispatcher settings.
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// How often workers heartbeat (also their long-poll budget).
+    pub heartbeat_interval: Duration,
+    /// A worker silent for this long is declared dead and its splits fail over.
+    pub worker_timeout: Duration,
+    /// A consumer (training client) silent for this long is released: its splits stop
+    /// occupying workers until it reports again.
+    pub consumer_timeout: Duration,
+    /// Splits assigned ahead of each consumer's cursor; 0 picks 4 per active worker (at least 8).
+    pub window: u32,
+    /// The address this dispatcher was started on (shown in the status stream).
+    pub address: String,
+    /// The cluster-control endpoint of whoever launched this cluster (shown in the status stream).
+    pub control_address: String,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        DispatcherConfig {
+            heartbeat_interval: Duration::from_millis(500),
+            worker_timeout: Duration::from_secs(5),
+            consumer_timeout: Duration::from_secs(30),
+            window: 0,
+            address: String::new(),
+            control_address: String::new(),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Decisions taken on a timer or from soft measurements, as pure functions: they read the
+//! [`State`](crate::state::State), the [`Soft`](crate::soft::Soft) facts and the time they are
+//! given, and return [`Command`](crate::state::Command)s. The service applies those through
+//! `State::apply` like every other command, so they are journaled and replayed like any other,
+//! and every decision path is testable without sockets, clocks or disks.
+//!
+//! - [`liveness`]: dead and late workers, silent consumers, the dispatcher's own stalls.
+//! - [`cache`]: when `auto` chooses between reading the cache and computing.
+
+pub mod cache;
+pub mod liveness;

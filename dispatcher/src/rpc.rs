@@ -1,0 +1,121 @@
+//! The gRPC surface: [`cachew_proto::Dispatcher`] for [`DispatcherService`]. Each handler takes
+//! its request apart, calls the part of the service that owns the concern ([`crate::workers`],
+//! [`crate::clients`], `status`), and replies only once the state it reveals is durable.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use cachew_proto::v1;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::clients::known_leases;
+use crate::service::DispatcherService;
+
+type StatusStream = Pin<Box<dyn Stream<Item = Result<v1::ClusterStatus, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl cachew_proto::Dispatcher for DispatcherService {
+    async fn register_worker(
+        &self,
+        request: Request<v1::RegisterWorkerRequest>,
+    ) -> Result<Response<v1::RegisterWorkerResponse>, Status> {
+        let (response, visible) = self.register(&request.into_inner())?;
+        self.durable(visible).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn worker_heartbeat(
+        &self,
+        request: Request<v1::WorkerHeartbeatRequest>,
+    ) -> Result<Response<v1::WorkerHeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        let response = self
+            .long_poll(req.wait_ms, |core, look| {
+                self.worker_round(core, &req, look)
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_dataset(
+        &self,
+        request: Request<v1::GetDatasetRequest>,
+    ) -> Result<Response<v1::GetDatasetResponse>, Status> {
+        let id = request.into_inner().dataset_id;
+        let core = self.lock();
+        let d = core
+            .state
+            .datasets
+            .get(&id)
+            .ok_or_else(|| Status::not_found(format!("unknown dataset {id}")))?;
+        Ok(Response::new(v1::GetDatasetResponse {
+            spec_json: d.spec_json.clone(),
+        }))
+    }
+
+    async fn get_or_create_job(
+        &self,
+        request: Request<v1::GetOrCreateJobRequest>,
+    ) -> Result<Response<v1::GetOrCreateJobResponse>, Status> {
+        let (response, visible) = self.attach_consumer(&request.into_inner()).await?;
+        self.durable(visible).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn client_heartbeat(
+        &self,
+        request: Request<v1::ClientHeartbeatRequest>,
+    ) -> Result<Response<v1::ClientHeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        let known = known_leases(&req);
+        let response = self
+            .long_poll(req.wait_ms, |core, look| {
+                self.client_round(core, &req, &known, look)
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn release_consumer(
+        &self,
+        request: Request<v1::ReleaseConsumerRequest>,
+    ) -> Result<Response<v1::ReleaseConsumerResponse>, Status> {
+        let visible = self.release(&request.into_inner())?;
+        self.durable(visible).await?;
+        Ok(Response::new(v1::ReleaseConsumerResponse {}))
+    }
+
+    type WatchStatusStream = StatusStream;
+
+    /// A snapshot at once, then one per change: at most 10 a second, at least one a second.
+    async fn watch_status(
+        &self,
+        request: Request<v1::WatchStatusRequest>,
+    ) -> Result<Response<Self::WatchStatusStream>, Status> {
+        let mut events_after = request.into_inner().events_after;
+        let svc = self.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let seen = svc.version();
+                let status = svc.status(events_after);
+                if let Some(last) = status.events.last() {
+                    events_after = last.seq;
+                }
+                if tx.send(Ok(status)).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                svc.wait_change(
+                    seen,
+                    tokio::time::Instant::now() + Duration::from_millis(900),
+                )
+                .await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

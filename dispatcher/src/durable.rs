@@ -19,6 +19,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cachew_proto::backoff::Backoff;
 use cachew_store::{Journal, JournalOptions, JournalStats, Recovery};
 use tokio::sync::{Notify, watch};
 
@@ -277,7 +278,7 @@ pub async fn writer(journal: Journal, durability: Arc<Durability>, mut host: imp
                 continue;
             }
         };
-        let mut backoff = RETRY_MIN;
+        let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
         let mut outage: Option<Instant> = None;
         let mut reminded: Option<Instant> = None;
         loop {
@@ -335,8 +336,7 @@ pub async fn writer(journal: Journal, durability: Arc<Durability>, mut host: imp
                     if !host.alive() {
                         return;
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(RETRY_MAX);
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(e) => return durability.fail(format!("journal writer panicked: {e}")),
             }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cachew_pipeline::Element;
+use cachew_proto::backoff::Backoff;
 use cachew_proto::{MAX_MESSAGE_BYTES, WorkerClient, v1};
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
@@ -102,7 +103,7 @@ pub async fn fetch_split(
     let key = v1::TaskKey::new(job.job_id, job.epoch, job.position);
     let mut next = job.start;
     let mut failed_lease = 0u64;
-    let mut backoff = Duration::from_millis(20);
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(100));
     while next < job.len {
         // Wait for an owner with a lease we have not seen fail.
         let loc = loop {
@@ -164,7 +165,7 @@ pub async fn fetch_split(
         };
         match result {
             Ok(Ok(resp)) => {
-                backoff = Duration::from_millis(20);
+                backoff.reset();
                 let resp = resp.into_inner();
                 if resp.split_len != 0 && resp.split_len != job.len {
                     let _ = out
@@ -232,8 +233,7 @@ pub async fn fetch_split(
                     // Down, restarting in place, or the connection broke: reconnect next time.
                     _ => pool.forget(&loc.worker_address),
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(100));
+                tokio::time::sleep(backoff.next_delay()).await;
                 poke.notify_one();
             }
             Err(_) => {

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cachew_pipeline::{Batch, Batcher, Element, ElementBody, PipelineSpec, SplitPlan};
+use cachew_proto::backoff::Backoff;
 use cachew_proto::{DispatcherClient, MAX_MESSAGE_BYTES, v1};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, watch};
@@ -257,30 +258,27 @@ async fn connect_dispatcher(
     let endpoint =
         cachew_proto::endpoint(address).map_err(|e| ClientError::Config(e.to_string()))?;
     let deadline = Instant::now() + timeout;
-    let mut backoff = Duration::from_millis(50);
-    let mut logged = false;
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
     loop {
-        match endpoint.connect().await {
+        let error = match endpoint.connect().await {
             Ok(ch) => {
                 return Ok(DispatcherClient::new(ch)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES));
             }
-            Err(e) if Instant::now() + backoff < deadline => {
-                if !logged {
-                    tracing::info!("waiting for the dispatcher at {address} ({e})");
-                    logged = true;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-            }
-            Err(e) => {
-                return Err(ClientError::Unreachable(format!(
-                    "dispatcher {address} unreachable for {:.1} s: {e}",
-                    timeout.as_secs_f64()
-                )));
-            }
+            Err(e) => e,
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let Some(delay) = backoff.next_delay_within(remaining) else {
+            return Err(ClientError::Unreachable(format!(
+                "dispatcher {address} unreachable for {:.1} s: {error}",
+                timeout.as_secs_f64()
+            )));
+        };
+        if backoff.attempts() == 1 {
+            tracing::info!("waiting for the dispatcher at {address} ({error})");
         }
+        tokio::time::sleep(delay).await;
     }
 }
 

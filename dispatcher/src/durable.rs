@@ -15,20 +15,62 @@
 //! queued in order; none was acknowledged, exactly as if the replies had been lost on the way.
 //! If the journal is damaged, the dispatcher stops serving ([`crate::serve`] returns the
 //! error): running on without durability would let a restart forget what peers were told.
+//!
+//! # Payload format (format version 1)
+//!
+//! The journal ([`cachew_store::Journal`]) keeps each payload in a checksummed frame (length and
+//! CRC-32C over key, fields and payload; see `cachew_store::frame`) under a gap-free sequence
+//! number, cuts a torn tail and refuses damage (see `cachew_store::journal`). This module writes
+//! the payloads: compact JSON (serde_json), one object per record and one for the snapshot.
+//!
+//! ```text
+//! record    {"format":1,"command":<Command>}   one per command that changed the state, in order
+//! snapshot  {"format":1,"state":<State>}       the state after the last record it covers
+//! ```
+//!
+//! `<Command>` is serde's externally tagged enum (`{"AssignTasks":{"worker":3,...}}`) and
+//! `<State>` the plain struct, both in `state.rs`; a field added to either carries
+//! `#[serde(default)]`, so payloads written before it still read. Neither may have a top-level
+//! field or variant named `format`.
+//!
+//! `format` is [`FORMAT_VERSION`]: it changes when a payload this dispatcher writes would be
+//! misread by an older one (a field renamed or given another meaning), not when a defaulted
+//! field is added. What a reader does with a payload:
+//! - `format` from 1 to [`FORMAT_VERSION`]: parses the command (or state) and applies it.
+//! - no `format` (a bare `<Command>` or `<State>`, as dispatchers before payload versions wrote
+//!   it): version 1.
+//! - a newer `format`: refuses to open the journal ("journal record written by format version
+//!   N; this dispatcher reads up to M") and applies nothing: a newer payload is never misread.
+//! - anything that does not parse (or format 0): an error naming the sequence number. No record
+//!   is ever skipped.
+//!
+//! A command or state that cannot be serialized is never written (not even as an empty record):
+//! the writer fails the journal with the reason, as for a damaged one, and the dispatcher stops.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cachew_proto::backoff::Backoff;
 use cachew_proto::v1::EventKind;
 use cachew_store::{Journal, JournalOptions, JournalStats, Recovery};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
 use crate::state::{Command, State};
 
+/// The payload format version this dispatcher writes, and the newest it reads (see the module
+/// documentation).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A command serialized as a journal record ([`encode`]), or why it could not be: the writer
+/// then fails the journal rather than write anything in its place.
+pub type Record = Result<Vec<u8>, String>;
+
 /// Commands applied but not yet handed to the writer.
 #[derive(Debug, Default)]
 pub struct Pending {
-    pub records: Vec<Vec<u8>>,
+    pub records: Vec<Record>,
     /// Sequence number of the last command applied (durable or not).
     pub applied: u64,
 }
@@ -135,23 +177,107 @@ impl Durability {
     }
 }
 
+/// A record as written: `{"format":N,"command":...}`.
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    format: u32,
+    command: &'a Command,
+}
+
+/// A snapshot as written: `{"format":N,"state":...}`.
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
+    format: u32,
+    state: &'a State,
+}
+
+#[derive(Deserialize)]
+struct RecordIn {
+    command: Command,
+}
+
+#[derive(Deserialize)]
+struct SnapshotIn {
+    state: State,
+}
+
+/// Only the version of a payload (every other field is skipped unparsed).
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: Option<u32>,
+}
+
 /// Serializes a command as a journal record.
-pub fn encode(command: &Command) -> Vec<u8> {
-    // Plain data: serialization cannot fail.
-    serde_json::to_vec(command).unwrap_or_default()
+pub fn encode(command: &Command) -> Record {
+    serde_json::to_vec(&RecordOut {
+        format: FORMAT_VERSION,
+        command,
+    })
+    .map_err(|e| format!("command {} cannot be serialized: {e}", command.name()))
+}
+
+/// Serializes the state as a journal snapshot.
+pub fn encode_snapshot(state: &State) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(&SnapshotOut {
+        format: FORMAT_VERSION,
+        state,
+    })
+    .map_err(|e| format!("the state cannot be serialized for a snapshot: {e}"))
+}
+
+/// Parses a payload of either shape: versioned (`Versioned`, whose body `body` takes out) or,
+/// without a `format` field, the bare body of version 1. `what` and `seq` name it in errors.
+fn decode<Body, Versioned>(
+    bytes: &[u8],
+    what: &str,
+    seq: u64,
+    body: impl FnOnce(Versioned) -> Body,
+) -> Result<Body, String>
+where
+    Body: DeserializeOwned,
+    Versioned: DeserializeOwned,
+{
+    // A payload that is not even an object has no version: it fails as a bare body below.
+    let format = serde_json::from_slice::<FormatOnly>(bytes)
+        .ok()
+        .and_then(|f| f.format);
+    let parsed = match format {
+        Some(version) if version > FORMAT_VERSION => {
+            return Err(format!(
+                "{what} written by format version {version}; this dispatcher reads up to \
+                 {FORMAT_VERSION} (seq {seq}: a newer dispatcher wrote it, run that one)"
+            ));
+        }
+        Some(0) => {
+            return Err(format!(
+                "{what} at seq {seq} has format version 0, which does not exist"
+            ));
+        }
+        Some(_) => serde_json::from_slice::<Versioned>(bytes).map(body),
+        None => serde_json::from_slice::<Body>(bytes),
+    };
+    parsed.map_err(|e| format!("{what} at seq {seq} does not parse: {e}"))
+}
+
+/// Parses a journal record (any version up to [`FORMAT_VERSION`]).
+pub fn decode_record(seq: u64, bytes: &[u8]) -> Result<Command, String> {
+    decode(bytes, "journal record", seq, |r: RecordIn| r.command)
+}
+
+/// Parses a journal snapshot (any version up to [`FORMAT_VERSION`]).
+pub fn decode_snapshot(seq: u64, bytes: &[u8]) -> Result<State, String> {
+    decode(bytes, "journal snapshot", seq, |s: SnapshotIn| s.state)
 }
 
 /// Rebuilds the state from what the journal recovered: the snapshot, then every later record
 /// through the same `apply` that serves live requests.
 pub fn replay(recovery: &Recovery) -> Result<(State, usize), String> {
     let mut state = match &recovery.snapshot {
-        Some((seq, bytes)) => serde_json::from_slice(bytes)
-            .map_err(|e| format!("snapshot at seq {seq} does not parse: {e}"))?,
+        Some((seq, bytes)) => decode_snapshot(*seq, bytes)?,
         None => State::default(),
     };
     for (seq, bytes) in &recovery.records {
-        let command: Command = serde_json::from_slice(bytes)
-            .map_err(|e| format!("journal record {seq} does not parse: {e}"))?;
+        let command = decode_record(*seq, bytes)?;
         state.apply(&command).map_err(|e| {
             format!(
                 "journal record {seq} ({}) does not apply: {e}",
@@ -206,7 +332,7 @@ pub enum Take {
 /// is due.
 #[derive(Debug)]
 pub struct Batch {
-    pub records: Vec<Vec<u8>>,
+    pub records: Vec<Record>,
     pub last_seq: u64,
     pub snapshot: Option<State>,
 }
@@ -278,7 +404,7 @@ pub async fn writer(journal: Journal, durability: Arc<Durability>, mut host: imp
                 continue;
             }
         };
-        let mut backoff = RETRY_MIN;
+        let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
         let mut outage: Option<Instant> = None;
         let mut reminded: Option<Instant> = None;
         loop {
@@ -336,8 +462,7 @@ pub async fn writer(journal: Journal, durability: Arc<Durability>, mut host: imp
                     if !host.alive() {
                         return;
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(RETRY_MAX);
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(e) => return durability.fail(format!("journal writer panicked: {e}")),
             }
@@ -362,7 +487,23 @@ fn write_batch(
             batch.last_seq
         )));
     }
-    let refs: Vec<&[u8]> = batch.records.iter().map(Vec::as_slice).collect();
+    let refs = batch
+        .records
+        .iter()
+        .zip(acknowledged + 1..)
+        .map(|(record, seq)| {
+            record.as_deref().map_err(|e| {
+                WriteError::Fatal(format!("journal record {seq} cannot be written: {e}"))
+            })
+        })
+        .collect::<Result<Vec<&[u8]>, WriteError>>()?;
+    // Serialized before anything is written: a state that cannot be is never half-written.
+    let snapshot = batch
+        .snapshot
+        .as_ref()
+        .map(encode_snapshot)
+        .transpose()
+        .map_err(WriteError::Fatal)?;
     let (mut journal, last) = match journal {
         Some(mut journal) => {
             let last = journal.append(&refs)?;
@@ -370,7 +511,7 @@ fn write_batch(
         }
         None => {
             let (mut journal, recovery) = Journal::open(dir, options.clone())?;
-            check_reopened(&journal, &recovery, batch, acknowledged)?;
+            check_reopened(&journal, &recovery, batch, &refs, acknowledged)?;
             let snapshot_seq = recovery.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
             if snapshot_seq > acknowledged {
                 // The failed write got as far as the snapshot (which covers the whole batch):
@@ -389,9 +530,8 @@ fn write_batch(
             batch.last_seq
         )));
     }
-    if let Some(state) = &batch.snapshot {
-        let bytes = serde_json::to_vec(state).map_err(|e| WriteError::Fatal(e.to_string()))?;
-        journal.snapshot(&bytes)?;
+    if let Some(bytes) = &snapshot {
+        journal.snapshot(bytes)?;
     }
     Ok((journal, last))
 }
@@ -402,6 +542,7 @@ fn check_reopened(
     journal: &Journal,
     recovery: &Recovery,
     batch: &Batch,
+    records: &[&[u8]],
     acknowledged: u64,
 ) -> Result<(), WriteError> {
     let last = journal.last_seq();
@@ -431,7 +572,7 @@ fn check_reopened(
             continue;
         }
         let index = usize::try_from(*seq - acknowledged - 1).unwrap_or(usize::MAX);
-        if batch.records.get(index) != Some(payload) {
+        if records.get(index) != Some(&payload.as_slice()) {
             return Err(WriteError::Fatal(format!(
                 "after reopening, journal record {seq} differs from the record written"
             )));
@@ -464,7 +605,7 @@ mod tests {
     fn batch(seqs: std::ops::RangeInclusive<u64>) -> Batch {
         Batch {
             last_seq: *seqs.end(),
-            records: seqs.map(record).collect(),
+            records: seqs.map(|s| Ok(record(s))).collect(),
             snapshot: None,
         }
     }
@@ -505,7 +646,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         journal_with(dir.path(), 2);
         let mut other = batch(2..=3);
-        other.records[0] = b"{\"other\":true}".to_vec();
+        other.records[0] = Ok(b"{\"other\":true}".to_vec());
         let why = fatal(write_batch(None, dir.path(), &options(), &other, 1));
         assert!(why.contains("differs"), "{why}");
         // Runs past what was applied.
@@ -513,6 +654,162 @@ mod tests {
         journal_with(dir.path(), 5);
         let why = fatal(write_batch(None, dir.path(), &options(), &batch(2..=4), 1));
         assert!(why.contains("after the last record applied"), "{why}");
+    }
+
+    fn register(address: &str) -> Command {
+        Command::RegisterWorker {
+            address: address.into(),
+            standby: false,
+            threads: 4,
+            claims: Vec::new(),
+        }
+    }
+
+    /// A journal in `dir` holding `payloads` as records 1.., and its snapshot if given.
+    fn journal_of(dir: &std::path::Path, snapshot: Option<&[u8]>, payloads: &[&[u8]]) {
+        let (mut journal, _) = Journal::open(dir, options()).unwrap();
+        if let Some(state) = snapshot {
+            journal.snapshot(state).unwrap();
+        }
+        journal.append(payloads).unwrap();
+    }
+
+    fn open_error(dir: &std::path::Path) -> String {
+        match open(dir, 0) {
+            Err(e) => e,
+            Ok((journal, _, _)) => panic!("opened, last seq {}", journal.last_seq()),
+        }
+    }
+
+    #[test]
+    fn records_and_snapshots_carry_the_format_version_and_read_back() {
+        let command = register("w:1");
+        let record = encode(&command).unwrap();
+        assert!(
+            record.starts_with(br#"{"format":1,"command":{"RegisterWorker":"#),
+            "{}",
+            String::from_utf8_lossy(&record)
+        );
+        assert_eq!(decode_record(1, &record).unwrap(), command);
+
+        let mut state = State::default();
+        state.apply(&command).unwrap();
+        let snapshot = encode_snapshot(&state).unwrap();
+        assert!(snapshot.starts_with(br#"{"format":1,"state":{"workers":"#));
+        assert_eq!(decode_snapshot(1, &snapshot).unwrap(), state);
+
+        let dir = tempfile::tempdir().unwrap();
+        journal_of(
+            dir.path(),
+            Some(&snapshot),
+            &[&encode(&register("w:2")).unwrap()],
+        );
+        let (_, replayed, _) = open(dir.path(), 0).unwrap();
+        state.apply(&register("w:2")).unwrap();
+        assert_eq!(replayed, state);
+    }
+
+    /// Records and snapshots as the release before payload versions wrote them (no `format`)
+    /// are version 1, and replay beside versioned ones.
+    #[test]
+    fn an_old_record_and_snapshot_without_the_field_replay_as_version_1() {
+        let old_snapshot = br#"{"workers":{},"datasets":{},"jobs":{},"next_worker_id":1,"next_job_id":1,"next_lease":1}"#;
+        let old_record =
+            br#"{"RegisterWorker":{"address":"w:1","standby":false,"threads":4,"claims":[]}}"#;
+        assert_eq!(decode_record(1, old_record).unwrap(), register("w:1"));
+        let dir = tempfile::tempdir().unwrap();
+        let new_record = encode(&register("w:2")).unwrap();
+        journal_of(dir.path(), Some(old_snapshot), &[old_record, &new_record]);
+        let (journal, replayed, _) = open(dir.path(), 0).unwrap();
+        assert_eq!(journal.last_seq(), 2);
+        let mut expected: State = serde_json::from_slice(old_snapshot).unwrap();
+        expected.apply(&register("w:1")).unwrap();
+        expected.apply(&register("w:2")).unwrap();
+        assert_eq!(replayed, expected);
+        assert_eq!(replayed.workers.len(), 2);
+
+        // A state with content, and commands, serialized bare as that release's writer did.
+        let mut state = State::default();
+        state.apply(&register("w:1")).unwrap();
+        let bare_snapshot = serde_json::to_vec(&state).unwrap();
+        let bare_record = serde_json::to_vec(&register("w:2")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        journal_of(dir.path(), Some(&bare_snapshot), &[&bare_record]);
+        let (_, replayed, _) = open(dir.path(), 0).unwrap();
+        state.apply(&register("w:2")).unwrap();
+        assert_eq!(replayed, state);
+    }
+
+    #[test]
+    fn a_newer_format_version_is_refused_at_open_never_misread() {
+        // A record a newer dispatcher wrote, even one that would parse as today's command.
+        let newer = br#"{"format":2,"command":{"RegisterWorker":{"address":"w:9","standby":false,"threads":4,"claims":[]}}}"#;
+        let dir = tempfile::tempdir().unwrap();
+        journal_of(
+            dir.path(),
+            None,
+            &[&encode(&register("w:1")).unwrap(), newer],
+        );
+        let why = open_error(dir.path());
+        assert!(
+            why.contains(
+                "journal record written by format version 2; this dispatcher reads up to 1"
+            ),
+            "{why}"
+        );
+        assert!(why.contains("seq 2"), "{why}");
+
+        // And one whose command no longer parses as today's: the version is what is reported.
+        let renamed = br#"{"format":7,"command":{"Renamed":{}}}"#;
+        let why = decode_record(3, renamed).unwrap_err();
+        assert!(
+            why.contains("format version 7; this dispatcher reads up to 1"),
+            "{why}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        journal_of(dir.path(), Some(br#"{"format":2,"state":{}}"#), &[]);
+        let why = open_error(dir.path());
+        assert!(
+            why.contains(
+                "journal snapshot written by format version 2; this dispatcher reads up to 1"
+            ),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_payload_that_does_not_parse_names_its_sequence_number() {
+        for bad in [
+            &b"not json"[..],
+            b"[1,2]",
+            br#"{"format":1}"#,
+            br#"{"format":0,"command":{}}"#,
+        ] {
+            let why = decode_record(5, bad).unwrap_err();
+            assert!(why.contains("journal record at seq 5"), "{why}");
+        }
+    }
+
+    /// A command that could not be serialized fails the journal; nothing is written for it.
+    #[test]
+    fn a_record_that_could_not_be_serialized_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        journal_with(dir.path(), 1);
+        let (journal, _) = Journal::open(dir.path(), options()).unwrap();
+        let mut failed = batch(2..=3);
+        failed.records[1] = Err("command assign_tasks cannot be serialized: test".into());
+        let why = fatal(write_batch(
+            Some(journal),
+            dir.path(),
+            &options(),
+            &failed,
+            1,
+        ));
+        assert!(why.contains("journal record 3 cannot be written"), "{why}");
+        assert!(why.contains("cannot be serialized: test"), "{why}");
+        let (_, recovery) = Journal::open(dir.path(), options()).unwrap();
+        assert_eq!(recovery.records, vec![(1, record(1))]);
     }
 
     /// The failed write got as far as its snapshot: the snapshot is written again.

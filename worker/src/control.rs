@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use cachew_pipeline::exec::plan_for;
 use cachew_pipeline::{Dataset, Pipeline, PipelineSpec};
+use cachew_proto::backoff::Backoff;
 use cachew_proto::{DispatcherClient, MAX_MESSAGE_BYTES, names, v1};
 use tonic::transport::Channel;
 
@@ -34,26 +35,25 @@ pub(crate) async fn connect(
     let endpoint =
         cachew_proto::endpoint(dispatcher).map_err(|e| WorkerError::Config(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     loop {
-        match endpoint.connect().await {
+        let error = match endpoint.connect().await {
             Ok(ch) => {
                 return Ok(DispatcherClient::new(ch)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES));
             }
-            Err(e) if tokio::time::Instant::now() + backoff < deadline => {
-                tracing::debug!("dispatcher {dispatcher} not reachable yet: {e}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-            Err(e) => {
-                return Err(WorkerError::Unreachable(format!(
-                    "dispatcher {dispatcher} unreachable for {} s: {e}",
-                    timeout.as_secs()
-                )));
-            }
-        }
+            Err(e) => e,
+        };
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(delay) = backoff.next_delay_within(remaining) else {
+            return Err(WorkerError::Unreachable(format!(
+                "dispatcher {dispatcher} unreachable for {} s: {error}",
+                timeout.as_secs()
+            )));
+        };
+        tracing::debug!("dispatcher {dispatcher} not reachable yet: {error}");
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use cachew_pipeline::exec::{NoCache, PrefixCache};
 use cachew_pipeline::{Dataset, Element, Pipeline, SplitPlan};
+use cachew_proto::backoff::Backoff;
 
 use crate::cache::{CacheMode, CacheReports, CacheSettings, TaskCache};
 use tokio::sync::Notify;
@@ -85,7 +86,8 @@ struct Task {
     /// A transient failure (reading the dataset, the machine): production waits until then and
     /// claims the failed range again.
     retry_at: Option<std::time::Instant>,
-    transient_failures: u32,
+    /// The pause before the next retry (reset by a produced chunk).
+    retry_backoff: Backoff,
     notify: Arc<Notify>,
     sent_end: bool,
 }
@@ -147,6 +149,12 @@ pub struct PipelineFailure {
 
 /// Longest pause before a task retries a range whose production failed transiently.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The pauses before a task retries a range whose production failed transiently:
+/// 100 ms · 2^n after the n-th failure in a row, up to [`MAX_RETRY_BACKOFF`].
+fn retry_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(200), MAX_RETRY_BACKOFF)
+}
 
 /// The result of a fetch.
 #[derive(Debug, Clone)]
@@ -342,7 +350,7 @@ impl Engine {
                 generation,
                 error: None,
                 retry_at: None,
-                transient_failures: 0,
+                retry_backoff: retry_backoff(),
                 notify: Arc::new(Notify::new()),
                 sent_end: false,
             },
@@ -679,7 +687,7 @@ fn compute_loop(shared: &Shared) {
         }
         match result {
             Ok(elements) => {
-                task.transient_failures = 0;
+                task.retry_backoff.reset();
                 task.retry_at = None;
                 shared
                     .produced
@@ -700,13 +708,10 @@ fn compute_loop(shared: &Shared) {
             Err(e) => {
                 // Not the data's fault (an I/O error on this machine, say): claim the range
                 // again after a pause; the client keeps waiting or follows the split elsewhere.
-                task.transient_failures = task.transient_failures.saturating_add(1);
-                let backoff = Duration::from_millis(100)
-                    .saturating_mul(1 << task.transient_failures.min(6))
-                    .min(MAX_RETRY_BACKOFF);
+                let backoff = task.retry_backoff.next_delay();
                 tracing::warn!(
                     key = ?claimed.key,
-                    failures = task.transient_failures,
+                    failures = task.retry_backoff.attempts(),
                     "cannot compute records {}..{} (retrying in {} ms): {e}",
                     claimed.range.start,
                     claimed.range.end,

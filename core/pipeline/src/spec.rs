@@ -769,7 +769,8 @@ fn image_channels(features: &BTreeMap<String, FeatureKind>, name: &str) -> Optio
     }
 }
 
-/// Expands `*` and `?` in the last path component; a path without wildcards must exist.
+/// Expands `*` and `?` in the last path component into the regular files they match, sorted; a
+/// path without wildcards must exist (a missing one expands to nothing).
 fn expand_pattern(pattern: &Path) -> std::result::Result<Vec<PathBuf>, String> {
     let name = pattern
         .file_name()
@@ -786,6 +787,7 @@ fn expand_pattern(pattern: &Path) -> std::result::Result<Vec<PathBuf>, String> {
             Vec::new()
         });
     }
+    let matcher = name_matcher(name)?;
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut out = Vec::new();
     for entry in entries {
@@ -794,7 +796,7 @@ fn expand_pattern(pattern: &Path) -> std::result::Result<Vec<PathBuf>, String> {
         let Some(file_name) = file_name.to_str() else {
             continue;
         };
-        if wildcard_match(name.as_bytes(), file_name.as_bytes()) && entry.path().is_file() {
+        if matcher.is_match(file_name) && entry.path().is_file() {
             out.push(entry.path());
         }
     }
@@ -802,33 +804,21 @@ fn expand_pattern(pattern: &Path) -> std::result::Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
-/// `*` matches any run of bytes, `?` one byte.
-fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut backtrack: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                backtrack = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || Some(&c) == text.get(t) => {
-                p += 1;
-                t += 1;
-            }
-            _ => match backtrack {
-                Some((bp, bt)) => {
-                    p = bp + 1;
-                    t = bt + 1;
-                    backtrack = Some((bp, bt + 1));
-                }
-                None => return false,
-            },
+/// Compiles a file-name pattern: `*` matches any run of characters, `?` exactly one, and every
+/// other character only itself (globset's classes, alternations and escapes are escaped away).
+fn name_matcher(name: &str) -> std::result::Result<globset::GlobMatcher, String> {
+    let mut glob = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '*' | '?' => glob.push(c),
+            c => glob.push_str(&globset::escape(c.encode_utf8(&mut [0; 4]))),
         }
     }
-    pattern
-        .get(p..)
-        .is_some_and(|rest| rest.iter().all(|&c| c == b'*'))
+    globset::GlobBuilder::new(&glob)
+        .backslash_escape(false)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| format!("`{name}` is not a valid file pattern: {e}"))
 }
 
 #[cfg(test)]
@@ -976,13 +966,54 @@ size = 4
         assert_eq!(field, "outputs[1]");
     }
 
+    fn wildcard_match(pattern: &str, name: &str) -> bool {
+        name_matcher(pattern).unwrap().is_match(name)
+    }
+
     #[test]
     fn wildcards() {
-        assert!(wildcard_match(b"train-*", b"train-00001-of-00002"));
-        assert!(wildcard_match(b"*-of-*", b"train-00001-of-00002"));
-        assert!(wildcard_match(b"a?c", b"abc"));
-        assert!(!wildcard_match(b"a?c", b"abbc"));
-        assert!(!wildcard_match(b"train-*", b"MANIFEST"));
-        assert!(wildcard_match(b"*", b""));
+        assert!(wildcard_match("train-*", "train-00001-of-00002"));
+        assert!(wildcard_match("*-of-*", "train-00001-of-00002"));
+        assert!(wildcard_match("a?c", "abc"));
+        assert!(!wildcard_match("a?c", "abbc"));
+        assert!(!wildcard_match("train-*", "MANIFEST"));
+        assert!(wildcard_match("*", ""));
+        assert!(wildcard_match("*", ".hidden"));
+        assert!(wildcard_match("*.tfrecord", "a.b.tfrecord"));
+        assert!(!wildcard_match("*.tfrecord", "a.tfrecord.tmp"));
+        // Only `*` and `?` are wildcards: brackets, braces and backslashes are literal.
+        assert!(wildcard_match("[ab]-*", "[ab]-1"));
+        assert!(!wildcard_match("[ab]-*", "a-1"));
+        assert!(wildcard_match("{x,y}?", "{x,y}1"));
+        assert!(!wildcard_match("{x,y}?", "x1"));
+        assert!(wildcard_match("a\\b*", "a\\bc"));
+        assert!(wildcard_match("]!*", "]!z"));
+    }
+
+    #[test]
+    fn expanding_a_pattern_lists_matching_files_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["train-2", "train-10", "train-1", "eval-1"] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("train-dir")).unwrap();
+        let names = |pattern: &str| -> Vec<String> {
+            expand_pattern(&dir.path().join(pattern))
+                .unwrap()
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names("train-*"), ["train-1", "train-10", "train-2"]);
+        assert_eq!(names("*-1"), ["eval-1", "train-1"]);
+        assert_eq!(names("train-?"), ["train-1", "train-2"]);
+        assert_eq!(names("train-1"), ["train-1"]);
+        assert!(
+            names("train-3").is_empty(),
+            "a path without wildcards must exist"
+        );
+        assert!(names("test-*").is_empty());
+        let err = expand_pattern(&dir.path().join("t*").join("train-1")).unwrap_err();
+        assert!(err.contains("last path component"), "{err}");
     }
 }

@@ -8,6 +8,7 @@ pub mod v1 {
     tonic::include_proto!("cachew.v1");
 }
 
+pub mod backoff;
 pub mod daemon;
 pub mod names;
 

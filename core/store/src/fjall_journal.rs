@@ -1,12 +1,35 @@
 //! fjall's own journal on disk, and the check this crate runs on it before fjall opens it.
 //!
+//! # Why this module exists, and what to do when fjall changes
+//!
+//! This parses a private, undocumented format of one fjall release ([`FJALL_VERSION`], pinned
+//! with `=` in the workspace `Cargo.toml`; `tests/fjall_version.rs` fails if the pin or
+//! `Cargo.lock` names another). It exists because fjall's own recovery is not enough for a
+//! journal that must never lose an acknowledged record (details below, each shown by a test in
+//! `tests/journal_corruption.rs`):
+//! - one damaged byte in the middle of fjall's journal makes fjall drop every later batch
+//!   without an error, and the journal's own checks cannot see it: records lost at the end
+//!   leave no gap in the sequence numbers, so the journal would silently open short;
+//! - a torn last batch that looks complete but fails its checksum (out-of-order sector writes)
+//!   makes fjall refuse to open, although that write was never acknowledged.
+//!
+//! The journal's frames (CRC-32C) and sequence checks catch damage inside a record and holes,
+//! not a lost tail: only this module does. Before moving to another fjall version:
+//! 1. read the new version's journal code (`src/journal/`: `entry.rs` for the layout,
+//!    `batch_reader.rs` and `reader.rs` for its recovery) and its `version` marker;
+//! 2. if the layout or the recovery differ, update the layout below, [`parse_batch`] and the
+//!    `batch` helper of the unit tests; if fjall now reports a mid-journal flaw as an error and
+//!    can cut a torn tail whatever its checksum, this module may go (keep the tests);
+//! 3. run `cargo test -p cachew-store` (the torn-tail, corruption and reopen tests exercise the
+//!    real fjall), then change [`FJALL_VERSION`] and the pin together.
+//!
 //! Both stores keep their data in fjall, and fjall makes every write durable by appending it to
 //! its journal (write-ahead log) before applying it to memtables; tables (SSTs) come later, from
 //! background flushes. A torn or damaged write therefore shows up in fjall's journal files, and
 //! this module is the only place that reads them directly. It never writes them, except to cut a
 //! torn tail (below).
 //!
-//! # What fjall 3 writes (format `V3`, as of fjall 3.1; checked against its source)
+//! # What fjall 3 writes (format `V3`, as of fjall 3.1.13; checked against its source)
 //!
 //! Files: `<db>/<id>.jnl`, `id` a decimal `u64`; the highest id is the active journal, lower ids
 //! are sealed journals whose memtables are not flushed yet (fjall deletes them after the flush).
@@ -26,7 +49,10 @@
 //! ```
 //!
 //! `item_count` items or clears follow the start; `checksum` is XXH3-64 (seed 0) over the
-//! bytes of those items, which are contiguous. The start marker itself is not covered.
+//! bytes of those items, which are contiguous. The start marker itself is not covered. fjall
+//! continues its sequence numbers from the highest `seqno` it recovers and panics once they reach
+//! 2^63 (the top bit is reserved), so a `seqno` of 2^63 - 1 or more (a flipped top bit) is not a
+//! batch fjall could go on from: this check counts it as a flaw like a bad checksum.
 //!
 //! # How fjall 3 recovers it, and why that is not enough on its own
 //!
@@ -58,6 +84,10 @@ use std::path::{Path, PathBuf};
 use crate::StoreError;
 use crate::error::Location;
 
+/// The fjall release whose journal format this module parses (checked by
+/// `tests/fjall_version.rs` against the workspace's pin and `Cargo.lock`).
+pub const FJALL_VERSION: &str = "3.1.13";
+
 const TAG_START: u8 = 1;
 const TAG_ITEM: u8 = 2;
 const TAG_END: u8 = 3;
@@ -67,6 +97,9 @@ const TRAILER: [u8; 4] = [b'F', b'J', b'L', 3];
 const MAX_VALUE_TYPE: u8 = 2;
 /// `compression` values: none, LZ4.
 const MAX_COMPRESSION: u8 = 1;
+/// fjall's sequence numbers stay below this (its counter panics there); it continues from the
+/// highest recovered batch `seqno` + 1.
+const SEQNO_LIMIT: u64 = 1 << 63;
 
 /// The journal files of the fjall database in `db_dir`, oldest first.
 pub fn journal_files(db_dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
@@ -358,6 +391,11 @@ pub fn parse_batch(buf: &[u8], at: usize) -> Result<Batch, Flaw> {
     if items == 0 {
         return Err(Flaw::Invalid("a batch of zero items".into()));
     }
+    if seqno >= SEQNO_LIMIT - 1 {
+        return Err(Flaw::Invalid(format!(
+            "fjall seqno {seqno:#x} is past the last one fjall can continue from"
+        )));
+    }
     let items_start = r.pos;
     for index in 0..items {
         match r.u8()? {
@@ -496,6 +534,16 @@ mod tests {
         assert!(matches!(s.flaw, Some((0, Flaw::Checksum { .. }))));
         let later = find_intact_batch(&file, 1, s.data_end).unwrap();
         assert_eq!((later.start, later.seqno), (first.len(), 2));
+    }
+
+    #[test]
+    fn a_seqno_fjall_could_not_continue_from_is_a_flaw() {
+        let mut file = batch(SEQNO_LIMIT - 2, &[(b"a", b"1")]);
+        assert_eq!(scan(&file).flaw, None);
+        file[12] |= 0x80; // the top bit of the seqno
+        assert!(matches!(scan(&file).flaw, Some((0, Flaw::Invalid(_)))));
+        let last = batch(SEQNO_LIMIT - 1, &[(b"a", b"1")]);
+        assert!(matches!(scan(&last).flaw, Some((0, Flaw::Invalid(_)))));
     }
 
     #[test]

@@ -169,6 +169,52 @@ fn a_damaged_last_batch_is_cut_and_reported_where_fjall_alone_refuses_to_open() 
     assert_eq!(journal.append(&[b"next"]).unwrap(), RECORDS);
 }
 
+#[test]
+fn every_flipped_byte_of_the_last_batch_is_a_cut_tail_or_harmless_never_a_misread() {
+    // Damage confined to the last write (a torn sector) is never an error: that write was
+    // never acknowledged. The journal opens with records 1..=RECORDS-1, exactly as written, or
+    // with all of them where the flip is outside fjall's checksum (its sequence number), unless
+    // it sets the seqno's top bit, which fjall cannot continue from (its next write would
+    // panic): that batch is cut too.
+    let work = scratch();
+    let (dir, jnl) = journal_of_ten(work.path());
+    let image = DirImage::capture(&dir);
+    let rel = jnl.strip_prefix(&dir).unwrap().to_path_buf();
+    let batch = batch_of(&data_of(&jnl), &record(RECORDS, PAYLOAD));
+    let seqno_field = batch.start + 5..batch.start + 13;
+    let mut cuts = 0;
+    for at in batch.clone() {
+        for mask in [0x01, 0x80] {
+            let case = work.path().join(format!("flip-{at}-{mask}"));
+            image.write_to(&case);
+            flip_byte(&case.join(&rel), at as u64, mask);
+            let (mut journal, recovery) = Journal::open(&case, options())
+                .unwrap_or_else(|e| panic!("byte {at} mask {mask:#04x}: {e}"));
+            let top_bit = at == seqno_field.end - 1 && mask == 0x80;
+            if seqno_field.contains(&at) && !top_bit {
+                assert_eq!(recovery.records, expected(1..=RECORDS), "byte {at}");
+                assert_eq!(recovery.cut_tail, None, "byte {at}");
+            } else {
+                assert_eq!(recovery.records, expected(1..=RECORDS - 1), "byte {at}");
+                let cut = recovery
+                    .cut_tail
+                    .unwrap_or_else(|| panic!("byte {at}: no cut"));
+                assert!(
+                    cut.contains(&format!("at byte offset {}", batch.start)),
+                    "byte {at}: {cut}"
+                );
+                cuts += 1;
+            }
+            // The journal goes on from there.
+            let next = recovery.records.len() as u64 + 1;
+            assert_eq!(journal.append(&[b"next"]).unwrap(), next, "byte {at}");
+            drop(journal);
+            fs::remove_dir_all(&case).unwrap();
+        }
+    }
+    assert_eq!(cuts, 2 * (batch.len() - seqno_field.len()) + 1);
+}
+
 /// Opens the fjall database of a closed journal directly, as a bug or a bad disk could write
 /// it: valid for fjall, wrong for the journal.
 fn tamper(dir: &Path, change: impl FnOnce(&fjall::Keyspace)) {

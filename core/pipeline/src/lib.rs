@@ -30,7 +30,7 @@ pub mod spec;
 pub mod tensor;
 pub mod tfrecord;
 
-pub use dataset::Dataset;
+pub use dataset::{Dataset, OpenedSpec};
 pub use error::{PipelineError, Result};
 pub use exec::{Batch, Batcher, Element, ElementBody, ExampleMeta, Pipeline, RecordCtx};
 pub use order::{ConsumerCursor, ConsumerOrder, ElementId, SplitPlan};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cachew_pipeline::exec::plan_for;
-use cachew_pipeline::{Dataset, Pipeline, PipelineSpec};
+use cachew_pipeline::{OpenedSpec, Pipeline};
 use cachew_proto::{DispatcherClient, MAX_MESSAGE_BYTES, v1};
 use tonic::transport::Channel;
 
@@ -369,9 +369,11 @@ pub(crate) async fn prepare(
         .spec_json;
     let id = dataset_id.to_string();
     let prepared = tokio::task::spawn_blocking(move || -> Result<Prepared, WorkerError> {
-        let spec = PipelineSpec::from_json(&spec_json).map_err(|e| WorkerError::Pipeline(e.to_string()))?;
-        let dataset = Dataset::for_spec(&spec).map_err(|e| WorkerError::Pipeline(e.to_string()))?;
-        let found = hex::encode(dataset.fingerprint(&spec));
+        let OpenedSpec {
+            spec,
+            dataset,
+            id: found,
+        } = OpenedSpec::from_json(&spec_json).map_err(|e| WorkerError::Pipeline(e.to_string()))?;
         if found != id {
             return Err(WorkerError::Pipeline(format!(
                 "dataset {id} has fingerprint {found} on this host: the files differ from the dispatcher's"

@@ -168,12 +168,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         tracing::info!(
             "resuming from {}: epoch {} split #{} index {} ({} examples in)",
             path.display(),
-            saved.cursor.epoch,
-            saved.cursor.ordinal,
-            saved.cursor.index,
+            saved.cursor.at.epoch,
+            saved.cursor.at.ordinal,
+            saved.cursor.at.index,
             saved.cursor.examples
         );
-        keep_lines = Some((saved.cursor.epoch, saved.cursor.examples));
+        keep_lines = Some((saved.cursor.at.epoch, saved.cursor.examples));
         config.resume = Some(saved.cursor);
     }
     let (seed, num_epochs, num_consumers) = (config.seed, config.num_epochs, config.num_consumers);

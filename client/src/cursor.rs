@@ -26,7 +26,10 @@ use crate::ClientCursor;
 
 const HEADER: &str = "cachew-cursor v1";
 
-/// A cursor with the job it belongs to.
+/// A cursor with the job it belongs to. Its place is the shared
+/// [`cachew_pipeline::ConsumerCursor`] inside [`ClientCursor`]; the JSON line reads
+/// `{"job":..,"seed":..,"num_epochs":..,"num_consumers":..,"cursor":{"consumer_index":..,
+/// "epoch":..,"ordinal":..,"index":..,"examples":..,"batches":..}}`, as it always has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedCursor {
     pub job: String,
@@ -136,6 +139,8 @@ impl SavedCursor {
 
 #[cfg(test)]
 mod tests {
+    use cachew_pipeline::ConsumerCursor;
+
     use super::*;
 
     fn sample() -> SavedCursor {
@@ -146,13 +151,32 @@ mod tests {
             num_consumers: 1,
             cursor: ClientCursor {
                 consumer_index: 0,
-                epoch: 1,
-                ordinal: 7,
-                index: 12,
+                at: ConsumerCursor {
+                    epoch: 1,
+                    ordinal: 7,
+                    index: 12,
+                },
                 examples: 460,
                 batches: 14,
             },
         }
+    }
+
+    /// `sample()` as the file format has always written it: files saved before the cursor was
+    /// built on `ConsumerCursor` still load, and saving writes the same bytes.
+    const SAMPLE_FILE: &str = "cachew-cursor v1\n\
+        {\"job\":\"train\",\"seed\":42,\"num_epochs\":3,\"num_consumers\":1,\"cursor\":\
+        {\"consumer_index\":0,\"epoch\":1,\"ordinal\":7,\"index\":12,\"examples\":460,\"batches\":14}}\n\
+        crc32c 3eed4ab3\n";
+
+    #[test]
+    fn the_file_format_is_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursor");
+        std::fs::write(&path, SAMPLE_FILE).unwrap();
+        assert_eq!(SavedCursor::load(&path).unwrap(), sample());
+        sample().save(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), SAMPLE_FILE);
     }
 
     #[test]
@@ -162,7 +186,7 @@ mod tests {
         sample().save(&path).unwrap();
         assert_eq!(SavedCursor::load(&path).unwrap(), sample());
         let mut later = sample();
-        later.cursor.index = 13;
+        later.cursor.at.index = 13;
         later.save(&path).unwrap();
         assert_eq!(SavedCursor::load(&path).unwrap(), later);
         assert!(!path.with_extension("tmp").exists());

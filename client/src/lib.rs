@@ -20,7 +20,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cachew_pipeline::{Batch, Batcher, Element, ElementBody, PipelineSpec, SplitPlan};
+use cachew_pipeline::order::ConsumerSlot;
+use cachew_pipeline::{
+    Batch, Batcher, ConsumerOrder, Element, ElementBody, PipelineSpec, SplitPlan,
+};
 use cachew_proto::backoff::Backoff;
 use cachew_proto::{DispatcherClient, MAX_MESSAGE_BYTES, v1};
 use serde::{Deserialize, Serialize};
@@ -28,6 +31,9 @@ use tokio::sync::{Notify, mpsc, watch};
 use tonic::transport::Channel;
 
 use fetch::{Locations, SplitJob, WorkerPool, fetch_split};
+
+/// The place inside a [`ClientCursor`] (the dispatcher keeps the same type).
+pub use cachew_pipeline::ConsumerCursor;
 
 /// Errors of the client library. Each is final and one a person can act on: transport
 /// failures and whatever a worker or the dispatcher says about its own state are retried inside
@@ -105,14 +111,15 @@ impl ClientConfig {
 }
 
 /// Where a consumer stands, at a batch boundary: what a trainer saves with its model checkpoint.
+/// Its place is the [`ConsumerCursor`] the dispatcher keeps too; it is flattened in the JSON form
+/// (which the cursor file holds), so that form is the one it always was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientCursor {
     pub consumer_index: u32,
-    pub epoch: u64,
-    /// The n-th of this consumer's splits in the epoch.
-    pub ordinal: u32,
-    /// Index within that split of the next element to deliver.
-    pub index: u32,
+    /// The epoch, the n-th of this consumer's splits in it, and the index within that split of
+    /// the next element to deliver.
+    #[serde(flatten)]
+    pub at: ConsumerCursor,
     /// Examples delivered in this epoch before the cursor.
     pub examples: u64,
     /// Batches delivered in this epoch before the cursor.
@@ -221,8 +228,8 @@ pub struct JobClient {
     job_id: u64,
     consumer: u32,
     generation: u64,
-    num_consumers: u32,
-    num_epochs: u64,
+    /// This consumer's sequence of positions (one per split it reads), epoch after epoch.
+    order: ConsumerOrder,
     plan: SplitPlan,
     split_orders: BTreeMap<u64, Arc<Vec<u32>>>,
     /// The next element to consume.
@@ -283,11 +290,7 @@ async fn connect_dispatcher(
 }
 
 fn to_wire(c: &ClientCursor) -> v1::Cursor {
-    v1::Cursor {
-        epoch: c.epoch,
-        ordinal: c.ordinal,
-        index: c.index,
-    }
+    v1::Cursor::from(c.at)
 }
 
 /// A dispatcher's answer: a refusal it means (the request itself is wrong, or conflicts with the
@@ -354,16 +357,14 @@ impl JobClient {
                 plan.num_splits()
             )));
         }
-        let start = resp.cursor.unwrap_or_default();
+        let start = ConsumerCursor::from(resp.cursor.unwrap_or_default());
         let cursor = match resume {
             // Where the dispatcher placed us (a cursor at the end of an epoch is normalized to
             // the start of the next), with the saved counts if that is still the saved epoch.
             Some(c) => {
-                let same_epoch = c.epoch == start.epoch;
+                let same_epoch = c.at.epoch == start.epoch;
                 ClientCursor {
-                    epoch: start.epoch,
-                    ordinal: start.ordinal,
-                    index: start.index,
+                    at: start,
                     examples: if same_epoch { c.examples } else { 0 },
                     batches: if same_epoch { c.batches } else { 0 },
                     ..c
@@ -371,9 +372,7 @@ impl JobClient {
             }
             None => ClientCursor {
                 consumer_index: resp.consumer_index,
-                epoch: start.epoch,
-                ordinal: start.ordinal,
-                index: start.index,
+                at: start,
                 examples: 0,
                 batches: 0,
             },
@@ -386,9 +385,9 @@ impl JobClient {
             splits = resp.num_splits,
             "attached to job `{}` at epoch {} split #{} index {}",
             config.job_name,
-            cursor.epoch,
-            cursor.ordinal,
-            cursor.index
+            cursor.at.epoch,
+            cursor.at.ordinal,
+            cursor.at.index
         );
         let (loc_tx, loc_rx) = watch::channel(Locations::default());
         let shared_cursor = Arc::new(Mutex::new((cursor, 0)));
@@ -407,14 +406,18 @@ impl JobClient {
             loc_tx,
             poke.clone(),
         ));
-        let mut batcher = Batcher::for_spec(&config.spec, cursor.epoch);
+        let mut batcher = Batcher::for_spec(&config.spec, cursor.at.epoch);
         batcher.set_next_index(cursor.batches);
         Ok(JobClient {
             job_id: resp.job_id,
             consumer: resp.consumer_index,
             generation: resp.consumer_generation,
-            num_consumers: resp.num_consumers.max(1),
-            num_epochs: resp.num_epochs,
+            order: ConsumerOrder::new(
+                plan.num_splits(),
+                resp.consumer_index,
+                resp.num_consumers,
+                resp.num_epochs,
+            ),
             plan,
             split_orders: BTreeMap::new(),
             head_cursor: cursor,
@@ -446,11 +449,11 @@ impl JobClient {
     }
 
     pub fn num_consumers(&self) -> u32 {
-        self.num_consumers
+        self.order.num_consumers()
     }
 
     pub fn num_epochs(&self) -> u64 {
-        self.num_epochs
+        self.order.num_epochs()
     }
 
     /// Where to report the client's own disks failing (the dispatcher shows them).
@@ -479,48 +482,45 @@ impl JobClient {
         self.poke.notify_one();
     }
 
-    fn positions_per_epoch(&self) -> u32 {
-        cachew_pipeline::order::consumer_positions(
-            self.plan.num_splits(),
-            self.consumer,
-            self.num_consumers,
-        )
-    }
-
-    /// (position, split, length) of this consumer's `ordinal`-th split of `epoch`.
-    fn split_of(&mut self, epoch: u64, ordinal: u32) -> (u32, u32, u32) {
-        let position = self.consumer + ordinal * self.num_consumers;
-        let (plan, seed) = (self.plan, self.config.seed);
+    /// (split, length) at `slot`'s position of its epoch.
+    fn split_of(&mut self, slot: ConsumerSlot) -> (u32, u32) {
+        let (plan, seed, epoch) = (self.plan, self.config.seed, slot.epoch);
         let order = self
             .split_orders
             .entry(epoch)
             .or_insert_with(|| Arc::new(plan.split_order(seed, epoch)))
             .clone();
-        let split = order.get(position as usize).copied().unwrap_or(position);
-        (position, split, self.plan.split_len(split))
+        let split = order
+            .get(slot.position as usize)
+            .copied()
+            .unwrap_or(slot.position);
+        (split, self.plan.split_len(split))
     }
 
     /// Starts fetchers for the next splits until `prefetch_splits` are in flight.
     fn fill_window(&mut self) {
-        let per_epoch = self.positions_per_epoch();
-        if per_epoch == 0 {
-            return;
-        }
-        let (mut epoch, mut ordinal) = match self.in_flight.back() {
-            Some(last) => (last.epoch, last.ordinal + 1),
-            None => (self.head_cursor.epoch, self.head_cursor.ordinal),
+        let from = match self.in_flight.back() {
+            Some(last) => ConsumerCursor {
+                epoch: last.epoch,
+                ordinal: last.ordinal + 1,
+                index: 0,
+            },
+            None => self.head_cursor.at,
         };
-        while self.in_flight.len() < self.config.prefetch_splits {
-            if ordinal >= per_epoch {
-                epoch += 1;
-                ordinal = 0;
-            }
-            if self.num_epochs > 0 && epoch >= self.num_epochs {
-                break;
-            }
-            let (position, split, len) = self.split_of(epoch, ordinal);
-            let start = if (epoch, ordinal) == (self.head_cursor.epoch, self.head_cursor.ordinal) {
-                self.head_cursor.index.min(len)
+        let wanted = self
+            .config
+            .prefetch_splits
+            .saturating_sub(self.in_flight.len());
+        let head = self.head_cursor.at;
+        for slot in self.order.window(from).take(wanted) {
+            let ConsumerSlot {
+                epoch,
+                ordinal,
+                position,
+            } = slot;
+            let (split, len) = self.split_of(slot);
+            let start = if (epoch, ordinal) == (head.epoch, head.ordinal) {
+                head.index.min(len)
             } else {
                 0
             };
@@ -554,7 +554,6 @@ impl JobClient {
                 pending: VecDeque::new(),
                 task,
             });
-            ordinal += 1;
         }
     }
 
@@ -567,7 +566,7 @@ impl JobClient {
     fn end_epoch(&mut self) -> Option<Batch> {
         let last = self.batcher.finish().ok().flatten();
         let summary = EpochSummary {
-            epoch: self.head_cursor.epoch,
+            epoch: self.head_cursor.at.epoch,
             // Every example pushed into the batcher is in a batch now.
             examples: self.head_cursor.examples,
             batches: self.batcher.next_index(),
@@ -577,16 +576,18 @@ impl JobClient {
         self.total_examples += last.as_ref().map_or(0, |b| b.examples.len() as u64);
         self.head_cursor = ClientCursor {
             consumer_index: self.consumer,
-            epoch: self.head_cursor.epoch + 1,
-            ordinal: 0,
-            index: 0,
+            at: ConsumerCursor {
+                epoch: self.head_cursor.at.epoch + 1,
+                ordinal: 0,
+                index: 0,
+            },
             examples: 0,
             batches: 0,
         };
         self.delivered = self.head_cursor;
-        self.split_orders
-            .retain(|&e, _| e + 1 >= self.head_cursor.epoch);
-        self.batcher = Batcher::for_spec(&self.config.spec, self.head_cursor.epoch);
+        let epoch = self.head_cursor.at.epoch;
+        self.split_orders.retain(|&e, _| e + 1 >= epoch);
+        self.batcher = Batcher::for_spec(&self.config.spec, epoch);
         self.epoch_started = Instant::now();
         self.pending_epoch_end = Some(summary);
         self.publish_cursor();
@@ -606,12 +607,13 @@ impl JobClient {
             if self.locations.borrow().superseded {
                 return Err(ClientError::Superseded);
             }
-            if self.num_epochs > 0 && self.head_cursor.epoch >= self.num_epochs {
+            let num_epochs = self.order.num_epochs();
+            if num_epochs > 0 && self.head_cursor.at.epoch >= num_epochs {
                 self.finished = true;
                 self.release().await;
                 continue;
             }
-            if self.positions_per_epoch() == 0 {
+            if self.order.positions_per_epoch() == 0 {
                 if let Some(b) = self.end_epoch() {
                     return Ok(Some(ClientEvent::Batch(b)));
                 }
@@ -623,9 +625,9 @@ impl JobClient {
             };
             if head.next >= head.len {
                 self.in_flight.pop_front();
-                self.head_cursor.ordinal += 1;
-                self.head_cursor.index = 0;
-                if self.head_cursor.ordinal >= self.positions_per_epoch() {
+                self.head_cursor.at.ordinal += 1;
+                self.head_cursor.at.index = 0;
+                if self.head_cursor.at.ordinal >= self.order.positions_per_epoch() {
                     if let Some(b) = self.end_epoch() {
                         return Ok(Some(ClientEvent::Batch(b)));
                     }
@@ -664,7 +666,7 @@ impl JobClient {
                 )));
             }
             head.next += 1;
-            self.head_cursor.index = head.next;
+            self.head_cursor.at.index = head.next;
             let is_example = matches!(element.body, ElementBody::Example(_));
             let batch = self
                 .batcher

@@ -8,8 +8,8 @@
 #[path = "../../core/store/tests/common/tmpfs.rs"]
 mod tmpfs;
 
-use cachew_client::ClientCursor;
 use cachew_client::cursor::SavedCursor;
+use cachew_client::{ClientCursor, ConsumerCursor};
 
 fn saved(examples: u64, job: &str) -> SavedCursor {
     SavedCursor {
@@ -19,9 +19,11 @@ fn saved(examples: u64, job: &str) -> SavedCursor {
         num_consumers: 1,
         cursor: ClientCursor {
             consumer_index: 0,
-            epoch: 1,
-            ordinal: 3,
-            index: 5,
+            at: ConsumerCursor {
+                epoch: 1,
+                ordinal: 3,
+                index: 5,
+            },
             examples,
             batches: examples / 4,
         },

@@ -15,7 +15,7 @@ use crate::long_poll::{Look, Round};
 use crate::service::{Core, DispatcherService};
 use crate::soft::DiskOwner;
 use crate::state::{CachePolicy, Command, Rejection};
-use crate::wire::{cursor_from_wire, cursor_to_wire, rejection_status};
+use crate::wire::{cursor_from_wire, rejection_status};
 
 impl DispatcherService {
     /// Attaches a consumer to the job `req` names, creating the job (and registering its
@@ -81,7 +81,7 @@ impl DispatcherService {
             num_splits: job.num_splits,
             seed: job.seed,
             num_epochs: job.num_epochs,
-            cursor: outcome.cursor.map(cursor_to_wire),
+            cursor: outcome.cursor.map(v1::Cursor::from),
             created: outcome.created,
         };
         Ok((response, Self::visible(&core)))

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use cachew_pipeline::{Dataset, PipelineSpec};
+use cachew_pipeline::{OpenedSpec, PipelineSpec};
 use tonic::Status;
 
 use crate::state::DatasetEntry;
@@ -32,14 +32,13 @@ impl DatasetIndex {
         }
         let json = spec_json.to_string();
         let entry = tokio::task::spawn_blocking(move || -> Result<DatasetEntry, String> {
-            let spec = PipelineSpec::from_json(&json).map_err(|e| e.to_string())?;
-            let dataset = Dataset::for_spec(&spec).map_err(|e| e.to_string())?;
+            let opened = OpenedSpec::from_json(&json).map_err(|e| e.to_string())?;
             Ok(DatasetEntry {
-                id: hex::encode(dataset.fingerprint(&spec)),
+                id: opened.id,
                 spec_json: json,
-                num_records: dataset.num_records(),
-                split_records: spec.source.split_records,
-                shuffle: spec.shuffle,
+                num_records: opened.dataset.num_records(),
+                split_records: opened.spec.source.split_records,
+                shuffle: opened.spec.shuffle,
             })
         })
         .await

@@ -11,7 +11,6 @@ use crate::config::DispatcherConfig;
 use crate::events::{EventLog, unix_ms};
 use crate::soft::{DiskOwner, Soft};
 use crate::state::{Job, State, WorkerEntry, WorkerLife};
-use crate::wire::cursor_to_wire;
 
 /// Everything a status snapshot is made of.
 #[derive(Debug)]
@@ -150,7 +149,7 @@ impl StatusView<'_> {
                     index: c.index,
                     generation: c.generation,
                     attached: c.attached,
-                    cursor: Some(cursor_to_wire(j.normalize(c.index, c.cursor))),
+                    cursor: Some(v1::Cursor::from(j.normalize(c.index, c.cursor))),
                     delivered_examples: soft
                         .delivered_examples
                         .get(&(j.id, c.index))

@@ -24,21 +24,9 @@ pub fn rejection_status(r: Rejection) -> Status {
     }
 }
 
-pub fn cursor_to_wire(c: Cursor) -> v1::Cursor {
-    v1::Cursor {
-        epoch: c.epoch,
-        ordinal: c.ordinal,
-        index: c.index,
-    }
-}
-
 /// A missing cursor is the start of the job.
 pub fn cursor_from_wire(c: Option<v1::Cursor>) -> Cursor {
-    c.map_or_else(Cursor::default, |c| Cursor {
-        epoch: c.epoch,
-        ordinal: c.ordinal,
-        index: c.index,
-    })
+    c.map(Cursor::from).unwrap_or_default()
 }
 
 /// What a worker is told about one task.

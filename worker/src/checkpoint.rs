@@ -42,12 +42,12 @@ use crate::engine::{Engine, TaskKey, TaskSpec};
 
 const FORMAT: u32 = 1;
 
-/// One task's position.
+/// One task's position. The key is flattened, so the payload keeps its `job`, `epoch` and
+/// `position` fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskCheckpoint {
-    pub job: u64,
-    pub epoch: u64,
-    pub position: u32,
+    #[serde(flatten)]
+    pub key: TaskKey,
     pub split: u32,
     pub lease: u64,
     pub seed: u64,
@@ -65,11 +65,7 @@ impl TaskCheckpoint {
     /// know (then the task is not resumed here and the dispatcher moves it).
     pub fn spec(&self) -> Result<TaskSpec, String> {
         Ok(TaskSpec {
-            key: TaskKey {
-                job: self.job,
-                epoch: self.epoch,
-                position: self.position,
-            },
+            key: self.key,
             lease: self.lease,
             split: self.split,
             seed: self.seed,
@@ -81,7 +77,7 @@ impl TaskCheckpoint {
 
     pub fn progress(&self) -> v1::TaskProgress {
         v1::TaskProgress {
-            key: Some(v1::TaskKey::new(self.job, self.epoch, self.position)),
+            key: Some(self.key.into()),
             lease: self.lease,
             split: self.split,
             produced: self.produced,
@@ -148,9 +144,7 @@ pub fn snapshot(engine: &Engine) -> Vec<TaskCheckpoint> {
         .snapshot()
         .into_iter()
         .map(|(spec, report)| TaskCheckpoint {
-            job: spec.key.job,
-            epoch: spec.key.epoch,
-            position: spec.key.position,
+            key: spec.key,
             split: spec.split,
             lease: spec.lease,
             seed: spec.seed,
@@ -271,5 +265,49 @@ impl Drop for Checkpointer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The payload of the module doc, byte for byte: checkpoints written before the task key
+    /// became one type still load, and new ones are written the same way.
+    #[test]
+    fn the_payload_format_is_pinned() {
+        let json = r#"{"format":1,"address":"127.0.0.1:5051","tasks":[{"job":1,"epoch":0,"position":4,"split":17,"lease":9,"seed":42,"dataset_id":"ab12","acked":37,"produced":64,"len":64,"cache_mode":"put"}]}"#;
+        let checkpoint = WorkerCheckpoint {
+            format: FORMAT,
+            address: "127.0.0.1:5051".into(),
+            tasks: vec![TaskCheckpoint {
+                key: TaskKey {
+                    job: 1,
+                    epoch: 0,
+                    position: 4,
+                },
+                split: 17,
+                lease: 9,
+                seed: 42,
+                dataset_id: "ab12".into(),
+                acked: 37,
+                produced: 64,
+                len: 64,
+                cache_mode: "put".into(),
+            }],
+        };
+        assert_eq!(serde_json::to_string(&checkpoint).unwrap(), json);
+        assert_eq!(
+            serde_json::from_str::<WorkerCheckpoint>(json).unwrap(),
+            checkpoint
+        );
+        // Checkpoints from before cache modes have none.
+        let older = json.replace(r#","cache_mode":"put""#, "");
+        let parsed = serde_json::from_str::<WorkerCheckpoint>(&older).unwrap();
+        assert_eq!(parsed.tasks[0].cache_mode, "");
+        assert_eq!(
+            parsed.tasks[0].spec().map(|s| s.key),
+            Ok(checkpoint.tasks[0].key)
+        );
     }
 }

@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cachew_pipeline::exec::plan_for;
-use cachew_pipeline::{Dataset, Pipeline, PipelineSpec};
+use cachew_pipeline::{OpenedSpec, Pipeline};
 use cachew_proto::backoff::Backoff;
 use cachew_proto::{DispatcherClient, MAX_MESSAGE_BYTES, names, v1};
 use tonic::transport::Channel;
 
 use crate::WorkerError;
-use crate::cache::CacheMode;
 use crate::checkpoint::{SharedInfo, TaskCheckpoint};
 use crate::disk::DiskAlarm;
 use crate::engine::{Engine, Prepared, PreparedCache, TaskKey, TaskReport, TaskSpec};
@@ -59,7 +58,7 @@ pub(crate) async fn connect(
 
 fn report_to_wire(r: &TaskReport) -> v1::TaskProgress {
     v1::TaskProgress {
-        key: Some(v1::TaskKey::new(r.key.job, r.key.epoch, r.key.position)),
+        key: Some(r.key.into()),
         lease: r.lease,
         split: r.split,
         produced: r.produced,
@@ -130,17 +129,13 @@ async fn register(
         .await?
         .into_inner();
     // Resume the restored tasks the dispatcher still gives us, at their delivered position.
-    let kept = |job: u64, epoch: u64, position: u32| {
-        resp.kept
-            .iter()
-            .any(|k| (k.job_id, k.epoch, k.position) == (job, epoch, position))
-    };
+    let kept = |key: TaskKey| resp.kept.iter().any(|&k| TaskKey::from(k) == key);
     for t in std::mem::take(restored) {
-        if !kept(t.job, t.epoch, t.position) {
+        if !kept(t.key) {
             tracing::info!(
-                job = t.job,
-                epoch = t.epoch,
-                position = t.position,
+                job = t.key.job,
+                epoch = t.key.epoch,
+                position = t.key.position,
                 "checkpointed task is no longer this worker's (delivered or reassigned meanwhile); dropped"
             );
             continue;
@@ -149,9 +144,9 @@ async fn register(
             Ok(spec) => spec,
             Err(e) => {
                 tracing::warn!(
-                    job = t.job,
-                    epoch = t.epoch,
-                    position = t.position,
+                    job = t.key.job,
+                    epoch = t.key.epoch,
+                    position = t.key.position,
                     "checkpointed task not resumed: {e}"
                 );
                 continue;
@@ -160,9 +155,9 @@ async fn register(
         match prepare(client, cache, &spec.dataset_id).await {
             Ok(p) => {
                 tracing::info!(
-                    job = t.job,
-                    epoch = t.epoch,
-                    position = t.position,
+                    job = t.key.job,
+                    epoch = t.key.epoch,
+                    position = t.key.position,
                     at = t.acked,
                     "recovered task from the checkpoint"
                 );
@@ -175,11 +170,7 @@ async fn register(
     }
     // Keep only the tasks the dispatcher still gives us.
     for r in engine.reports() {
-        let kept = resp
-            .kept
-            .iter()
-            .any(|k| (k.job_id, k.epoch, k.position) == (r.key.job, r.key.epoch, r.key.position));
-        if !kept {
+        if !kept(r.key) {
             engine.drop_task(&r.key, r.lease);
         }
     }
@@ -286,11 +277,8 @@ async fn heartbeat_loop(
             return;
         }
         for d in resp.dropped {
-            let Some(k) = d.key else { continue };
-            let key = TaskKey {
-                job: k.job_id,
-                epoch: k.epoch,
-                position: k.position,
+            let Some(key) = d.key.map(TaskKey::from) else {
+                continue;
             };
             if d.reason() == v1::DropReason::Fenced {
                 tracing::warn!(
@@ -305,29 +293,12 @@ async fn heartbeat_loop(
             engine.drop_task(&key, d.lease);
         }
         for t in resp.new_tasks {
-            let Some(k) = t.key else { continue };
-            let cache_mode = match CacheMode::from_wire(t.cache_mode) {
-                Ok(mode) => mode,
+            let spec = match TaskSpec::from_def(t) {
+                Ok(spec) => spec,
                 Err(e) => {
-                    tracing::error!(
-                        ?k,
-                        "task refused: {e}; is this worker older than the dispatcher?"
-                    );
+                    tracing::error!("task refused: {e}; is this worker older than the dispatcher?");
                     continue;
                 }
-            };
-            let spec = TaskSpec {
-                key: TaskKey {
-                    job: k.job_id,
-                    epoch: k.epoch,
-                    position: k.position,
-                },
-                lease: t.lease,
-                split: t.split,
-                seed: t.seed,
-                dataset_id: t.dataset_id.clone(),
-                start_index: t.start_index,
-                cache_mode,
             };
             if engine.has_task(&spec.key, spec.lease) || !pending.insert((spec.key, spec.lease)) {
                 continue;
@@ -391,9 +362,11 @@ pub(crate) async fn prepare(
         .spec_json;
     let id = dataset_id.to_string();
     let prepared = tokio::task::spawn_blocking(move || -> Result<Prepared, WorkerError> {
-        let spec = PipelineSpec::from_json(&spec_json).map_err(|e| WorkerError::Pipeline(e.to_string()))?;
-        let dataset = Dataset::for_spec(&spec).map_err(|e| WorkerError::Pipeline(e.to_string()))?;
-        let found = hex::encode(dataset.fingerprint(&spec));
+        let OpenedSpec {
+            spec,
+            dataset,
+            id: found,
+        } = OpenedSpec::from_json(&spec_json).map_err(|e| WorkerError::Pipeline(e.to_string()))?;
         if found != id {
             return Err(WorkerError::Pipeline(format!(
                 "dataset {id} has fingerprint {found} on this host: the files differ from the dispatcher's"

@@ -17,16 +17,37 @@ use std::time::Duration;
 use cachew_pipeline::exec::{NoCache, PrefixCache};
 use cachew_pipeline::{Dataset, Element, Pipeline, SplitPlan};
 use cachew_proto::backoff::Backoff;
+use cachew_proto::v1;
+use serde::{Deserialize, Serialize};
 
 use crate::cache::{CacheMode, CacheReports, CacheSettings, TaskCache};
 use tokio::sync::Notify;
 
-/// A task: one position of one epoch of one job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A task: one position of one epoch of one job. The one key of a task in this worker: the
+/// engine's map, fetches, reports and checkpoints all use it, and it is built from the wire's
+/// `v1::TaskKey` (and back) only through the `From` conversions below. Its JSON form (`job`,
+/// `epoch`, `position`) is part of the checkpoint payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TaskKey {
     pub job: u64,
     pub epoch: u64,
     pub position: u32,
+}
+
+impl From<v1::TaskKey> for TaskKey {
+    fn from(k: v1::TaskKey) -> TaskKey {
+        TaskKey {
+            job: k.job_id,
+            epoch: k.epoch,
+            position: k.position,
+        }
+    }
+}
+
+impl From<TaskKey> for v1::TaskKey {
+    fn from(k: TaskKey) -> v1::TaskKey {
+        v1::TaskKey::new(k.job, k.epoch, k.position)
+    }
 }
 
 /// A dataset ready to run: its pipeline, index and split plan.
@@ -47,6 +68,23 @@ pub struct TaskSpec {
     pub dataset_id: String,
     pub start_index: u32,
     pub cache_mode: CacheMode,
+}
+
+impl TaskSpec {
+    /// The task a dispatcher's definition assigns; an error for a definition without a key or
+    /// with a cache mode this worker does not know (a newer dispatcher's).
+    pub fn from_def(def: v1::TaskDef) -> Result<TaskSpec, String> {
+        let key = def.key.ok_or("task definition without a key")?;
+        Ok(TaskSpec {
+            key: key.into(),
+            lease: def.lease,
+            split: def.split,
+            seed: def.seed,
+            start_index: def.start_index,
+            cache_mode: CacheMode::from_wire(def.cache_mode).map_err(|e| e.to_string())?,
+            dataset_id: def.dataset_id,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -784,6 +822,51 @@ mod tests {
 
     fn prepared() -> Arc<Prepared> {
         tf_sample_prepared()
+    }
+
+    #[test]
+    fn a_task_definition_gives_its_spec_and_key() {
+        let def = v1::TaskDef {
+            key: Some(v1::TaskKey::new(3, 7, 11)),
+            lease: 9,
+            split: 5,
+            dataset_id: "ab12".into(),
+            seed: 42,
+            start_index: 4,
+            cache_mode: v1::CacheMode::Put.into(),
+        };
+        let spec = TaskSpec::from_def(def.clone()).expect("a keyed definition");
+        let key = TaskKey {
+            job: 3,
+            epoch: 7,
+            position: 11,
+        };
+        assert_eq!(spec.key, key);
+        assert_eq!(
+            (spec.lease, spec.split, spec.seed, spec.start_index),
+            (9, 5, 42, 4)
+        );
+        assert_eq!(spec.dataset_id, "ab12");
+        assert_eq!(spec.cache_mode, CacheMode::Put);
+        assert_eq!(v1::TaskKey::from(key), v1::TaskKey::new(3, 7, 11));
+        let keyless = v1::TaskDef {
+            key: None,
+            ..def.clone()
+        };
+        assert!(TaskSpec::from_def(keyless).is_err());
+        // A task is never AUTO, and a mode this worker does not know is refused, not computed.
+        for mode in [
+            v1::CacheMode::Auto as i32,
+            v1::CacheMode::Unspecified as i32,
+            99,
+        ] {
+            let def = v1::TaskDef {
+                cache_mode: mode,
+                ..def.clone()
+            };
+            let why = TaskSpec::from_def(def).expect_err("refused");
+            assert!(why.contains("unknown task cache mode"), "{why}");
+        }
     }
 
     fn spec(lease: u64) -> TaskSpec {

@@ -36,14 +36,10 @@ impl cachew_proto::Worker for WorkerService {
         request: Request<v1::GetElementsRequest>,
     ) -> Result<Response<v1::GetElementsResponse>, Status> {
         let req = request.into_inner();
-        let key = req
-            .key
-            .ok_or_else(|| Status::invalid_argument("missing task key"))?;
-        let key = TaskKey {
-            job: key.job_id,
-            epoch: key.epoch,
-            position: key.position,
-        };
+        let key = TaskKey::from(
+            req.key
+                .ok_or_else(|| Status::invalid_argument("missing task key"))?,
+        );
         let max_bytes = if req.max_bytes == 0 {
             MAX_RESPONSE_BYTES
         } else {

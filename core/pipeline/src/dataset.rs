@@ -22,6 +22,27 @@ pub struct Dataset {
     starts: Vec<u64>,
 }
 
+/// A canonical spec opened on this host: the spec, its files indexed, and the dataset id (the
+/// hex of [`Dataset::fingerprint`]). The dispatcher registers a dataset under this id; a worker
+/// opens the spec JSON the dispatcher sends the same way and must find the same id.
+#[derive(Debug, Clone)]
+pub struct OpenedSpec {
+    pub spec: PipelineSpec,
+    pub dataset: Dataset,
+    pub id: String,
+}
+
+impl OpenedSpec {
+    /// Parses canonical spec JSON ([`PipelineSpec::from_json`]), indexes the files it names
+    /// ([`Dataset::for_spec`]) and computes the dataset id.
+    pub fn from_json(spec_json: &str) -> Result<OpenedSpec> {
+        let spec = PipelineSpec::from_json(spec_json)?;
+        let dataset = Dataset::for_spec(&spec)?;
+        let id = hex::encode(dataset.fingerprint(&spec));
+        Ok(OpenedSpec { spec, dataset, id })
+    }
+}
+
 /// Where a record lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordLocation {

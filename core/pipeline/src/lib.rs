@@ -6,7 +6,7 @@
 //! - [`example`]: `tf.train.Example` decoding and encoding.
 //! - [`spec`]: the declarative pipeline spec (TOML), its validation and canonical form.
 //! - [`dataset`]: the indexed dataset, global record ids, random access, fingerprints.
-//! - [`order`]: deterministic splits and per-epoch order, element identity.
+//! - [`order`]: deterministic splits and per-epoch order, element identity, consumer cursors.
 //! - [`rng`]: per-record generators seeded by (seed, epoch, record id).
 //! - [`image`]: JPEG decode, crop/flip views, fixed-point bilinear resize, normalize.
 //! - [`exec`]: running the pipeline on records, split ranges and whole epochs; batching.
@@ -30,9 +30,9 @@ pub mod spec;
 pub mod tensor;
 pub mod tfrecord;
 
-pub use dataset::Dataset;
+pub use dataset::{Dataset, OpenedSpec};
 pub use error::{PipelineError, Result};
 pub use exec::{Batch, Batcher, Element, ElementBody, ExampleMeta, Pipeline, RecordCtx};
-pub use order::{ElementId, SplitPlan};
+pub use order::{ConsumerCursor, ConsumerOrder, ElementId, SplitPlan};
 pub use spec::{ErrorPolicy, PipelineSpec};
 pub use tensor::{DType, Tensor};

@@ -176,6 +176,28 @@ impl std::fmt::Display for v1::TaskKey {
     }
 }
 
+/// The wire form of a consumer's place (every field is a plain number, so both ways are
+/// total).
+impl From<cachew_pipeline::ConsumerCursor> for v1::Cursor {
+    fn from(c: cachew_pipeline::ConsumerCursor) -> v1::Cursor {
+        v1::Cursor {
+            epoch: c.epoch,
+            ordinal: c.ordinal,
+            index: c.index,
+        }
+    }
+}
+
+impl From<v1::Cursor> for cachew_pipeline::ConsumerCursor {
+    fn from(c: v1::Cursor) -> cachew_pipeline::ConsumerCursor {
+        cachew_pipeline::ConsumerCursor {
+            epoch: c.epoch,
+            ordinal: c.ordinal,
+            index: c.index,
+        }
+    }
+}
+
 impl v1::FetchFailure {
     /// A record failed the pipeline under `on_error = "fail"`: final for the job.
     pub fn deterministic(record_id: Option<u64>, reason: impl Into<String>) -> Self {
@@ -245,6 +267,27 @@ mod tests {
         let mut bad = element_to_wire(&e);
         bad.tensors[1].dtype = 42;
         assert!(element_from_wire(bad).is_err());
+    }
+
+    #[test]
+    fn cursor_round_trip() {
+        use cachew_pipeline::ConsumerCursor;
+
+        let c = ConsumerCursor {
+            epoch: u64::MAX,
+            ordinal: 7,
+            index: u32::MAX,
+        };
+        let wire = v1::Cursor::from(c);
+        assert_eq!(
+            (wire.epoch, wire.ordinal, wire.index),
+            (u64::MAX, 7, u32::MAX)
+        );
+        assert_eq!(ConsumerCursor::from(wire), c);
+        assert_eq!(
+            ConsumerCursor::from(v1::Cursor::default()),
+            ConsumerCursor::default()
+        );
     }
 }
 

@@ -17,9 +17,10 @@ mod command;
 mod model;
 mod split_order;
 
-use cachew_proto::v1::EventKind;
 use std::collections::{BTreeMap, BTreeSet};
 
+use cachew_pipeline::ConsumerOrder;
+use cachew_proto::v1::EventKind;
 use serde::{Deserialize, Serialize};
 
 pub use command::{Command, Outcome, Rejection, StateEvent, TaskClaim};
@@ -363,8 +364,8 @@ impl State {
             },
         };
         if let Some(cursor) = resume {
-            let per_epoch =
-                cachew_pipeline::order::consumer_positions(num_splits, index, num_consumers);
+            let per_epoch = ConsumerOrder::new(num_splits, index, num_consumers, num_epochs)
+                .positions_per_epoch();
             if cursor.ordinal > per_epoch
                 || (num_epochs > 0 && cursor.epoch >= num_epochs && cursor.ordinal > 0)
             {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use cachew_pipeline::SplitPlan;
+use cachew_pipeline::{ConsumerOrder, SplitPlan};
 use cachew_proto::names::{Name, UnknownValue};
 use cachew_proto::v1::CacheMode;
 use serde::{Deserialize, Serialize};
@@ -12,15 +12,9 @@ use serde::{Deserialize, Serialize};
 pub type WorkerId = u64;
 pub type JobId = u64;
 
-/// A consumer's place: epoch, the n-th of its positions in that epoch, index in that split.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-pub struct Cursor {
-    pub epoch: u64,
-    pub ordinal: u32,
-    pub index: u32,
-}
+/// A consumer's place: epoch, the n-th of its positions in that epoch, index in that split. The
+/// one cursor type, shared with the client (its JSON form is part of the journal).
+pub use cachew_pipeline::ConsumerCursor as Cursor;
 
 /// Lifecycle of a worker as the dispatcher sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,56 +121,39 @@ impl Job {
         }
     }
 
+    /// Consumer `c`'s sequence of positions: the arithmetic below is [`ConsumerOrder`]'s, the
+    /// same the client fetches with.
+    pub fn consumer_order(&self, c: u32) -> ConsumerOrder {
+        ConsumerOrder::new(self.num_splits, c, self.num_consumers, self.num_epochs)
+    }
+
     /// Number of positions consumer `c` has per epoch.
     pub fn positions_per_epoch(&self, c: u32) -> u32 {
-        cachew_pipeline::order::consumer_positions(self.num_splits, c, self.num_consumers)
+        self.consumer_order(c).positions_per_epoch()
     }
 
     /// Position of the `ordinal`-th split of consumer `c`.
     pub fn position(&self, c: u32, ordinal: u32) -> u32 {
-        c + ordinal * self.num_consumers.max(1)
+        self.consumer_order(c).position(ordinal)
     }
 
     /// Normalizes a cursor that stands at the end of an epoch to the start of the next.
-    pub fn normalize(&self, c: u32, mut cursor: Cursor) -> Cursor {
-        let per = self.positions_per_epoch(c);
-        if per == 0 {
-            return Cursor {
-                epoch: self.num_epochs.max(cursor.epoch),
-                ordinal: 0,
-                index: 0,
-            };
-        }
-        if cursor.ordinal >= per {
-            cursor.epoch = cursor.epoch.saturating_add(u64::from(cursor.ordinal / per));
-            cursor.ordinal %= per;
-            cursor.index = 0;
-        }
-        cursor
+    pub fn normalize(&self, c: u32, cursor: Cursor) -> Cursor {
+        self.consumer_order(c).normalize(cursor)
     }
 
     /// Whether consumer `c` at `cursor` has consumed every epoch.
     pub fn consumer_done(&self, c: u32, cursor: Cursor) -> bool {
-        self.num_epochs > 0 && self.normalize(c, cursor).epoch >= self.num_epochs
+        self.consumer_order(c).is_done(cursor)
     }
 
     /// The next `window` (epoch, position) pairs of consumer `c` from `cursor` on.
     pub fn window(&self, c: u32, cursor: Cursor, window: u32) -> Vec<(u64, u32)> {
-        let per = self.positions_per_epoch(c);
-        let mut out = Vec::new();
-        if per == 0 {
-            return out;
-        }
-        let mut cur = self.normalize(c, cursor);
-        while out.len() < window as usize {
-            if self.num_epochs > 0 && cur.epoch >= self.num_epochs {
-                break;
-            }
-            out.push((cur.epoch, self.position(c, cur.ordinal)));
-            cur.ordinal += 1;
-            cur = self.normalize(c, cur);
-        }
-        out
+        self.consumer_order(c)
+            .window(cursor)
+            .take(window as usize)
+            .map(|slot| (slot.epoch, slot.position))
+            .collect()
     }
 
     /// Whether (epoch, position) lies before its consumer's cursor (already delivered).
@@ -185,9 +162,8 @@ impl Job {
         let Some(consumer) = self.consumers.get(c as usize) else {
             return false;
         };
-        let ordinal = position / self.num_consumers.max(1);
-        let cur = self.normalize(c, consumer.cursor);
-        (epoch, ordinal) < (cur.epoch, cur.ordinal)
+        let order = self.consumer_order(c);
+        order.is_before(epoch, order.ordinal_of(position), consumer.cursor)
     }
 }
 

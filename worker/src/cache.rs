@@ -29,7 +29,7 @@ use cachew_proto::v1;
 use sha2::{Digest, Sha256};
 
 use crate::disk::DiskAlarm;
-use crate::engine::Prepared;
+use crate::prepared::Prepared;
 
 /// Where the cache lives for this worker.
 #[derive(Debug, Clone)]
@@ -417,7 +417,7 @@ impl PrefixCache for TaskCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::tf_sample_prepared;
+    use crate::prepared::tf_sample_prepared;
 
     const SPLIT: u32 = 4;
 

@@ -7,7 +7,7 @@
 //! threads always pick the most urgent work (lowest job, epoch, position), so the split a client
 //! is waiting for is never starved by splits further ahead. This module owns no sockets.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -15,12 +15,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cachew_pipeline::exec::{NoCache, PrefixCache};
-use cachew_pipeline::{Dataset, Element, Pipeline, SplitPlan};
+use cachew_pipeline::Element;
 use cachew_proto::backoff::Backoff;
 use cachew_proto::v1;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{CacheMode, CacheReports, CacheSettings, TaskCache};
+pub use crate::prepared::{Prepared, PreparedCache};
 use tokio::sync::Notify;
 
 /// A task: one position of one epoch of one job. The one key of a task in this worker: the
@@ -48,14 +49,6 @@ impl From<TaskKey> for v1::TaskKey {
     fn from(k: TaskKey) -> v1::TaskKey {
         v1::TaskKey::new(k.job, k.epoch, k.position)
     }
-}
-
-/// A dataset ready to run: its pipeline, index and split plan.
-#[derive(Debug)]
-pub struct Prepared {
-    pub pipeline: Pipeline,
-    pub dataset: Dataset,
-    pub plan: SplitPlan,
 }
 
 /// What the dispatcher assigned.
@@ -763,62 +756,10 @@ fn compute_loop(shared: &Shared) {
     }
 }
 
-/// Datasets this worker has prepared, by id.
-#[derive(Debug, Default)]
-pub struct PreparedCache {
-    by_id: Mutex<HashMap<String, Arc<Prepared>>>,
-    /// One gate per dataset: tasks of a dataset arriving together wait for one preparation
-    /// (indexing every file of a large dataset) instead of each starting its own.
-    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl PreparedCache {
-    /// The gate to hold while preparing dataset `id`.
-    pub fn gate(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.gates
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(id.to_string())
-            .or_default()
-            .clone()
-    }
-
-    pub fn get(&self, id: &str) -> Option<Arc<Prepared>> {
-        self.by_id
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
-    }
-
-    pub fn insert(&self, id: &str, p: Arc<Prepared>) {
-        self.by_id
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), p);
-    }
-}
-
-/// The tf-sample pipeline (it has a cache point) over the dataset checked into fixtures/.
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-pub(crate) fn tf_sample_prepared() -> Arc<Prepared> {
-    let spec_path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/specs/tf-sample.toml");
-    let spec = cachew_pipeline::PipelineSpec::load(&spec_path).unwrap();
-    let dataset = Dataset::for_spec(&spec).unwrap();
-    let pipeline = Pipeline::new(spec).unwrap();
-    let plan = cachew_pipeline::exec::plan_for(&pipeline, &dataset);
-    Arc::new(Prepared {
-        pipeline,
-        dataset,
-        plan,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prepared::tf_sample_prepared;
 
     fn prepared() -> Arc<Prepared> {
         tf_sample_prepared()

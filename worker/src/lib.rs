@@ -18,6 +18,7 @@ pub mod cli;
 pub mod control;
 pub mod disk;
 pub mod engine;
+pub mod prepared;
 pub mod service;
 
 /// A size-limited tmpfs for tests of a full disk (shared with the store crate's tests).

@@ -8,14 +8,10 @@
 //! `CACHEW_PARENT_PID`).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cachew_cluster::control::{ControlService, SharedCluster, serve};
-use cachew_cluster::{Cluster, ClusterSpec, Launcher};
+use cachew_cluster::{Launcher, LocalCluster, LocalClusterBuilder, TrainingClient};
 use cachew_fixtures::GenerateParams;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::TuiError;
 
@@ -88,17 +84,13 @@ impl DemoOptions {
 /// A running demo cluster and its control endpoint.
 #[derive(Debug)]
 pub struct Demo {
-    cluster: SharedCluster,
-    dispatcher: String,
+    local: LocalCluster,
     control_address: String,
-    run_dir: PathBuf,
-    stop_server: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
 }
 
 impl Demo {
-    /// Generates the dataset if needed (progress on stderr), binds the control endpoint, launches
-    /// the cluster (waiting until the dispatcher listens) and serves control.
+    /// Generates the dataset if needed (progress on stderr), then launches the cluster (waiting
+    /// until the dispatcher listens) and serves control.
     pub async fn launch(options: &DemoOptions, launcher: Launcher) -> Result<Demo, TuiError> {
         options.validate()?;
         let params = GenerateParams {
@@ -114,36 +106,22 @@ impl Demo {
         .map_err(|e| TuiError::Dataset(format!("{e:#}")))?;
         let run_dir = cachew_fixtures::local::new_run_dir(&options.runs_dir, "demo")
             .map_err(|e| TuiError::Invalid(format!("{e:#}")))?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let control_address = listener.local_addr()?.to_string();
-        let spec = cluster_spec(options, &spec, &run_dir, &control_address);
-        let cluster = tokio::task::spawn_blocking(move || Cluster::launch(&spec, launcher))
+        let builder = cluster(options, &spec, &run_dir).launcher(launcher);
+        let local = tokio::task::spawn_blocking(move || builder.start())
             .await
             .map_err(|e| TuiError::Invalid(e.to_string()))??;
-        let dispatcher = cluster.dispatcher().to_string();
-        let cluster: SharedCluster = Arc::new(Mutex::new(cluster));
-        let service = ControlService::new(cluster.clone(), options.worker_args());
-        let (stop_server, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            if let Err(e) = serve(service, listener, shutdown).await {
-                tracing::warn!("cluster-control endpoint failed: {e}");
-            }
-        });
+        let control_address = local
+            .control_address()
+            .ok_or_else(|| TuiError::Invalid("the demo serves no cluster control".into()))?
+            .to_string();
         Ok(Demo {
-            cluster,
-            dispatcher,
+            local,
             control_address,
-            run_dir,
-            stop_server: Some(stop_server),
-            server: Some(server),
         })
     }
 
     pub fn dispatcher(&self) -> &str {
-        &self.dispatcher
+        self.local.dispatcher()
     }
 
     pub fn control_address(&self) -> &str {
@@ -151,13 +129,13 @@ impl Demo {
     }
 
     pub fn run_dir(&self) -> &Path {
-        &self.run_dir
+        self.local.root()
     }
 
     /// (address, checkpoint directory) of every worker the demo runs, standbys started later
     /// included (each worker's `--work-dir` is `<run dir>/<name>`).
     pub fn checkpoint_dirs(&self) -> crate::feed::CheckpointDirs {
-        let (cluster, run_dir) = (self.cluster.clone(), self.run_dir.clone());
+        let (cluster, run_dir) = (self.local.cluster().clone(), self.run_dir().to_path_buf());
         std::sync::Arc::new(move || {
             let nodes = cluster.lock().unwrap_or_else(|p| p.into_inner()).nodes();
             nodes
@@ -169,19 +147,11 @@ impl Demo {
     }
 
     /// Stops the control endpoint, then every node (SIGTERM, SIGKILL after `grace`), and reaps
-    /// them. Returns the nodes' final states.
-    pub async fn stop(mut self, grace: Duration) -> Vec<String> {
-        if let Some(stop) = self.stop_server.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-        }
-        let cluster = self.cluster.clone();
+    /// them. Returns the nodes' final states. Dropping the demo instead kills every node.
+    pub async fn stop(self, grace: Duration) -> Vec<String> {
         tokio::task::spawn_blocking(move || {
-            let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
-            c.shutdown(grace);
-            c.nodes()
+            self.local
+                .stop(grace)
                 .iter()
                 .map(|n| format!("{} {}", n.name, n.state.label()))
                 .collect()
@@ -191,54 +161,22 @@ impl Demo {
     }
 }
 
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop_server.take() {
-            let _ = stop.send(());
-        }
-        // The last owner of the cluster kills every node when it drops; make sure that happens
-        // even if the control server still holds a clone.
-        let mut c = self.cluster.lock().unwrap_or_else(|p| p.into_inner());
-        c.kill_all();
-    }
-}
-
-/// The cluster a demo runs.
-pub fn cluster_spec(
-    options: &DemoOptions,
-    pipeline: &Path,
-    run_dir: &Path,
-    control_address: &str,
-) -> ClusterSpec {
-    let client = vec![
-        "--spec".to_string(),
-        pipeline.display().to_string(),
-        "--job".into(),
-        "demo".into(),
-        "--epochs".into(),
-        "0".into(),
-        "--hash-log".into(),
-        "{dir}/hash-log".into(),
-        // The demo runs until stopped: the last 16 epochs' logs are kept, each checked first.
-        "--hash-log-keep".into(),
+/// The cluster a demo runs: short heartbeats, its workers and standbys, one endless verifying
+/// client, and cluster control.
+pub fn cluster(options: &DemoOptions, pipeline: &Path, run_dir: &Path) -> LocalClusterBuilder {
+    // The demo runs until stopped: the last 16 epochs' logs are kept, each checked first.
+    let client = TrainingClient::new(pipeline, "demo", 0).flags([
+        "--hash-log-keep".to_string(),
         "16".into(),
         "--verify".into(),
         "--step-time-ms".into(),
         options.step_time_ms.to_string(),
-    ];
-    ClusterSpec {
-        root: run_dir.to_path_buf(),
-        dispatcher_args: vec![
-            "--control-address".into(),
-            control_address.to_string(),
-            "--heartbeat-interval-ms".into(),
-            options.heartbeat_interval_ms.to_string(),
-            "--worker-timeout-ms".into(),
-            options.worker_timeout_ms.to_string(),
-        ],
-        workers: options.workers,
-        standby: options.standby,
-        worker_args: options.worker_args(),
-        clients: vec![client],
-    }
+    ]);
+    LocalCluster::builder(run_dir)
+        .liveness(options.heartbeat_interval_ms, options.worker_timeout_ms)
+        .workers(options.workers)
+        .standby(options.standby)
+        .worker_flags(options.worker_args())
+        .client(client)
+        .control(true)
 }

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use cachew_cluster::follow::status_reason;
+use cachew_cluster::{FollowOptions, Followed, StatusFollower};
 use cachew_proto::v1;
 use cachew_proto::v1::cluster_control_client::ClusterControlClient;
 use tokio::sync::{mpsc, watch};
@@ -22,138 +24,33 @@ pub const NODES_INTERVAL: Duration = Duration::from_millis(500);
 const ACT_TIMEOUT: Duration = Duration::from_secs(60);
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Exponential reconnect delays: 250 ms doubling up to 4 s, back to the start after a success.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    pub const FIRST: Duration = Duration::from_millis(250);
-    pub const MAX: Duration = Duration::from_secs(4);
-
-    pub fn new() -> Backoff {
-        Backoff { next: Self::FIRST }
-    }
-
-    /// The delay before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        d
-    }
-
-    pub fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::new()
-    }
-}
-
-/// An error and its sources on one line (tonic's "transport error" alone says little).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
-enum StreamEnd {
-    /// The model's side hung up: stop.
-    Closed,
-    Failed {
-        error: String,
-        delivered: bool,
-    },
-}
+/// How the status feed follows the dispatcher: 250 ms between attempts, doubling up to 4 s.
+const FOLLOW: FollowOptions = FollowOptions {
+    connect_timeout: STALL_TIMEOUT,
+    stall_timeout: Some(STALL_TIMEOUT),
+    first_retry: Duration::from_millis(250),
+    max_retry: Duration::from_secs(4),
+};
 
 /// Follows the dispatcher's status stream at `target` forever, reconnecting with backoff.
 pub async fn status_feed(target: String, tx: mpsc::Sender<Update>) {
-    let mut backoff = Backoff::new();
-    let mut attempt = 0u32;
+    let mut follower = StatusFollower::new(&target, FOLLOW);
     loop {
-        if tx.send(Update::Connecting).await.is_err() {
+        let update = match follower.next().await {
+            Followed::Connecting => Update::Connecting,
+            Followed::Up(status) => Update::Status(status),
+            Followed::Down {
+                reason,
+                attempt,
+                retry_in,
+            } => Update::StreamDown {
+                error: reason,
+                attempt,
+                retry_in_ms: retry_in.as_millis() as u64,
+            },
+        };
+        if tx.send(update).await.is_err() {
             return;
-        }
-        match watch_once(&target, &tx).await {
-            StreamEnd::Closed => return,
-            StreamEnd::Failed { error, delivered } => {
-                if delivered {
-                    backoff.reset();
-                    attempt = 0;
-                }
-                attempt += 1;
-                let delay = backoff.next_delay();
-                let down = Update::StreamDown {
-                    error,
-                    attempt,
-                    retry_in_ms: delay.as_millis() as u64,
-                };
-                if tx.send(down).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}
-
-async fn watch_once(target: &str, tx: &mpsc::Sender<Update>) -> StreamEnd {
-    let failed = |error: String, delivered: bool| StreamEnd::Failed { error, delivered };
-    let endpoint = match cachew_proto::endpoint(target) {
-        Ok(e) => e,
-        Err(e) => return failed(e.to_string(), false),
-    };
-    let channel = match endpoint.connect().await {
-        Ok(c) => c,
-        Err(e) => return failed(chain(&e), false),
-    };
-    let mut client = cachew_proto::DispatcherClient::new(channel)
-        .max_decoding_message_size(cachew_proto::MAX_MESSAGE_BYTES);
-    let request = v1::WatchStatusRequest { events_after: 0 };
-    let mut stream = match tokio::time::timeout(STALL_TIMEOUT, client.watch_status(request)).await {
-        Ok(Ok(r)) => r.into_inner(),
-        Ok(Err(status)) => return failed(status.message().to_string(), false),
-        Err(_) => return failed("no answer to WatchStatus".into(), false),
-    };
-    let mut delivered = false;
-    loop {
-        match tokio::time::timeout(STALL_TIMEOUT, stream.message()).await {
-            Ok(Ok(Some(status))) => {
-                delivered = true;
-                if tx.send(Update::Status(Box::new(status))).await.is_err() {
-                    return StreamEnd::Closed;
-                }
-            }
-            Ok(Ok(None)) => return failed("the status stream ended".into(), delivered),
-            Ok(Err(status)) => {
-                let message = if status.message().is_empty() {
-                    chain(&status)
-                } else {
-                    status.message().to_string()
-                };
-                return failed(message, delivered);
-            }
-            Err(_) => {
-                return failed(
-                    format!(
-                        "no status for {} s (paused or partitioned?)",
-                        STALL_TIMEOUT.as_secs()
-                    ),
-                    delivered,
-                );
-            }
         }
     }
 }
@@ -193,11 +90,7 @@ pub async fn control_feed(mut address: watch::Receiver<Option<String>>, tx: mpsc
                     .await
                 {
                     Ok(Ok(r)) => Update::Nodes(r.into_inner().nodes),
-                    Ok(Err(status)) => Update::ControlUnreachable(if status.message().is_empty() {
-                        chain(&status)
-                    } else {
-                        status.message().to_string()
-                    }),
+                    Ok(Err(status)) => Update::ControlUnreachable(status_reason(&status)),
                     Err(_) => Update::ControlUnreachable(format!(
                         "no answer in {} s",
                         LIST_TIMEOUT.as_secs()
@@ -226,11 +119,7 @@ pub async fn act(address: String, command: ActCommand) -> Update {
         };
         match tokio::time::timeout(ACT_TIMEOUT, client.act(request)).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(status)) => Err(if status.message().is_empty() {
-                chain(&status)
-            } else {
-                status.message().to_string()
-            }),
+            Ok(Err(status)) => Err(status_reason(&status)),
             Err(_) => Err(format!("no answer in {} s", ACT_TIMEOUT.as_secs())),
         }
     }
@@ -316,15 +205,6 @@ pub async fn checkpoint_feed(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new();
-        let delays: Vec<u64> = (0..7).map(|_| b.next_delay().as_millis() as u64).collect();
-        assert_eq!(delays, [250, 500, 1000, 2000, 4000, 4000, 4000]);
-        b.reset();
-        assert_eq!(b.next_delay(), Backoff::FIRST);
-    }
 
     #[tokio::test]
     async fn a_dead_dispatcher_is_reported_down_and_retried() {

@@ -14,8 +14,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use cachew_pipeline::exec::{NoCache, PrefixCache};
 use cachew_pipeline::Element;
+use cachew_pipeline::exec::{NoCache, PrefixCache};
 use cachew_proto::backoff::Backoff;
 use cachew_proto::v1;
 use serde::{Deserialize, Serialize};

@@ -1,12 +1,16 @@
 //! Cluster control: the one mechanism that starts, kills, pauses, resumes and restarts the real
-//! processes of a local Cachew-rs cluster. The scenario runner and the dashboard both use it.
+//! processes of a local Cachew-rs cluster, and follows its dispatcher's status stream. The
+//! scenario runner and the dashboard both use it.
 //!
 //! # Layout
 //! - [`Launcher`]: how to start each role (the real binaries, or a multi-call host).
 //! - [`Cluster`]: the running nodes: launch from a [`ClusterSpec`], signal, restart with the
 //!   same identity (address and directories), add nodes, report state.
+//! - [`LocalCluster`]: a whole local cluster from a builder: the nodes, their run directory and
+//!   the control endpoint, in one handle.
 //! - [`free_port`]: loopback ports for nodes.
 //! - [`control`]: the gRPC cluster-control endpoint other processes use to drive the nodes.
+//! - [`follow`]: [`StatusFollower`], the dispatcher's status stream across restarts.
 //!
 //! It never leaves orphans: dropping a [`Cluster`] kills every node, and every node is started
 //! with `CACHEW_PARENT_PID` so it exits by itself if its supervisor dies without cleaning up
@@ -14,10 +18,14 @@
 
 mod cluster;
 pub mod control;
+pub mod follow;
 mod launcher;
+mod local;
 
 pub use cluster::{Cluster, ClusterSpec, NodeInfo, NodeSpec, NodeState, Role, Signal, free_port};
+pub use follow::{FollowOptions, Followed, StatusFollower};
 pub use launcher::Launcher;
+pub use local::{LocalCluster, LocalClusterBuilder, TrainingClient};
 
 /// Errors of cluster control.
 #[derive(Debug, thiserror::Error)]

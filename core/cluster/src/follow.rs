@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use cachew_proto::backoff::Backoff;
 use cachew_proto::v1;
 use tokio::time::Instant;
 use tonic::Streaming;
@@ -182,35 +183,6 @@ impl StatusFollower {
     }
 }
 
-/// Exponential reconnect delays: `first` doubling up to `max`, back to `first` after a reset.
-#[derive(Debug, Clone)]
-struct Backoff {
-    first: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(first: Duration, max: Duration) -> Backoff {
-        Backoff {
-            first,
-            max,
-            next: first,
-        }
-    }
-
-    /// The delay before the next attempt.
-    fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    fn reset(&mut self) {
-        self.next = self.first;
-    }
-}
-
 /// An error and its sources on one line (tonic's "transport error" alone says little).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -264,15 +236,6 @@ mod tests {
         first_retry: Duration::from_millis(250),
         max_retry: Duration::from_secs(4),
     };
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(250), Duration::from_secs(4));
-        let delays: Vec<u64> = (0..7).map(|_| b.next_delay().as_millis() as u64).collect();
-        assert_eq!(delays, [250, 500, 1000, 2000, 4000, 4000, 4000]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(250));
-    }
 
     #[test]
     fn events_are_handed_on_once_per_dispatcher_incarnation() {

@@ -12,6 +12,7 @@
 //! | client fetch of a split (`client/src/fetch.rs`) | 20 ms | 100 ms | on a successful fetch |
 //! | worker production after a transient error (`worker/src/engine.rs`) | 200 ms | 5 s | on a produced chunk |
 //! | dispatcher journal write after a failed write (`dispatcher/src/durable.rs`) | 100 ms | 2 s | per batch |
+//! | status stream reconnect (`core/cluster/src/follow.rs`; dashboard, scenario waits) | 250 ms / 100 ms | 4 s / 100 ms | on a status |
 
 use std::time::Duration;
 

@@ -75,8 +75,12 @@ impl CacheMode {
         self.to_wire().name()
     }
 
-    /// The mode of a name written by [`CacheMode::name`]; anything else is an error.
+    /// The mode of a name written by [`CacheMode::name`] (none, in a checkpoint written before
+    /// tasks had cache modes, is compute); anything else is an error.
     pub fn parse(name: &str) -> Result<CacheMode, String> {
+        if name.is_empty() {
+            return Ok(CacheMode::Compute);
+        }
         let mode = v1::CacheMode::parse(name).map_err(|e| e.to_string())?;
         CacheMode::from_wire(mode.into()).map_err(|e| e.to_string())
     }

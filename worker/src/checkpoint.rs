@@ -305,9 +305,13 @@ mod tests {
         let older = json.replace(r#","cache_mode":"put""#, "");
         let parsed = serde_json::from_str::<WorkerCheckpoint>(&older).unwrap();
         assert_eq!(parsed.tasks[0].cache_mode, "");
-        assert_eq!(
-            parsed.tasks[0].spec().map(|s| s.key),
-            Ok(checkpoint.tasks[0].key)
-        );
+        let spec = parsed.tasks[0].spec().unwrap();
+        assert_eq!(spec.key, checkpoint.tasks[0].key);
+        assert_eq!(spec.cache_mode, crate::cache::CacheMode::Compute);
+        // A mode this worker does not know is not resumed as compute.
+        let newer = json.replace(r#""cache_mode":"put""#, r#""cache_mode":"sideways""#);
+        let parsed = serde_json::from_str::<WorkerCheckpoint>(&newer).unwrap();
+        let why = parsed.tasks[0].spec().unwrap_err();
+        assert!(why.contains("unknown cache mode \"sideways\""), "{why}");
     }
 }

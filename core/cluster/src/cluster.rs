@@ -12,34 +12,8 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::launcher::Launcher;
+pub use crate::role::Role;
 use crate::{ClusterError, PARENT_PID_ENV, Result};
-
-/// What a node is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Dispatcher,
-    Worker,
-    Client,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Dispatcher => "dispatcher",
-            Role::Worker => "worker",
-            Role::Client => "client",
-        }
-    }
-
-    pub fn binary(self) -> &'static str {
-        match self {
-            Role::Dispatcher => "cachew-dispatcher",
-            Role::Worker => "cachew-worker",
-            Role::Client => "cachew-client",
-        }
-    }
-}
 
 /// Signals cluster control sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,8 @@ use cachew_proto::{names, v1};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
-use crate::cluster::{Cluster, NodeInfo, NodeState, Role, Signal};
+use crate::cluster::{Cluster, NodeInfo, NodeState, Signal};
+use crate::role::Role;
 
 /// A cluster shared between its owner and the control endpoint.
 pub type SharedCluster = Arc<Mutex<Cluster>>;

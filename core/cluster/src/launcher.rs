@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cluster::Role;
+use crate::role::Role;
 use crate::{ClusterError, Result};
 
 /// The program (and leading arguments) that starts each role.

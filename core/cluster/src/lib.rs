@@ -21,11 +21,13 @@ pub mod control;
 pub mod follow;
 mod launcher;
 mod local;
+mod role;
 
-pub use cluster::{Cluster, ClusterSpec, NodeInfo, NodeSpec, NodeState, Role, Signal, free_port};
+pub use cluster::{Cluster, ClusterSpec, NodeInfo, NodeSpec, NodeState, Signal, free_port};
 pub use follow::{FollowOptions, Followed, StatusFollower};
 pub use launcher::Launcher;
 pub use local::{LocalCluster, LocalClusterBuilder, TrainingClient};
+pub use role::Role;
 
 /// Errors of cluster control.
 #[derive(Debug, thiserror::Error)]

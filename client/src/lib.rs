@@ -25,7 +25,7 @@ use cachew_pipeline::{
     Batch, Batcher, ConsumerOrder, Element, ElementBody, PipelineSpec, SplitPlan,
 };
 use cachew_proto::backoff::Backoff;
-use cachew_proto::{DispatcherClient, MAX_MESSAGE_BYTES, v1};
+use cachew_proto::{ConnectError, DispatcherClient, v1};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, watch};
 use tonic::transport::Channel;
@@ -262,31 +262,13 @@ async fn connect_dispatcher(
     address: &str,
     timeout: Duration,
 ) -> Result<DispatcherClient<Channel>, ClientError> {
-    let endpoint =
-        cachew_proto::endpoint(address).map_err(|e| ClientError::Config(e.to_string()))?;
-    let deadline = Instant::now() + timeout;
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
-    loop {
-        let error = match endpoint.connect().await {
-            Ok(ch) => {
-                return Ok(DispatcherClient::new(ch)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES));
-            }
-            Err(e) => e,
-        };
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let Some(delay) = backoff.next_delay_within(remaining) else {
-            return Err(ClientError::Unreachable(format!(
-                "dispatcher {address} unreachable for {:.1} s: {error}",
-                timeout.as_secs_f64()
-            )));
-        };
-        if backoff.attempts() == 1 {
-            tracing::info!("waiting for the dispatcher at {address} ({error})");
-        }
-        tokio::time::sleep(delay).await;
-    }
+    let backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
+    cachew_proto::connect_dispatcher(address, timeout, backoff)
+        .await
+        .map_err(|e| match e {
+            ConnectError::BadAddress(e) => ClientError::Config(e.to_string()),
+            e @ ConnectError::Unreachable { .. } => ClientError::Unreachable(e.to_string()),
+        })
 }
 
 fn to_wire(c: &ClientCursor) -> v1::Cursor {

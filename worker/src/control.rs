@@ -8,7 +8,7 @@ use std::time::Duration;
 use cachew_pipeline::exec::plan_for;
 use cachew_pipeline::{OpenedSpec, Pipeline};
 use cachew_proto::backoff::Backoff;
-use cachew_proto::{DispatcherClient, MAX_MESSAGE_BYTES, names, v1};
+use cachew_proto::{ConnectError, DispatcherClient, names, v1};
 use tonic::transport::Channel;
 
 use crate::WorkerError;
@@ -31,29 +31,13 @@ pub(crate) async fn connect(
     dispatcher: &str,
     timeout: Duration,
 ) -> Result<DispatcherClient<Channel>, WorkerError> {
-    let endpoint =
-        cachew_proto::endpoint(dispatcher).map_err(|e| WorkerError::Config(e.to_string()))?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-    loop {
-        let error = match endpoint.connect().await {
-            Ok(ch) => {
-                return Ok(DispatcherClient::new(ch)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES));
-            }
-            Err(e) => e,
-        };
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let Some(delay) = backoff.next_delay_within(remaining) else {
-            return Err(WorkerError::Unreachable(format!(
-                "dispatcher {dispatcher} unreachable for {} s: {error}",
-                timeout.as_secs()
-            )));
-        };
-        tracing::debug!("dispatcher {dispatcher} not reachable yet: {error}");
-        tokio::time::sleep(delay).await;
-    }
+    let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+    cachew_proto::connect_dispatcher(dispatcher, timeout, backoff)
+        .await
+        .map_err(|e| match e {
+            ConnectError::BadAddress(e) => WorkerError::Config(e.to_string()),
+            e @ ConnectError::Unreachable { .. } => WorkerError::Unreachable(e.to_string()),
+        })
 }
 
 fn report_to_wire(r: &TaskReport) -> v1::TaskProgress {
@@ -133,9 +117,7 @@ async fn register(
     for t in std::mem::take(restored) {
         if !kept(t.key) {
             tracing::info!(
-                job = t.key.job,
-                epoch = t.key.epoch,
-                position = t.key.position,
+                key = ?t.key,
                 "checkpointed task is no longer this worker's (delivered or reassigned meanwhile); dropped"
             );
             continue;
@@ -143,24 +125,13 @@ async fn register(
         let spec = match t.spec() {
             Ok(spec) => spec,
             Err(e) => {
-                tracing::warn!(
-                    job = t.key.job,
-                    epoch = t.key.epoch,
-                    position = t.key.position,
-                    "checkpointed task not resumed: {e}"
-                );
+                tracing::warn!(key = ?t.key, "checkpointed task not resumed: {e}");
                 continue;
             }
         };
         match prepare(client, cache, &spec.dataset_id).await {
             Ok(p) => {
-                tracing::info!(
-                    job = t.key.job,
-                    epoch = t.key.epoch,
-                    position = t.key.position,
-                    at = t.acked,
-                    "recovered task from the checkpoint"
-                );
+                tracing::info!(key = ?t.key, at = t.acked, "recovered task from the checkpoint");
                 engine.add_task(spec, p);
             }
             Err(e) => {

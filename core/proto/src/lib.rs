@@ -50,6 +50,53 @@ pub fn endpoint(address: &str) -> Result<tonic::transport::Endpoint, WireError> 
     )
 }
 
+/// Why [`connect_dispatcher`] gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    BadAddress(#[from] WireError),
+    #[error("dispatcher {address} unreachable for {seconds:.1} s: {error}")]
+    Unreachable {
+        address: String,
+        seconds: f64,
+        error: String,
+    },
+}
+
+/// Connects to the dispatcher at `address`, retrying with `backoff` until `timeout` has passed
+/// (a dispatcher that starts after its workers and clients is normal). The first failure is
+/// logged; a bad address fails at once.
+pub async fn connect_dispatcher(
+    address: &str,
+    timeout: std::time::Duration,
+    mut backoff: backoff::Backoff,
+) -> Result<DispatcherClient<tonic::transport::Channel>, ConnectError> {
+    let endpoint = endpoint(address)?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let error = match endpoint.connect().await {
+            Ok(ch) => {
+                return Ok(DispatcherClient::new(ch)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES));
+            }
+            Err(e) => e,
+        };
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(delay) = backoff.next_delay_within(remaining) else {
+            return Err(ConnectError::Unreachable {
+                address: address.to_string(),
+                seconds: timeout.as_secs_f64(),
+                error: error.to_string(),
+            });
+        };
+        if backoff.attempts() == 1 {
+            tracing::info!("waiting for the dispatcher at {address} ({error})");
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
 /// A server builder tuned for element traffic.
 pub fn server() -> tonic::transport::Server {
     tonic::transport::Server::builder()

@@ -112,11 +112,7 @@ pub async fn act(address: String, command: ActCommand) -> Update {
     let label = command.label.clone();
     let result = async {
         let mut client = control_client(&address)?;
-        let request = v1::ActRequest {
-            action: command.action as i32,
-            nodes: command.nodes,
-            role: command.role,
-        };
+        let request = command.targets.request(command.action);
         match tokio::time::timeout(ACT_TIMEOUT, client.act(request)).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
             Ok(Err(status)) => Err(status_reason(&status)),

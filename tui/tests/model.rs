@@ -10,7 +10,7 @@ use cachew_proto::v1;
 use cachew_tui::keys::Key;
 use cachew_tui::model::{
     ActCommand, CheckpointSource, Control, DashboardEvent, Effect, EventLabel, Health, Link, Mode,
-    Model, Overlay, SplitCell, Update,
+    Model, Overlay, SplitCell, Targets, Update,
 };
 use common::*;
 
@@ -108,8 +108,7 @@ fn keys_become_control_commands() {
         kill,
         Some(Effect::Act(ActCommand {
             action: v1::Action::Kill,
-            nodes: vec!["worker-1".into()],
-            role: String::new(),
+            targets: Targets::Named(vec!["worker-1".into()]),
             label: "kill worker-1".into(),
         }))
     );
@@ -119,7 +118,10 @@ fn keys_become_control_commands() {
     let Some(Effect::Act(restart)) = m.on_key(Key::Restart) else {
         panic!("no restart")
     };
-    assert_eq!(restart.nodes, ["worker-3"]);
+    assert_eq!(
+        restart.targets,
+        Targets::Named(["worker-3"].map(String::from).to_vec())
+    );
     assert_eq!(restart.action, v1::Action::Restart);
     let Some(Effect::Act(standby)) = m.on_key(Key::StartStandby) else {
         panic!("no standby")
@@ -132,12 +134,18 @@ fn keys_become_control_commands() {
     let Some(Effect::Act(t)) = m.on_key(Key::Terminate) else {
         panic!()
     };
-    assert_eq!(t.nodes, ["client-1"]);
+    assert_eq!(
+        t.targets,
+        Targets::Named(["client-1"].map(String::from).to_vec())
+    );
     m.on_key(Key::First);
     let Some(Effect::Act(k)) = m.on_key(Key::Kill) else {
         panic!()
     };
-    assert_eq!(k.nodes, ["dispatcher"]);
+    assert_eq!(
+        k.targets,
+        Targets::Named(["dispatcher"].map(String::from).to_vec())
+    );
 }
 
 #[test]
@@ -173,8 +181,11 @@ fn bulk_actions_ask_first_and_spare_the_clients() {
         panic!("no action")
     };
     assert_eq!(all.action, v1::Action::Restart);
+    let Targets::Named(all_nodes) = &all.targets else {
+        panic!("{:?}", all.targets)
+    };
     assert_eq!(
-        all.nodes,
+        *all_nodes,
         [
             "dispatcher",
             "worker-1",

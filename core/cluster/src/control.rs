@@ -17,7 +17,7 @@ pub type SharedCluster = Arc<Mutex<Cluster>>;
 pub fn node_to_wire(n: &NodeInfo) -> v1::NodeInfo {
     v1::NodeInfo {
         name: n.name.clone(),
-        role: n.role.name().to_string(),
+        role: n.role.to_wire().into(),
         address: n.listen.clone().unwrap_or_default(),
         pid: n.pid.unwrap_or(0),
         state: process_state(n.state).into(),
@@ -80,23 +80,65 @@ impl ControlService {
     }
 }
 
-/// Applies one action to the named nodes (or all nodes of a role); returns errors per node.
+/// Which nodes an action is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    Named(Vec<String>),
+    /// Every node of a role.
+    Role(Role),
+    /// Every node.
+    All,
+}
+
+impl Targets {
+    /// The targets of a request; `None` if it names none (only START_STANDBY may).
+    pub fn of_request(req: &v1::ActRequest) -> Option<Targets> {
+        if !req.nodes.is_empty() {
+            Some(Targets::Named(req.nodes.clone()))
+        } else if req.every_role {
+            Some(Targets::All)
+        } else {
+            Role::from_wire(req.role).map(Targets::Role)
+        }
+    }
+
+    /// A request for `action` on these targets.
+    pub fn request(&self, action: v1::Action) -> v1::ActRequest {
+        let mut req = v1::ActRequest {
+            action: action.into(),
+            ..Default::default()
+        };
+        match self {
+            Targets::Named(nodes) => req.nodes = nodes.clone(),
+            Targets::Role(role) => req.role = role.to_wire().into(),
+            Targets::All => req.every_role = true,
+        }
+        req
+    }
+
+    /// The names of the nodes these targets select now.
+    pub fn names(&self, cluster: &mut Cluster) -> Vec<String> {
+        match self {
+            Targets::Named(nodes) => nodes.clone(),
+            Targets::Role(role) => cluster
+                .nodes()
+                .into_iter()
+                .filter(|n| n.role == *role)
+                .map(|n| n.name)
+                .collect(),
+            Targets::All => cluster.nodes().into_iter().map(|n| n.name).collect(),
+        }
+    }
+}
+
+/// Applies one action to its targets; returns errors per node.
 pub fn act(
     cluster: &mut Cluster,
     action: v1::Action,
-    nodes: &[String],
-    role: &str,
+    targets: &Targets,
     standby_args: &[String],
 ) -> Vec<String> {
-    let targets: Vec<String> = if !nodes.is_empty() {
-        nodes.to_vec()
-    } else {
-        let all = cluster.nodes();
-        all.into_iter()
-            .filter(|n| role == "all" || n.role.name() == role)
-            .map(|n| n.name)
-            .collect()
-    };
+    let targets = targets.names(cluster);
     let mut errors = Vec::new();
     if action == v1::Action::StartStandby {
         if let Err(e) = cluster.add_standby(standby_args) {
@@ -158,22 +200,20 @@ impl v1::cluster_control_server::ClusterControl for ControlService {
         if action == v1::Action::Unspecified {
             return Err(Status::invalid_argument("no action given"));
         }
-        if req.nodes.is_empty()
-            && !matches!(
-                req.role.as_str(),
-                "dispatcher" | "worker" | "client" | "all"
-            )
-            && action != v1::Action::StartStandby
-        {
-            return Err(Status::invalid_argument(
-                "name nodes, or a role: dispatcher, worker, client or all",
-            ));
-        }
+        let targets = match Targets::of_request(&req) {
+            Some(t) => t,
+            None if action == v1::Action::StartStandby => Targets::Named(Vec::new()),
+            None => {
+                return Err(Status::invalid_argument(
+                    "name nodes, or a role (dispatcher, worker, client), or every role",
+                ));
+            }
+        };
         let cluster = self.cluster.clone();
         let standby_args = self.standby_args.clone();
         let (nodes, errors) = tokio::task::spawn_blocking(move || {
             let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
-            let errors = act(&mut c, action, &req.nodes, &req.role, &standby_args);
+            let errors = act(&mut c, action, &targets, &standby_args);
             let nodes = c.nodes().iter().map(node_to_wire).collect();
             (nodes, errors)
         })

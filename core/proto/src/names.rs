@@ -1,5 +1,5 @@
 //! The snake_case names of the protocol's vocabulary enums (`WorkerState`, `DropReason`,
-//! `CacheMode`, `EventKind`, `ProcessState`): one table per enum, used by logs, events, the
+//! `CacheMode`, `EventKind`, `ProcessState`, `NodeRole`): one table per enum, used by logs, events, the
 //! dashboard and scenario files, and the only place a name is turned back into a value.
 //!
 //! The wire carries the enum values; names exist for people. [`Name::parse`] refuses an unknown
@@ -7,7 +7,7 @@
 //! timeout. A value received from a newer peer that this build does not know is shown as
 //! `unknown(N)` by [`label`].
 
-use crate::v1::{CacheMode, DropReason, EventKind, ProcessState, WorkerState};
+use crate::v1::{CacheMode, DropReason, EventKind, NodeRole, ProcessState, WorkerState};
 
 /// A vocabulary enum with a snake_case name per value (its `UNSPECIFIED` value has none).
 pub trait Name: Sized + Copy + PartialEq + 'static {
@@ -161,6 +161,12 @@ vocabulary!(EventKind, "event kind",
     JournalRecovered => "journal_recovered",
 );
 
+vocabulary!(NodeRole, "node role",
+    Dispatcher => "dispatcher",
+    Worker => "worker",
+    Client => "client",
+);
+
 vocabulary!(ProcessState, "process state",
     NotStarted => "not_started",
     Running => "running",
@@ -204,6 +210,7 @@ mod tests {
         check::<CacheMode>("CACHE_MODE_");
         check::<EventKind>("EVENT_KIND_");
         check::<ProcessState>("PROCESS_STATE_");
+        check::<NodeRole>("NODE_ROLE_");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use cachew_cluster::NodeState;
 use cachew_proto::v1;
 
-use super::{ActCommand, Control, Effect, Level, Mode, Model, NodeRow, Overlay};
+use super::{
+    ActCommand, Control, Effect, Level, Mode, Model, NodeRow, Overlay, Role, Targets, role_of,
+};
 use crate::keys::Key;
 
 impl Model {
@@ -79,8 +81,7 @@ impl Model {
                 }
                 return Some(self.act(ActCommand {
                     action: v1::Action::StartStandby,
-                    nodes: Vec::new(),
-                    role: "worker".into(),
+                    targets: Targets::Named(Vec::new()),
                     label: "start a standby worker".into(),
                 }));
             }
@@ -92,7 +93,7 @@ impl Model {
                 let nodes: Vec<String> = self
                     .nodes
                     .iter()
-                    .filter(|n| n.role != "client")
+                    .filter(|n| role_of(n) != Role::Client)
                     .map(|n| n.name.clone())
                     .collect();
                 if nodes.is_empty() {
@@ -113,8 +114,7 @@ impl Model {
                     command: ActCommand {
                         action,
                         label: format!("{verb} the dispatcher and all workers"),
-                        nodes,
-                        role: String::new(),
+                        targets: Targets::Named(nodes),
                     },
                 };
             }
@@ -176,8 +176,7 @@ impl Model {
         Some(self.act(ActCommand {
             action,
             label: format!("{verb} {name}"),
-            nodes: vec![name],
-            role: String::new(),
+            targets: Targets::Named(vec![name]),
         }))
     }
 

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use cachew_proto::v1;
 
 use cachew_cluster::NodeState;
+pub use cachew_cluster::control::Targets;
 
 mod keys;
 mod rows;
@@ -187,8 +188,7 @@ pub struct Notice {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActCommand {
     pub action: v1::Action,
-    pub nodes: Vec<String>,
-    pub role: String,
+    pub targets: Targets,
     /// What the status line calls it: `kill worker-1`.
     pub label: String,
 }
@@ -236,13 +236,10 @@ pub enum Update {
 /// A node's role, as the node list shows it (cluster control's).
 pub use cachew_cluster::Role;
 
-/// The role named in a control-endpoint node listing (anything unknown is a worker).
-fn parse_role(s: &str) -> Role {
-    match s {
-        "dispatcher" => Role::Dispatcher,
-        "client" => Role::Client,
-        _ => Role::Worker,
-    }
+/// The role in a control-endpoint node listing (a role this build does not know is shown as a
+/// worker).
+fn role_of(n: &v1::NodeInfo) -> Role {
+    Role::from_wire(n.role).unwrap_or(Role::Worker)
 }
 
 /// One row of the node list: cluster control's view of the process merged with the dispatcher's

@@ -5,7 +5,7 @@ use cachew_cluster::NodeState;
 use cachew_cluster::control::node_state_from_wire;
 use cachew_proto::v1;
 
-use super::{Link, Model, NodeRow, Role, parse_role};
+use super::{Link, Model, NodeRow, Role, role_of};
 use crate::health::{Health, Lifecycle, LinkState, disk_summary, heartbeat_health, merge_state};
 
 impl Model {
@@ -18,7 +18,7 @@ impl Model {
         let mut matched = vec![false; workers.len()];
         let mut have_dispatcher = false;
         for n in &self.nodes {
-            let role = parse_role(&n.role);
+            let role = role_of(n);
             // The dispatcher keeps one entry per address; should it ever hold several, the
             // live one (then the latest incarnation) describes the process.
             let worker = (role == Role::Worker)

@@ -221,13 +221,13 @@ pub fn nodes(standby: bool, states: &[(&str, u32, NodeState, u32)]) -> Vec<v1::N
     let mut out = Vec::new();
     for &(name, pid, state, restarts) in states {
         let (role, address) = if name == "dispatcher" {
-            ("dispatcher", DISPATCHER.to_string())
+            (v1::NodeRole::Dispatcher, DISPATCHER.to_string())
         } else if let Some(n) = name.strip_prefix("worker-") {
-            ("worker", worker_address(n.parse().unwrap()))
+            (v1::NodeRole::Worker, worker_address(n.parse().unwrap()))
         } else if name.starts_with("standby-") {
-            ("worker", worker_address(4))
+            (v1::NodeRole::Worker, worker_address(4))
         } else {
-            ("client", String::new())
+            (v1::NodeRole::Client, String::new())
         };
         if name.starts_with("standby-") && !standby {
             continue;

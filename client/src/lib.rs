@@ -263,12 +263,16 @@ async fn connect_dispatcher(
     timeout: Duration,
 ) -> Result<DispatcherClient<Channel>, ClientError> {
     let backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
-    cachew_proto::connect_dispatcher(address, timeout, backoff)
-        .await
-        .map_err(|e| match e {
+    Ok(cachew_proto::connect_dispatcher(address, timeout, backoff).await?)
+}
+
+impl From<ConnectError> for ClientError {
+    fn from(e: ConnectError) -> ClientError {
+        match e {
             ConnectError::BadAddress(e) => ClientError::Config(e.to_string()),
             e @ ConnectError::Unreachable { .. } => ClientError::Unreachable(e.to_string()),
-        })
+        }
+    }
 }
 
 fn to_wire(c: &ClientCursor) -> v1::Cursor {

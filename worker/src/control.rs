@@ -8,7 +8,7 @@ use std::time::Duration;
 use cachew_pipeline::exec::plan_for;
 use cachew_pipeline::{OpenedSpec, Pipeline};
 use cachew_proto::backoff::Backoff;
-use cachew_proto::{ConnectError, DispatcherClient, names, v1};
+use cachew_proto::{DispatcherClient, names, v1};
 use tonic::transport::Channel;
 
 use crate::WorkerError;
@@ -32,12 +32,7 @@ pub(crate) async fn connect(
     timeout: Duration,
 ) -> Result<DispatcherClient<Channel>, WorkerError> {
     let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-    cachew_proto::connect_dispatcher(dispatcher, timeout, backoff)
-        .await
-        .map_err(|e| match e {
-            ConnectError::BadAddress(e) => WorkerError::Config(e.to_string()),
-            e @ ConnectError::Unreachable { .. } => WorkerError::Unreachable(e.to_string()),
-        })
+    Ok(cachew_proto::connect_dispatcher(dispatcher, timeout, backoff).await?)
 }
 
 fn report_to_wire(r: &TaskReport) -> v1::TaskProgress {

@@ -54,6 +54,17 @@ pub enum WorkerError {
     Io(#[from] std::io::Error),
 }
 
+impl From<cachew_proto::ConnectError> for WorkerError {
+    fn from(e: cachew_proto::ConnectError) -> WorkerError {
+        match e {
+            cachew_proto::ConnectError::BadAddress(e) => WorkerError::Config(e.to_string()),
+            e @ cachew_proto::ConnectError::Unreachable { .. } => {
+                WorkerError::Unreachable(e.to_string())
+            }
+        }
+    }
+}
+
 /// Worker settings.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use cachew_pipeline::cache::{CachedRecord, Compression, read_chunk, write_chunk};
 use cachew_pipeline::exec::{Features, PrefixCache};
-use cachew_proto::names::{self, Name, UnknownValue};
+use cachew_proto::names::Name;
 use cachew_proto::v1;
 use sha2::{Digest, Sha256};
 
@@ -49,16 +49,20 @@ pub enum CacheMode {
 impl CacheMode {
     /// The mode of a task definition's raw wire value. A task is never AUTO (the dispatcher
     /// decides), and a value this worker does not know is an error, never a silent compute.
-    pub fn from_wire(raw: i32) -> Result<CacheMode, UnknownValue> {
-        let unknown = UnknownValue {
-            what: "task cache mode",
-            value: raw,
-        };
-        match names::known::<v1::CacheMode>(raw).map_err(|_| unknown)? {
-            v1::CacheMode::Compute => Ok(CacheMode::Compute),
-            v1::CacheMode::Put => Ok(CacheMode::Put),
-            v1::CacheMode::Get => Ok(CacheMode::Get),
-            v1::CacheMode::Auto | v1::CacheMode::Unspecified => Err(unknown),
+    pub fn from_wire(raw: i32) -> Result<CacheMode, String> {
+        match v1::CacheMode::try_from(raw) {
+            Ok(v1::CacheMode::Compute) => Ok(CacheMode::Compute),
+            Ok(v1::CacheMode::Put) => Ok(CacheMode::Put),
+            Ok(v1::CacheMode::Get) => Ok(CacheMode::Get),
+            Ok(v1::CacheMode::Auto) => {
+                Err("a task's cache mode is compute, put or get, never auto".into())
+            }
+            Ok(v1::CacheMode::Unspecified) => {
+                Err("the task has no cache mode (is the dispatcher older than this worker?)".into())
+            }
+            Err(_) => Err(format!(
+                "the task's cache mode {raw} is unknown (is the dispatcher newer than this worker?)"
+            )),
         }
     }
 
@@ -82,7 +86,7 @@ impl CacheMode {
             return Ok(CacheMode::Compute);
         }
         let mode = v1::CacheMode::parse(name).map_err(|e| e.to_string())?;
-        CacheMode::from_wire(mode.into()).map_err(|e| e.to_string())
+        CacheMode::from_wire(mode.into())
     }
 }
 

@@ -262,7 +262,7 @@ async fn heartbeat_loop(
             let spec = match TaskSpec::from_def(t) {
                 Ok(spec) => spec,
                 Err(e) => {
-                    tracing::error!("task refused: {e}; is this worker older than the dispatcher?");
+                    tracing::error!("task refused: {e}");
                     continue;
                 }
             };

@@ -74,7 +74,7 @@ impl TaskSpec {
             split: def.split,
             seed: def.seed,
             start_index: def.start_index,
-            cache_mode: CacheMode::from_wire(def.cache_mode).map_err(|e| e.to_string())?,
+            cache_mode: CacheMode::from_wire(def.cache_mode)?,
             dataset_id: def.dataset_id,
         })
     }
@@ -796,18 +796,16 @@ mod tests {
         };
         assert!(TaskSpec::from_def(keyless).is_err());
         // A task is never AUTO, and a mode this worker does not know is refused, not computed.
-        for mode in [
-            v1::CacheMode::Auto as i32,
-            v1::CacheMode::Unspecified as i32,
-            99,
-        ] {
+        let refusal = |mode: i32| {
             let def = v1::TaskDef {
                 cache_mode: mode,
                 ..def.clone()
             };
-            let why = TaskSpec::from_def(def).expect_err("refused");
-            assert!(why.contains("unknown task cache mode"), "{why}");
-        }
+            TaskSpec::from_def(def).expect_err("refused")
+        };
+        assert!(refusal(v1::CacheMode::Auto.into()).contains("never auto"));
+        assert!(refusal(v1::CacheMode::Unspecified.into()).contains("has no cache mode"));
+        assert!(refusal(99).contains("cache mode 99 is unknown"));
     }
 
     fn spec(lease: u64) -> TaskSpec {

@@ -41,6 +41,22 @@ pub struct Args {
     /// so dashboards attached to this dispatcher can kill and restart nodes.
     #[arg(long, default_value = "")]
     pub control_address: String,
+    /// A finished job is removed from the state (and its snapshots and status) this long (ms)
+    /// after it finished. A client that attaches by the same name later gets a fresh job.
+    #[arg(long, default_value_t = 600_000)]
+    pub job_retention_ms: u64,
+    /// An unfinished job with no consumer attached (its clients left or went silent) is removed
+    /// after this long (ms). Clients resuming from a saved cursor continue exactly where they
+    /// stopped on a fresh job; clients without one would start the job over.
+    #[arg(long, default_value_t = 86_400_000)]
+    pub abandoned_job_retention_ms: u64,
+    /// A dead worker is removed from the state this long (ms) after it was declared dead; if it
+    /// comes back later it registers as a new worker.
+    #[arg(long, default_value_t = 600_000)]
+    pub worker_retention_ms: u64,
+    /// A dataset no job uses is removed this long (ms) after its last job was removed.
+    #[arg(long, default_value_t = 600_000)]
+    pub dataset_retention_ms: u64,
     /// Log filter (tracing env-filter syntax), e.g. `info` or `cachew_dispatcher=debug`.
     #[arg(long, default_value = "info")]
     pub log: String,
@@ -87,6 +103,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         window: args.window,
         address,
         control_address: args.control_address.clone(),
+        job_retention: Duration::from_millis(args.job_retention_ms),
+        abandoned_job_retention: Duration::from_millis(args.abandoned_job_retention_ms),
+        worker_retention: Duration::from_millis(args.worker_retention_ms),
+        dataset_retention: Duration::from_millis(args.dataset_retention_ms),
     };
     if let Some(dir) = &args.work_dir {
         std::fs::create_dir_all(dir)

@@ -1,5 +1,6 @@
 //! The dispatcher's settings ([`DispatcherConfig`]): heartbeat pace, the timeouts after which
-//! workers and consumers count as gone, the assignment window, and the addresses it shows.
+//! workers and consumers count as gone, the assignment window, the retention after which
+//! finished jobs, dead workers and unused datasets leave the state, and the addresses it shows.
 
 use std::time::Duration;
 
@@ -19,6 +20,14 @@ pub struct DispatcherConfig {
     pub address: String,
     /// The cluster-control endpoint of whoever launched this cluster (shown in the status stream).
     pub control_address: String,
+    /// A finished job is removed from the state this long after it finished.
+    pub job_retention: Duration,
+    /// An unfinished job with no consumer attached is removed after this long.
+    pub abandoned_job_retention: Duration,
+    /// A dead worker (holding no task) is removed after this long.
+    pub worker_retention: Duration,
+    /// A dataset no job uses is removed after this long.
+    pub dataset_retention: Duration,
 }
 
 impl Default for DispatcherConfig {
@@ -30,6 +39,10 @@ impl Default for DispatcherConfig {
             window: 0,
             address: String::new(),
             control_address: String::new(),
+            job_retention: Duration::from_secs(600),
+            abandoned_job_retention: Duration::from_secs(24 * 3600),
+            worker_retention: Duration::from_secs(600),
+            dataset_retention: Duration::from_secs(600),
         }
     }
 }

@@ -1,19 +1,28 @@
 //! Dataset indexing: turns a pipeline spec into the [`DatasetEntry`] a job is created over (its
 //! id is the hex of `Dataset::fingerprint`). Indexing reads every input file, so it runs on a
-//! blocking thread, outside the service's lock, once per canonical spec.
+//! blocking thread, outside the service's lock, once per canonical spec while that spec stays
+//! among the [`INDEX_KEPT`] most recently used (a dispatcher that runs for months sees specs come
+//! and go: the least recently used one is forgotten, and indexed again if it comes back).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+/// How many specs' indexes are kept.
+pub const INDEX_KEPT: usize = 256;
+
+/// What is kept per canonical spec: (dataset id, records, last use).
+type Indexed = HashMap<String, (String, u64, u64)>;
 
 use cachew_pipeline::{OpenedSpec, PipelineSpec};
 use tonic::Status;
 
 use crate::state::DatasetEntry;
 
-/// The datasets already indexed: canonical spec -> (id, records).
+/// The datasets already indexed: canonical spec -> (id, records), the [`INDEX_KEPT`] most
+/// recently used.
 #[derive(Debug, Default)]
 pub struct DatasetIndex {
-    indexed: Mutex<HashMap<String, (String, u64)>>,
+    indexed: Mutex<(Indexed, u64)>,
 }
 
 impl DatasetIndex {
@@ -44,16 +53,67 @@ impl DatasetIndex {
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(Status::invalid_argument)?;
-        self.lock()
-            .insert(spec_json.to_string(), (entry.id.clone(), entry.num_records));
+        self.remember(spec_json, &entry.id, entry.num_records);
         Ok(entry)
     }
 
-    fn known(&self, spec_json: &str) -> Option<(String, u64)> {
-        self.lock().get(spec_json).cloned()
+    /// How many specs are indexed.
+    pub fn count(&self) -> usize {
+        self.lock().0.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, u64)>> {
+    fn known(&self, spec_json: &str) -> Option<(String, u64)> {
+        let mut guard = self.lock();
+        let (map, clock) = &mut *guard;
+        *clock += 1;
+        let (id, records, used) = map.get_mut(spec_json)?;
+        *used = *clock;
+        Some((id.clone(), *records))
+    }
+
+    /// Keeps a spec's index, forgetting the least recently used beyond [`INDEX_KEPT`].
+    fn remember(&self, spec_json: &str, id: &str, records: u64) {
+        let mut guard = self.lock();
+        let (map, clock) = &mut *guard;
+        *clock += 1;
+        map.insert(spec_json.to_string(), (id.to_string(), records, *clock));
+        while map.len() > INDEX_KEPT {
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, (_, _, used))| *used)
+                .map(|(spec, _)| spec.clone());
+            match oldest {
+                Some(spec) => map.remove(&spec),
+                None => break,
+            };
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Indexed, u64)> {
         self.indexed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_recently_used_spec_is_forgotten_beyond_the_limit() {
+        let index = DatasetIndex::default();
+        for i in 0..INDEX_KEPT {
+            index.remember(&format!("spec {i}"), &format!("id {i}"), i as u64);
+        }
+        // Spec 0 is used again, so spec 1 is now the least recently used.
+        assert_eq!(index.known("spec 0"), Some(("id 0".into(), 0)));
+        index.remember("spec new", "id new", 7);
+        assert_eq!(index.count(), INDEX_KEPT);
+        assert_eq!(index.known("spec 1"), None);
+        assert_eq!(index.known("spec 0"), Some(("id 0".into(), 0)));
+        assert_eq!(index.known("spec new"), Some(("id new".into(), 7)));
+        for i in 0..3 * INDEX_KEPT {
+            index.remember(&format!("more {i}"), "x", 1);
+        }
+        assert_eq!(index.count(), INDEX_KEPT);
     }
 }

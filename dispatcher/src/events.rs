@@ -2,7 +2,9 @@
 //! are in `cachew_proto::names`).
 //!
 //! The log is memory only: a bounded ring of the latest [`EVENT_LOG_CAPACITY`] events, numbered
-//! from 1 so a status stream can ask for the events after the last one it saw.
+//! from 1 so a status stream can ask for the events after the last one it saw. A message is cut
+//! to [`EVENT_MESSAGE_MAX_BYTES`] (some quote what nodes sent: paths, errors, verdicts), so the
+//! ring holds at most `EVENT_LOG_CAPACITY × EVENT_MESSAGE_MAX_BYTES` bytes of text.
 
 use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,6 +13,9 @@ use cachew_proto::v1;
 
 /// How many events the log keeps.
 pub const EVENT_LOG_CAPACITY: usize = 1000;
+/// The longest message kept, in bytes (a longer one is cut at a character boundary and ends
+/// with `…`).
+pub const EVENT_MESSAGE_MAX_BYTES: usize = 1024;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_ms() -> u64 {
@@ -24,6 +29,8 @@ pub fn unix_ms() -> u64 {
 pub struct EventLog {
     events: VecDeque<v1::Event>,
     last_seq: u64,
+    /// Message bytes held.
+    bytes: usize,
 }
 
 impl EventLog {
@@ -36,6 +43,8 @@ impl EventLog {
         worker: Option<u64>,
         job: Option<u64>,
     ) {
+        let message = clip(message);
+        self.bytes += message.len();
         self.last_seq += 1;
         self.events.push_back(v1::Event {
             seq: self.last_seq,
@@ -46,8 +55,24 @@ impl EventLog {
             job_id: job.unwrap_or(0),
         });
         while self.events.len() > EVENT_LOG_CAPACITY {
-            self.events.pop_front();
+            if let Some(old) = self.events.pop_front() {
+                self.bytes -= old.message.len();
+            }
         }
+    }
+
+    /// How many events are kept.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Message bytes kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The events numbered after `seq` that are still kept.
@@ -57,5 +82,52 @@ impl EventLog {
             .filter(|e| e.seq > seq)
             .cloned()
             .collect()
+    }
+}
+
+/// `message`, cut to at most [`EVENT_MESSAGE_MAX_BYTES`] at a character boundary.
+fn clip(mut message: String) -> String {
+    if message.len() <= EVENT_MESSAGE_MAX_BYTES {
+        return message;
+    }
+    const ELLIPSIS: char = '…';
+    let mut end = EVENT_MESSAGE_MAX_BYTES - ELLIPSIS.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message.push(ELLIPSIS);
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ring_keeps_the_latest_events_and_cuts_long_messages() {
+        let mut log = EventLog::default();
+        for i in 0..EVENT_LOG_CAPACITY + 10 {
+            log.push(v1::EventKind::Fenced, format!("event {i}"), None, None);
+        }
+        assert_eq!(log.len(), EVENT_LOG_CAPACITY);
+        assert_eq!(log.after(0).first().map(|e| e.seq), Some(11));
+        let kept: usize = log.after(0).iter().map(|e| e.message.len()).sum();
+        assert_eq!(log.bytes(), kept);
+
+        // A node's long error, with a multi-byte character across the cut.
+        let long = format!(
+            "{}é{}",
+            "x".repeat(EVENT_MESSAGE_MAX_BYTES - 4),
+            "y".repeat(5000)
+        );
+        log.push(v1::EventKind::DiskFailing, long, Some(1), None);
+        let last = log.after(0).pop().map(|e| e.message).unwrap_or_default();
+        assert!(last.len() <= EVENT_MESSAGE_MAX_BYTES, "{}", last.len());
+        assert!(last.ends_with('…') && last.starts_with("xxx"), "{last}");
+        for i in 0..2 * EVENT_LOG_CAPACITY {
+            log.push(v1::EventKind::DiskFailing, "z".repeat(9000 + i), None, None);
+        }
+        assert!(log.bytes() <= EVENT_LOG_CAPACITY * EVENT_MESSAGE_MAX_BYTES);
     }
 }

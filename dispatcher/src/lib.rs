@@ -7,8 +7,8 @@
 //!   its `apply` is the only way state changes. [`events`]: the event log and every event kind
 //!   and worker state name.
 //! - `soft`: soft facts (heartbeat times, reported progress, cache measurements, disks).
-//! - `policy`: timed and measured decisions (liveness, the `auto` cache choice) as pure
-//!   functions that return commands.
+//! - `policy`: timed and measured decisions (liveness, the `auto` cache choice, retention) as
+//!   pure functions that return commands.
 //! - [`service`]: the service core: one lock around state, soft facts and events; `execute`
 //!   applies a command, journals it and publishes its events; it runs the liveness policy.
 //!   `status` builds the `WatchStatus` snapshot, `datasets` indexes specs, `wire` converts to
@@ -101,6 +101,16 @@ pub async fn serve(
             checker.check_liveness();
         }
     });
+    let retention_tick = service.retention_tick();
+    let keeper = service.clone();
+    let retention = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(retention_tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            keeper.check_retention();
+        }
+    });
     let watcher = service.clone();
     // Status streams never end and long polls last seconds: a stop lets them finish for
     // SHUTDOWN_GRACE, then closes them. Every acknowledged change is durable already.
@@ -130,5 +140,6 @@ pub async fn serve(
         }
     };
     liveness.abort();
+    retention.abort();
     result
 }

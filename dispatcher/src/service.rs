@@ -22,6 +22,7 @@ use crate::datasets::DatasetIndex;
 use crate::durable::{Batch, Durability, Pending, Take};
 use crate::events::{EventLog, unix_ms};
 use crate::policy::liveness::{self, Limits, Verdict};
+use crate::policy::retention;
 use crate::soft::Soft;
 use crate::state::{Command, Outcome, Rejection, State};
 use crate::status::StatusView;
@@ -44,6 +45,19 @@ struct Inner {
     started_unix_ms: u64,
     durability: Arc<Durability>,
     datasets: DatasetIndex,
+}
+
+/// What [`DispatcherService::footprint`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    pub jobs: usize,
+    pub workers: usize,
+    pub datasets: usize,
+    pub assignments: usize,
+    pub soft_entries: usize,
+    pub events: usize,
+    pub event_bytes: usize,
+    pub indexed_specs: usize,
 }
 
 /// The dispatcher service; cheap to clone.
@@ -200,6 +214,13 @@ impl DispatcherService {
             .map_err(Status::unavailable)
     }
 
+    /// Waits until every change applied so far is durable (the timed decisions, liveness and
+    /// retention, are applied without an RPC waiting for them).
+    pub async fn flush(&self) -> Result<(), Status> {
+        let seq = Self::visible(&self.lock());
+        self.durable(seq).await
+    }
+
     /// Applies a command, queues it for the journal, and records what it produced.
     pub(crate) fn execute(&self, core: &mut Core, command: Command) -> Result<Outcome, Rejection> {
         let outcome = core.state.apply(&command)?;
@@ -328,6 +349,48 @@ impl DispatcherService {
                     let _ = self.execute(core, command);
                 }
             }
+        }
+    }
+
+    /// How often [`crate::serve`] runs [`Self::check_retention`].
+    pub fn retention_tick(&self) -> Duration {
+        retention::tick(&retention::Limits::new(&self.inner.config))
+    }
+
+    /// Applies the retention policy ([`retention::check`]) now: removes the finished or
+    /// abandoned jobs, dead workers and unused datasets that rested past their retention, and
+    /// drops the soft facts about whatever the state no longer holds. Called periodically by
+    /// [`crate::run`].
+    pub fn check_retention(&self) {
+        self.check_retention_at(Instant::now());
+    }
+
+    /// [`Self::check_retention`] at `now` (tests pass a clock of their own).
+    pub fn check_retention_at(&self, now: Instant) {
+        let limits = retention::Limits::new(&self.inner.config);
+        let mut guard = self.lock();
+        let core = &mut *guard;
+        retention::observe(&core.state, &mut core.soft.resting, now);
+        if let Some(command) = retention::check(&core.state, &core.soft.resting, now, &limits) {
+            let _ = self.execute(core, command);
+            retention::observe(&core.state, &mut core.soft.resting, now);
+        }
+        core.soft.retain_known(&core.state);
+    }
+
+    /// How much the dispatcher holds in memory: (jobs, workers, datasets, soft entries, events).
+    /// For tests and bounds: none of them may grow with history.
+    pub fn footprint(&self) -> Footprint {
+        let core = self.lock();
+        Footprint {
+            jobs: core.state.jobs.len(),
+            workers: core.state.workers.len(),
+            datasets: core.state.datasets.len(),
+            assignments: core.state.jobs.values().map(|j| j.assignments.len()).sum(),
+            soft_entries: core.soft.entries(),
+            events: core.events.len(),
+            event_bytes: core.events.bytes(),
+            indexed_specs: self.datasets().count(),
         }
     }
 

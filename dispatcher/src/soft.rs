@@ -1,10 +1,15 @@
 //! Soft facts: what the nodes reported that needs no durability. Heartbeat times of workers and
 //! consumers, the progress workers report per task, cache measurements and commits, epoch
-//! reports, checkpoint summaries and disk conditions.
+//! reports, checkpoint summaries and disk conditions; and since when each job, worker or dataset
+//! the state may remove has been resting ([`Resting`], read by `policy::retention`).
 //!
 //! They are lost with the process and rebuilt from the next heartbeats. They refine decisions
-//! (where a failed-over split resumes, when `auto` decides) and feed the status stream; they
-//! never decide what is delivered, and they change no [`State`].
+//! (where a failed-over split resumes, when `auto` decides, when retention removes) and feed the
+//! status stream; they never decide what is delivered, and they change no [`State`].
+//!
+//! Every map is keyed by something the state holds (a worker, a job, a consumer, an assigned
+//! task) and [`Soft::retain_known`] drops the entries whose key the state no longer holds, so
+//! the soft facts stay bounded by the live work, like the state.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -13,7 +18,7 @@ use cachew_proto::v1;
 use cachew_proto::v1::EventKind;
 
 use crate::events::EventLog;
-use crate::state::{JobId, State, WorkerId, WorkerLife};
+use crate::state::{JobId, JobRest, State, WorkerId, WorkerLife};
 
 /// What a worker last reported about one task.
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +111,25 @@ pub struct Soft {
     pub reports: HashMap<(JobId, u32), BTreeMap<u64, v1::EpochReport>>,
     /// Disks that do not take writes, as each node's latest heartbeat said.
     pub disks: HashMap<DiskOwner, Vec<v1::DiskCondition>>,
+    /// Since when what the state may remove has been resting.
+    pub resting: Resting,
+}
+
+/// Since when each job, worker and dataset that the state may remove (`State::job_rest`,
+/// `State::worker_rests`, `State::dataset_in_use`) has been in that condition, as this process
+/// saw it: a restarted dispatcher starts every clock again.
+#[derive(Debug, Default)]
+pub struct Resting {
+    pub jobs: HashMap<JobId, (JobRest, Instant)>,
+    pub workers: HashMap<WorkerId, Instant>,
+    pub datasets: HashMap<String, Instant>,
+}
+
+impl Resting {
+    /// How many clocks run.
+    pub fn count(&self) -> usize {
+        self.jobs.len() + self.workers.len() + self.datasets.len()
+    }
 }
 
 impl Soft {
@@ -142,6 +166,53 @@ impl Soft {
                 },
             );
         }
+    }
+
+    /// Drops every fact about what `state` no longer holds: removed workers and jobs, consumers
+    /// out of a job's range, and tasks no longer assigned (a worker's next report of one is
+    /// dropped by `reconcile` anyway). Resting clocks are the retention policy's to keep.
+    pub fn retain_known(&mut self, state: &State) {
+        let worker = |w: &WorkerId| state.workers.contains_key(w);
+        let consumer = |(j, c): &(JobId, u32)| {
+            state
+                .jobs
+                .get(j)
+                .is_some_and(|job| *c < job.num_consumers.max(1))
+        };
+        self.last_seen.retain(|w, _| worker(w));
+        self.suspect.retain(worker);
+        self.checkpoint.retain(|w, _| worker(w));
+        self.produced.retain(|w, _| worker(w));
+        self.progress.retain(|(j, e, p), _| {
+            state
+                .jobs
+                .get(j)
+                .is_some_and(|job| job.assignments.contains_key(&(*e, *p)))
+        });
+        self.cache.retain(|j, _| state.jobs.contains_key(j));
+        self.delivered_examples.retain(|k, _| consumer(k));
+        self.consumer_seen.retain(|k, _| consumer(k));
+        self.reports.retain(|k, _| consumer(k));
+        self.disks.retain(|owner, _| match owner {
+            DiskOwner::Worker(w) => worker(w),
+            DiskOwner::Consumer(j, c) => consumer(&(*j, *c)),
+        });
+    }
+
+    /// How many entries the soft facts hold in all (for tests and bounds: it must not grow
+    /// with history).
+    pub fn entries(&self) -> usize {
+        self.last_seen.len()
+            + self.suspect.len()
+            + self.progress.len()
+            + self.checkpoint.len()
+            + self.produced.len()
+            + self.cache.len()
+            + self.delivered_examples.len()
+            + self.consumer_seen.len()
+            + self.reports.values().map(|r| r.len().max(1)).sum::<usize>()
+            + self.disks.len()
+            + self.resting.count()
     }
 
     /// Forgets the progress `worker` reported (its process is gone, or it was declared dead).

@@ -9,9 +9,10 @@ use crate::state::{Assignment, Cursor, Job, Rejection};
 /// The status an RPC answers when the state machine refuses its command.
 pub fn rejection_status(r: Rejection) -> Status {
     match r {
-        Rejection::UnknownWorker(_) | Rejection::UnknownJob(_) | Rejection::UnknownDataset(_) => {
-            Status::not_found(r.to_string())
-        }
+        Rejection::UnknownWorker(_)
+        | Rejection::UnknownJob(_)
+        | Rejection::UnknownDataset(_)
+        | Rejection::ExpiredJob(_) => Status::not_found(r.to_string()),
         Rejection::DeadWorker(_) | Rejection::Superseded { .. } => {
             Status::failed_precondition(r.to_string())
         }

@@ -663,7 +663,8 @@ fn event_style(kind: EventLabel) -> Style {
             | K::ConsumerReleased
             | K::JobFinished
             | K::JournalReplayed
-            | K::CacheDecision => membership,
+            | K::CacheDecision
+            | K::Expired => membership,
             K::EpochDone | K::EpochReport => progress,
             K::Unspecified => Style::new(),
         },

@@ -159,6 +159,7 @@ vocabulary!(EventKind, "event kind",
     JournalReplayed => "journal_replayed",
     JournalUnavailable => "journal_unavailable",
     JournalRecovered => "journal_recovered",
+    Expired => "expired",
 );
 
 vocabulary!(NodeRole, "node role",

@@ -6,6 +6,8 @@
 //!
 //! - [`liveness`]: dead and late workers, silent consumers, the dispatcher's own stalls.
 //! - [`cache`]: when `auto` chooses between reading the cache and computing.
+//! - [`retention`]: which finished or abandoned jobs, dead workers and unused datasets leave.
 
 pub mod cache;
 pub mod liveness;
+pub mod retention;

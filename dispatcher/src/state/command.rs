@@ -70,6 +70,16 @@ pub enum Command {
         /// (job, epoch, position) -> index the new owner may start at.
         resume_at: Vec<((JobId, u64, u32), u32)>,
     },
+    /// Remove what rested past its retention (`state/expire.rs`): finished or abandoned jobs,
+    /// dead workers, unused datasets. Ids that may not go when it applies are skipped.
+    Expire {
+        #[serde(default)]
+        jobs: Vec<JobId>,
+        #[serde(default)]
+        workers: Vec<WorkerId>,
+        #[serde(default)]
+        datasets: Vec<String>,
+    },
 }
 
 impl Command {
@@ -83,6 +93,7 @@ impl Command {
             Command::AssignTasks { .. } => "assign_tasks",
             Command::DeclareDead { .. } => "declare_dead",
             Command::DecideCache { .. } => "decide_cache",
+            Command::Expire { .. } => "expire",
         }
     }
 }
@@ -140,4 +151,9 @@ pub enum Rejection {
     },
     #[error("cursor {0:?} is outside the job")]
     BadCursor(Cursor),
+    #[error(
+        "job {0} was removed: it finished or was abandoned longer ago than the dispatcher's \
+         retention; attach again by name (resuming from a saved cursor continues where it stopped)"
+    )]
+    ExpiredJob(JobId),
 }

@@ -11,9 +11,11 @@
 //!   their pure queries;
 //! - `command`: [`Command`], [`Outcome`], [`StateEvent`], [`Rejection`];
 //! - `split_order`: the memoized order of an epoch's splits;
+//! - `expire`: removing what outlived its retention ([`JobRest`]);
 //! - here: [`State`] and its transitions.
 
 mod command;
+mod expire;
 mod model;
 mod split_order;
 
@@ -24,6 +26,7 @@ use cachew_proto::v1::EventKind;
 use serde::{Deserialize, Serialize};
 
 pub use command::{Command, Outcome, Rejection, StateEvent, TaskClaim};
+pub use expire::JobRest;
 pub use model::{
     Assignment, CacheDecision, CachePolicy, Consumer, Cursor, DatasetEntry, Job, JobId,
     WorkerEntry, WorkerId, WorkerLife,
@@ -115,7 +118,8 @@ impl State {
                 *cache_policy,
             ),
             Command::DecideCache { job, decision } => {
-                let j = self.jobs.get_mut(job).ok_or(Rejection::UnknownJob(*job))?;
+                let missing = self.missing_job(*job);
+                let j = self.jobs.get_mut(job).ok_or(missing)?;
                 if j.cache_decision.is_some() || j.cache_policy != CachePolicy::Auto {
                     return Ok(Outcome {
                         noop: true,
@@ -154,7 +158,8 @@ impl State {
                 generation,
                 timed_out,
             } => {
-                let j = self.jobs.get_mut(job).ok_or(Rejection::UnknownJob(*job))?;
+                let missing = self.missing_job(*job);
+                let j = self.jobs.get_mut(job).ok_or(missing)?;
                 let c = j
                     .consumers
                     .get_mut(*consumer as usize)
@@ -188,6 +193,21 @@ impl State {
                 window,
             } => self.assign_tasks(*worker, *max, *window),
             Command::DeclareDead { worker, resume_at } => self.declare_dead(*worker, resume_at),
+            Command::Expire {
+                jobs,
+                workers,
+                datasets,
+            } => Ok(self.expire(jobs, workers, datasets)),
+        }
+    }
+
+    /// The refusal for a job id that is not in the state: one this state machine handed out
+    /// (ids are never reused) was removed after its retention.
+    fn missing_job(&self, id: JobId) -> Rejection {
+        if id > 0 && id <= self.next_job_id {
+            Rejection::ExpiredJob(id)
+        } else {
+            Rejection::UnknownJob(id)
         }
     }
 
@@ -467,10 +487,8 @@ impl State {
         generation: u64,
         cursor: Cursor,
     ) -> Result<Outcome, Rejection> {
-        let job = self
-            .jobs
-            .get_mut(&job_id)
-            .ok_or(Rejection::UnknownJob(job_id))?;
+        let missing = self.missing_job(job_id);
+        let job = self.jobs.get_mut(&job_id).ok_or(missing)?;
         let n = job.num_consumers;
         let normalized = job.normalize(index, cursor);
         let consumer = job

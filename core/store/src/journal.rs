@@ -26,6 +26,20 @@
 //! new snapshot and tombstones for every record it covers as one batch, fsync'd: there is never
 //! a state with the snapshot but not the deletions, or the reverse.
 //!
+//! # Disk use: bounded by the live state, not by history
+//!
+//! Deleting is not enough on its own: fjall keeps the deleted records and every older snapshot
+//! in its tables until a compaction drops them, and keeps its own write-ahead journal files
+//! until every memtable with data in them is flushed (a keyspace that never fills its memtable
+//! pins them all, up to fjall's 512 MiB journal limit). Measured before this was done: 286 MB on
+//! disk and a 21 s reopen after a million 200-byte records, for a state of one 50 kB snapshot.
+//! So after each snapshot, [`Journal::snapshot`] also compacts both keyspaces fully (which drops
+//! what earlier snapshots deleted; cheap, since that is all they hold) and seals their memtables,
+//! so fjall flushes them and deletes a journal file once it has rotated it (at
+//! [`FJALL_JOURNAL_ROTATION_BYTES`]). On disk there is then at most the live state (the last
+//! snapshot and the records after it, in tables, memtables and the active journal file) plus
+//! about two journal files: a bound the history does not move (`tests/journal_bounded.rs`).
+//!
 //! # Recovery rule
 //!
 //! 1. Before fjall opens, its journal files are checked (see [`crate::fjall_journal`]): a torn
@@ -62,6 +76,10 @@ const RECORDS: &str = "records";
 const META: &str = "meta";
 const FORMAT: &[u8] = b"cachew-journal 1";
 const SNAPSHOT_KEY: &str = "snapshot";
+
+/// Where fjall 3.1 starts a new journal file (its `worker_pool.rs`: a flush rotates the active
+/// file once it is past this many bytes); fixed by fjall.
+pub const FJALL_JOURNAL_ROTATION_BYTES: u64 = 64_000_000;
 
 const TUNING: Tuning = Tuning {
     memtable_bytes: 32 * 1024 * 1024,
@@ -251,7 +269,8 @@ impl Journal {
 
     /// Stores a snapshot of the caller's state covering every record up to [`last_seq`]
     /// durably, and deletes the records it covers, in one fsync'd batch (one tombstone per
-    /// covered record, so snapshot every few thousand records rather than every million).
+    /// covered record, so snapshot every few thousand records rather than every million); then
+    /// compacts the journal (see "Disk use" in the module documentation).
     ///
     /// [`last_seq`]: Journal::last_seq
     pub fn snapshot(&mut self, state: &[u8]) -> Result<(), StoreError> {
@@ -272,6 +291,18 @@ impl Journal {
         batch
             .commit()
             .map_err(|e| StoreError::fjall(&self.db.path, e))?;
+        // Garbage out (see "Disk use" in the module documentation): what this and earlier
+        // snapshots deleted leaves the tables, and the memtables go to tables so that fjall can
+        // delete the journal files behind them. The snapshot is durable already: a failure here
+        // loses nothing and is reported like any write error.
+        for keyspace in [&self.records, &self.meta] {
+            keyspace
+                .major_compact()
+                .map_err(|e| StoreError::fjall(&self.db.path, e))?;
+            keyspace
+                .rotate_memtable()
+                .map_err(|e| StoreError::fjall(&self.db.path, e))?;
+        }
         let collected = seq - self.last_snapshot_seq;
         self.last_snapshot_seq = seq;
         self.last_snapshot_unix_ms = Some(now);

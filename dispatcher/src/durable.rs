@@ -193,12 +193,41 @@ struct SnapshotOut<'a> {
 
 #[derive(Deserialize)]
 struct RecordIn {
+    format: u32,
     command: Command,
 }
 
 #[derive(Deserialize)]
 struct SnapshotIn {
+    format: u32,
     state: State,
+}
+
+/// A versioned payload (`{"format":N,...}`) and its body.
+trait Versioned: DeserializeOwned {
+    type Body: DeserializeOwned;
+    fn format(&self) -> u32;
+    fn body(self) -> Self::Body;
+}
+
+impl Versioned for RecordIn {
+    type Body = Command;
+    fn format(&self) -> u32 {
+        self.format
+    }
+    fn body(self) -> Command {
+        self.command
+    }
+}
+
+impl Versioned for SnapshotIn {
+    type Body = State;
+    fn format(&self) -> u32 {
+        self.format
+    }
+    fn body(self) -> State {
+        self.state
+    }
 }
 
 /// Only the version of a payload (every other field is skipped unparsed).
@@ -225,18 +254,18 @@ pub fn encode_snapshot(state: &State) -> Result<Vec<u8>, String> {
     .map_err(|e| format!("the state cannot be serialized for a snapshot: {e}"))
 }
 
-/// Parses a payload of either shape: versioned (`Versioned`, whose body `body` takes out) or,
-/// without a `format` field, the bare body of version 1. `what` and `seq` name it in errors.
-fn decode<Body, Versioned>(
-    bytes: &[u8],
-    what: &str,
-    seq: u64,
-    body: impl FnOnce(Versioned) -> Body,
-) -> Result<Body, String>
-where
-    Body: DeserializeOwned,
-    Versioned: DeserializeOwned,
-{
+/// Parses a payload of either shape: versioned (`V`) or, without a `format` field, the bare
+/// body of version 1. `what` and `seq` name it in errors.
+///
+/// A payload of a version this dispatcher reads (every payload it wrote itself) is parsed once.
+/// Anything else (a bare body, a newer or a bad version, a payload that does not parse) is
+/// probed for its version first, so that a newer payload is reported as such, never misread.
+fn decode<V: Versioned>(bytes: &[u8], what: &str, seq: u64) -> Result<V::Body, String> {
+    if let Ok(payload) = serde_json::from_slice::<V>(bytes)
+        && (1..=FORMAT_VERSION).contains(&payload.format())
+    {
+        return Ok(payload.body());
+    }
     // A payload that is not even an object has no version: it fails as a bare body below.
     let format = serde_json::from_slice::<FormatOnly>(bytes)
         .ok()
@@ -253,20 +282,20 @@ where
                 "{what} at seq {seq} has format version 0, which does not exist"
             ));
         }
-        Some(_) => serde_json::from_slice::<Versioned>(bytes).map(body),
-        None => serde_json::from_slice::<Body>(bytes),
+        Some(_) => serde_json::from_slice::<V>(bytes).map(V::body),
+        None => serde_json::from_slice::<V::Body>(bytes),
     };
     parsed.map_err(|e| format!("{what} at seq {seq} does not parse: {e}"))
 }
 
 /// Parses a journal record (any version up to [`FORMAT_VERSION`]).
 pub fn decode_record(seq: u64, bytes: &[u8]) -> Result<Command, String> {
-    decode(bytes, "journal record", seq, |r: RecordIn| r.command)
+    decode::<RecordIn>(bytes, "journal record", seq)
 }
 
 /// Parses a journal snapshot (any version up to [`FORMAT_VERSION`]).
 pub fn decode_snapshot(seq: u64, bytes: &[u8]) -> Result<State, String> {
-    decode(bytes, "journal snapshot", seq, |s: SnapshotIn| s.state)
+    decode::<SnapshotIn>(bytes, "journal snapshot", seq)
 }
 
 /// Rebuilds the state from what the journal recovered: the snapshot, then every later record

@@ -41,15 +41,24 @@ fn spec_json(split_records: u32) -> String {
 }
 
 /// Bytes the files under `dir` occupy on disk (allocated blocks: fjall preallocates its journal
-/// files sparsely).
+/// files sparsely). Files fjall deletes while this walks are skipped; `dir` itself must exist.
 fn disk_bytes(dir: &Path) -> u64 {
+    assert!(dir.is_dir(), "{} is not a directory", dir.display());
+    walk(dir)
+}
+
+fn walk(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let meta = entry.metadata().unwrap();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
         total += if meta.is_dir() {
-            disk_bytes(&entry.path())
+            walk(&entry.path())
         } else {
             meta.blocks() * 512
         };

@@ -9,12 +9,12 @@
 //! `State::dataset_in_use`); the clocks only say for how long. A dataset's clock starts when its
 //! last job is removed, so it outlives its jobs by its own retention.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::config::DispatcherConfig;
 use crate::soft::Resting;
-use crate::state::{Command, JobRest, State};
+use crate::state::{Command, JobRest, State, WorkerId, WorkerLife};
 
 /// The most ids of each kind one [`Command::Expire`] names (the rest go at the next check), so
 /// a journal record stays small whatever piled up.
@@ -78,9 +78,22 @@ pub fn observe(state: &State, resting: &mut Resting, now: Instant) {
     }
     resting.jobs = jobs;
 
-    resting.workers.retain(|id, _| state.worker_rests(*id));
+    // Once per look, not once per worker (as `State::worker_rests` would).
+    let holding: HashSet<WorkerId> = state
+        .jobs
+        .values()
+        .flat_map(|j| j.assignments.values().map(|a| a.worker))
+        .collect();
+    let rests = |id: &WorkerId| {
+        state
+            .workers
+            .get(id)
+            .is_some_and(|w| w.life == WorkerLife::Dead)
+            && !holding.contains(id)
+    };
+    resting.workers.retain(|id, _| rests(id));
     for id in state.workers.keys() {
-        if state.worker_rests(*id) {
+        if rests(id) {
             resting.workers.entry(*id).or_insert(now);
         }
     }
@@ -146,9 +159,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::state::{
-        Assignment, Consumer, Cursor, DatasetEntry, Job, JobId, WorkerEntry, WorkerId, WorkerLife,
-    };
+    use crate::state::{Assignment, Consumer, Cursor, DatasetEntry, Job, JobId, WorkerEntry};
 
     const LIMITS: Limits = Limits {
         finished_job: Duration::from_secs(60),

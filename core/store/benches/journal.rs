@@ -11,6 +11,11 @@
 //!   written in batches of 1,000 without snapshots and closed; then `Journal::open`, which checks
 //!   fjall's journal, lets fjall recover, and reads and checks every record into memory, is timed
 //!   three times (warm page cache; the median is reported).
+//! - history: a dispatcher's long life. `CACHEW_BENCH_HISTORY_RECORDS` records (default
+//!   1,000,000) of 200 bytes appended in batches of 50, with a 50 kB snapshot every 2,000
+//!   records (as the dispatcher takes them); then the bytes the journal occupies on disk
+//!   (allocated blocks) and the time `Journal::open` takes (median of 3). Both must not grow with
+//!   the number of records: the live state is one snapshot and under 2,000 records.
 //! - checkpoints: `CACHEW_BENCH_CHECKPOINTS` (default 1,000) writes of a 1 KiB payload, each
 //!   durable and followed by the summary marker's write-fsync-rename-fsync; median and p99 of
 //!   the whole `write` call.
@@ -105,6 +110,63 @@ fn replay(dir: &Path, records: u64) -> (Duration, Duration) {
     (write, times[1])
 }
 
+/// Bytes the files under `dir` occupy on disk (allocated blocks; fjall preallocates sparsely).
+fn disk_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_bytes(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Appends `records` 200-byte records with a 50 kB snapshot every 2,000; returns (time to
+/// write, bytes on disk, time to reopen).
+fn history(dir: &Path, records: u64) -> (Duration, u64, Duration) {
+    let options = JournalOptions {
+        snapshot_every: 2_000,
+    };
+    let write_started = Instant::now();
+    {
+        let (mut journal, _) = Journal::open(dir, options.clone()).expect("open");
+        let state = vec![b's'; 50_000];
+        let mut next = 0;
+        while next < records {
+            let payloads: Vec<Vec<u8>> = (next..next + 50)
+                .map(|i| {
+                    let mut r = record(i);
+                    r.resize(200, b'r');
+                    r
+                })
+                .collect();
+            let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+            journal.append(&refs).expect("append");
+            next += 50;
+            if journal.snapshot_due() {
+                journal.snapshot(&state).expect("snapshot");
+            }
+        }
+    }
+    let write = write_started.elapsed();
+    let bytes = disk_bytes(dir);
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let (journal, recovery) = Journal::open(dir, options.clone()).expect("open");
+        times.push(started.elapsed());
+        assert!(recovery.records.len() < 2_000);
+        drop(journal);
+    }
+    times.sort();
+    (write, bytes, times[1])
+}
+
 fn checkpoints(dir: &Path, count: u64) -> (Duration, Duration) {
     let (mut store, _) = CheckpointStore::open(dir).expect("open");
     let mut payload = vec![0u8; 1024];
@@ -130,6 +192,10 @@ fn main() {
         if quick { 20_000 } else { 1_000_000 },
     );
     let checkpoint_count = env_or("CACHEW_BENCH_CHECKPOINTS", if quick { 50 } else { 1_000 });
+    let history_records = env_or(
+        "CACHEW_BENCH_HISTORY_RECORDS",
+        if quick { 20_000 } else { 1_000_000 },
+    );
     let base = std::env::var_os("CACHEW_BENCH_DIR").map(std::path::PathBuf::from);
     let work = match &base {
         Some(dir) => tempfile::tempdir_in(dir),
@@ -155,6 +221,15 @@ fn main() {
          ({:.0} records/s; median of 3, warm cache); writing them took {:.1} s",
         open.as_secs_f64(),
         replay_records as f64 / open.as_secs_f64(),
+        write.as_secs_f64()
+    );
+
+    let (write, bytes, open) = history(&work.path().join("history"), history_records);
+    println!(
+        "journal/history: {history_records} records of 200 B, a 50 kB snapshot every 2,000: \
+         {:.1} MB on disk, reopen {:.0} ms (median of 3); writing took {:.1} s",
+        bytes as f64 / 1e6,
+        open.as_secs_f64() * 1e3,
         write.as_secs_f64()
     );
 

@@ -70,6 +70,15 @@ pub enum Command {
         /// (job, epoch, position) -> index the new owner may start at.
         resume_at: Vec<((JobId, u64, u32), u32)>,
     },
+    /// Give `worker` up to `max` more tasks, shared fairly between jobs (see `state/fair.rs`);
+    /// `idle` counts, per job, the tasks the worker reported idle (full and unread). Replaces
+    /// `AssignTasks` (kept so that older journals replay as they were written).
+    AssignFairly {
+        worker: WorkerId,
+        max: u32,
+        window: u32,
+        idle: Vec<(JobId, u32)>,
+    },
 }
 
 impl Command {
@@ -83,6 +92,7 @@ impl Command {
             Command::AssignTasks { .. } => "assign_tasks",
             Command::DeclareDead { .. } => "declare_dead",
             Command::DecideCache { .. } => "decide_cache",
+            Command::AssignFairly { .. } => "assign_fairly",
         }
     }
 }

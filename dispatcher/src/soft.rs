@@ -28,6 +28,8 @@ pub struct Reported {
     pub produced: u32,
     pub acked: u32,
     pub len: u32,
+    /// Full and unread for a while (it gave its slot back).
+    pub idle: bool,
 }
 
 /// (job, epoch, position): one task.
@@ -163,6 +165,7 @@ impl Soft {
                     produced: t.produced,
                     acked: t.acked,
                     len: t.len,
+                    idle: t.idle,
                 },
             );
         }

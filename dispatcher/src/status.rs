@@ -81,6 +81,7 @@ impl StatusView<'_> {
                     produced: r.map_or(0, |r| r.produced),
                     acked: r.map_or(a.start_index, |r| r.acked),
                     len: r.map_or(0, |r| r.len),
+                    idle: r.is_some_and(|r| r.idle),
                 }
             })
             .collect();

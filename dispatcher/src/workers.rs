@@ -1,6 +1,7 @@
 //! What the dispatcher does with workers: registration (claims of restored tasks, progress
 //! kept), and each round of a worker heartbeat: liveness and soft facts taken in (progress,
-//! cache reports, checkpoint, disks), reconciliation, then new tasks for its free slots.
+//! cache reports, checkpoint, disks), reconciliation, then new tasks for its free slots, shared
+//! between jobs (`Command::AssignFairly`, with the tasks the worker reports idle).
 
 use std::time::Instant;
 
@@ -135,10 +136,11 @@ impl DispatcherService {
             let window = self.window(&core.state);
             if let Ok(out) = self.execute(
                 core,
-                Command::AssignTasks {
+                Command::AssignFairly {
                     worker: req.worker_id,
                     max: free,
                     window,
+                    idle: idle_per_job(&req.tasks),
                 },
             ) {
                 for (job_id, epoch, position, a) in out.assigned {
@@ -219,4 +221,15 @@ impl DispatcherService {
             self.bump();
         }
     }
+}
+
+/// How many of a worker's reported tasks are idle, per job (ascending job id).
+fn idle_per_job(tasks: &[v1::TaskProgress]) -> Vec<(u64, u32)> {
+    let mut idle = std::collections::BTreeMap::new();
+    for t in tasks.iter().filter(|t| t.idle) {
+        if let Some(k) = t.key {
+            *idle.entry(k.job_id).or_insert(0u32) += 1;
+        }
+    }
+    idle.into_iter().collect()
 }

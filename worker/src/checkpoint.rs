@@ -83,6 +83,7 @@ impl TaskCheckpoint {
             produced: self.produced,
             acked: self.acked,
             len: self.len,
+            idle: false,
         }
     }
 }

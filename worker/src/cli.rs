@@ -37,6 +37,11 @@ pub struct Args {
     /// Elements a split may hold past its client's fetch cursor (bounds memory).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     pub buffer_elements: u32,
+    /// Milliseconds a split with a full buffer may go unfetched before it stops counting
+    /// against --max-tasks (a stalled or dead trainer's splits then do not block other jobs; at
+    /// most --max-tasks such splits are set aside, so memory stays bounded).
+    #[arg(long, default_value_t = 1000)]
+    pub idle_task_ms: u64,
     /// Directory for worker state; checkpoints go to `DIR/checkpoints` unless --checkpoint-dir
     /// says otherwise.
     #[arg(long)]
@@ -110,6 +115,7 @@ async fn run(args: Args, started: std::time::Instant) -> anyhow::Result<()> {
             max_tasks: args.max_tasks as usize,
             ahead: args.buffer_elements,
             chunk: defaults.chunk,
+            idle_after: Duration::from_millis(args.idle_task_ms),
         },
         checkpoint_dir: if args.checkpoint_interval_ms == 0 {
             None

@@ -43,8 +43,12 @@ fn report_to_wire(r: &TaskReport) -> v1::TaskProgress {
         produced: r.produced,
         acked: r.acked,
         len: r.len,
+        idle: r.idle,
     }
 }
+
+/// How often a heartbeat in flight checks whether idle tasks freed slots.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
 
 /// Runs until the process stops: register, then heartbeat forever.
 pub async fn control_loop(
@@ -204,6 +208,13 @@ async fn heartbeat_loop(
                     r = &mut call => break Some(r),
                     // A slot freed while the dispatcher holds our long poll: ask again at once.
                     _ = engine.slot_freed() => {
+                        if engine.free_slots() as u32 > free {
+                            break None;
+                        }
+                    }
+                    // Tasks become idle with time (their clients stopped reading): their slots
+                    // are free for other jobs without waiting for the long poll to end.
+                    _ = tokio::time::sleep(IDLE_CHECK) => {
                         if engine.free_slots() as u32 > free {
                             break None;
                         }

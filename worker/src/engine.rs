@@ -3,9 +3,11 @@
 //! has fetched them.
 //!
 //! Memory is bounded by configuration: a task never holds more than `ahead` elements past the
-//! client's fetch cursor, and the worker holds at most `max_tasks` unfinished tasks. Compute
-//! threads always pick the most urgent work (lowest job, epoch, position), so the split a client
-//! is waiting for is never starved by splits further ahead. This module owns no sockets.
+//! client's fetch cursor, and the worker holds at most `max_tasks` unfinished tasks, plus at most
+//! `max_tasks` idle ones (full and unread: they give their slots back, see `schedule.rs`).
+//! Compute threads share their time between jobs (`schedule::FairShare`) and, within a job,
+//! always pick its most urgent task (lowest epoch, position), so the split a client is waiting
+//! for is never starved by splits further ahead, nor by another job. This module owns no sockets.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::{CacheMode, CacheReports, CacheSettings, TaskCache};
 pub use crate::prepared::{Prepared, PreparedCache};
+use crate::schedule::{FairShare, SlotView, is_idle, slot_use};
 use tokio::sync::Notify;
 
 /// A task: one position of one epoch of one job. The one key of a task in this worker: the
@@ -88,6 +91,8 @@ pub struct EngineConfig {
     pub ahead: u32,
     /// Elements per unit of compute work.
     pub chunk: u32,
+    /// How long a task with a full buffer goes unfetched before it gives its slot back.
+    pub idle_after: Duration,
 }
 
 impl Default for EngineConfig {
@@ -97,6 +102,7 @@ impl Default for EngineConfig {
             max_tasks: 4,
             ahead: 128,
             chunk: 8,
+            idle_after: Duration::from_secs(1),
         }
     }
 }
@@ -121,6 +127,8 @@ struct Task {
     retry_backoff: Backoff,
     notify: Arc<Notify>,
     sent_end: bool,
+    /// When a client last fetched (or the task was added).
+    last_fetch: std::time::Instant,
 }
 
 impl Task {
@@ -133,7 +141,7 @@ impl Task {
         i
     }
 
-    fn report(&self) -> TaskReport {
+    fn report(&self, config: &EngineConfig) -> TaskReport {
         TaskReport {
             key: self.spec.key,
             lease: self.spec.lease,
@@ -141,7 +149,16 @@ impl Task {
             produced: self.produced(),
             acked: self.acked,
             len: self.len,
+            idle: self.is_idle(config),
         }
+    }
+
+    /// Whether the task has nothing to compute until its client reads, and its client has not
+    /// fetched for `idle_after` (see `schedule.rs`).
+    fn is_idle(&self, config: &EngineConfig) -> bool {
+        let limit = self.len.min(self.acked.saturating_add(config.ahead.max(1)));
+        let full = self.error.is_some() || self.produced() >= limit;
+        is_idle(full, self.last_fetch.elapsed(), config.idle_after)
     }
 }
 
@@ -154,6 +171,8 @@ pub struct TaskReport {
     pub produced: u32,
     pub acked: u32,
     pub len: u32,
+    /// Full and unread for a while: it does not count against the worker's slots.
+    pub idle: bool,
 }
 
 /// Why a fetch was refused.
@@ -198,6 +217,16 @@ pub struct Fetched {
 #[derive(Debug, Default)]
 struct EngineState {
     tasks: BTreeMap<TaskKey, Task>,
+    /// Compute time charged to each job (which job a free thread serves).
+    share: FairShare,
+}
+
+impl EngineState {
+    /// Forgets the compute charges of jobs this worker no longer serves.
+    fn forget_gone_jobs(&mut self) {
+        let tasks = &self.tasks;
+        self.share.retain(|job| tasks.keys().any(|k| k.job == job));
+    }
 }
 
 #[derive(Debug)]
@@ -384,6 +413,7 @@ impl Engine {
                 retry_backoff: retry_backoff(),
                 notify: Arc::new(Notify::new()),
                 sent_end: false,
+                last_fetch: std::time::Instant::now(),
             },
         );
         self.shared
@@ -400,10 +430,12 @@ impl Engine {
     pub fn drop_task(&self, key: &TaskKey, lease: u64) {
         let removed = {
             let mut st = self.lock();
-            match st.tasks.get(key) {
+            let removed = match st.tasks.get(key) {
                 Some(t) if t.spec.lease == lease => st.tasks.remove(key),
                 _ => None,
-            }
+            };
+            st.forget_gone_jobs();
+            removed
         };
         if let Some(task) = removed {
             task.notify.notify_waiters();
@@ -419,7 +451,11 @@ impl Engine {
     }
 
     pub fn drop_all(&self) {
-        let tasks = std::mem::take(&mut self.lock().tasks);
+        let tasks = {
+            let mut st = self.lock();
+            st.share = FairShare::default();
+            std::mem::take(&mut st.tasks)
+        };
         for t in tasks.values() {
             t.notify.notify_waiters();
         }
@@ -458,21 +494,33 @@ impl Engine {
 
     /// Every task's assignment and progress (what a checkpoint records).
     pub fn snapshot(&self) -> Vec<(TaskSpec, TaskReport)> {
+        let config = &self.shared.config;
         self.lock()
             .tasks
             .values()
-            .map(|t| (t.spec.clone(), t.report()))
+            .map(|t| (t.spec.clone(), t.report(config)))
             .collect()
     }
 
     pub fn reports(&self) -> Vec<TaskReport> {
-        self.lock().tasks.values().map(Task::report).collect()
+        let config = &self.shared.config;
+        self.lock()
+            .tasks
+            .values()
+            .map(|t| t.report(config))
+            .collect()
     }
 
-    /// How many more tasks this worker takes: tasks whose last element was sent no longer count.
+    /// How many more tasks this worker takes: tasks whose last element was sent no longer count,
+    /// and idle ones (full, unread for a while) give their slots back (`schedule::slot_use`).
     pub fn free_slots(&self) -> usize {
-        let busy = self.lock().tasks.values().filter(|t| !t.sent_end).count();
-        self.shared.config.max_tasks.saturating_sub(busy)
+        let config = &self.shared.config;
+        let st = self.lock();
+        let views = st.tasks.values().map(|t| SlotView {
+            sent_end: t.sent_end,
+            idle: t.is_idle(config),
+        });
+        slot_use(views, config.max_tasks).free
     }
 
     /// Elements from `from` on (at most `max` and about `max_bytes`), waiting up to `wait` for
@@ -529,6 +577,7 @@ impl Engine {
                         len: task.len,
                     });
                 }
+                task.last_fetch = std::time::Instant::now();
                 if let Some(e) = &task.error {
                     return Err(FetchError::Pipeline(e.clone()));
                 }
@@ -618,6 +667,8 @@ fn move_cursor(task: &mut Task, from: u32, generations: &AtomicU64) -> bool {
 
 struct Claim {
     key: TaskKey,
+    /// The compute time charged for it in advance (`FairShare::charge_claim`).
+    estimate: u64,
     generation: u64,
     cache: Option<Arc<TaskCache>>,
     prepared: Arc<Prepared>,
@@ -627,9 +678,17 @@ struct Claim {
     range: Range<u32>,
 }
 
+/// The next chunk a compute thread works on: the job `FairShare` picks among those with work,
+/// and that job's most urgent task with room (tasks are ordered by job, epoch, position).
 fn claim(st: &mut EngineState, config: &EngineConfig) -> Option<Claim> {
+    let now = std::time::Instant::now();
+    let mut ready: BTreeMap<u64, TaskKey> = BTreeMap::new();
     for task in st.tasks.values_mut() {
-        if task.error.is_some() || task.retry_at.is_some_and(|t| t > std::time::Instant::now()) {
+        let key = task.spec.key;
+        if ready.contains_key(&key.job)
+            || task.error.is_some()
+            || task.retry_at.is_some_and(|t| t > now)
+        {
             continue;
         }
         let limit = task.len.min(task.acked.saturating_add(config.ahead.max(1)));
@@ -638,22 +697,28 @@ fn claim(st: &mut EngineState, config: &EngineConfig) -> Option<Claim> {
             task.next_claim += 1;
         }
         if task.next_claim < limit {
-            let start = task.next_claim;
-            let end = (start + config.chunk.max(1)).min(limit);
-            task.next_claim = end;
-            return Some(Claim {
-                key: task.spec.key,
-                generation: task.generation,
-                cache: task.cache.clone(),
-                prepared: task.prepared.clone(),
-                order: task.order.clone(),
-                seed: task.spec.seed,
-                split: task.spec.split,
-                range: start..end,
-            });
+            ready.insert(key.job, key);
         }
     }
-    None
+    let job = st.share.pick(ready.keys().copied())?;
+    let task = st.tasks.get_mut(ready.get(&job)?)?;
+    let limit = task.len.min(task.acked.saturating_add(config.ahead.max(1)));
+    let start = task.next_claim;
+    let end = (start + config.chunk.max(1)).min(limit);
+    task.next_claim = end;
+    let claim = Claim {
+        key: task.spec.key,
+        estimate: 0,
+        generation: task.generation,
+        cache: task.cache.clone(),
+        prepared: task.prepared.clone(),
+        order: task.order.clone(),
+        seed: task.spec.seed,
+        split: task.spec.split,
+        range: start..end,
+    };
+    let estimate = st.share.charge_claim(job, end - start);
+    Some(Claim { estimate, ..claim })
 }
 
 /// Niceness of compute threads: serving elements and heartbeats must preempt computing, or every
@@ -686,6 +751,7 @@ fn compute_loop(shared: &Shared) {
             Some(c) => c.as_ref(),
             None => &NoCache,
         };
+        let started = std::time::Instant::now();
         let result = claimed.prepared.pipeline.produce_with(
             &claimed.prepared.dataset,
             claimed.seed,
@@ -696,6 +762,12 @@ fn compute_loop(shared: &Shared) {
             cache,
         );
         let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.share.settle(
+            claimed.key.job,
+            claimed.estimate,
+            started.elapsed(),
+            claimed.range.len() as u32,
+        );
         let Some(task) = st.tasks.get_mut(&claimed.key) else {
             continue;
         };
@@ -831,6 +903,7 @@ mod tests {
             max_tasks: 2,
             ahead: 64,
             chunk: 8,
+            idle_after: Duration::from_secs(1),
         });
         engine.add_task(spec(7), prepared());
         let key = spec(7).key;
@@ -880,6 +953,7 @@ mod tests {
             max_tasks: 2,
             ahead: 64,
             chunk: 8,
+            idle_after: Duration::from_secs(1),
         });
         let key = spec(9).key;
         // The client learned of lease 9 before this worker did: the fetch waits for the task.
@@ -928,6 +1002,69 @@ mod tests {
         assert!(matches!(at_once, Err(FetchError::UnknownTask(_))));
     }
 
+    /// A job whose client stopped reading keeps its tasks (and their elements) but not the
+    /// worker's slots: its full buffers go idle and free the slots for a job that reads.
+    #[tokio::test]
+    async fn full_unread_tasks_give_their_slots_back_and_serve_again_when_read() {
+        let (engine, _threads) = Engine::start(EngineConfig {
+            threads: 1,
+            max_tasks: 2,
+            ahead: 4,
+            chunk: 2,
+            idle_after: Duration::from_millis(100),
+        });
+        let task = |job: u64, position: u32, lease: u64| TaskSpec {
+            key: TaskKey {
+                job,
+                epoch: 0,
+                position,
+            },
+            split: position,
+            ..spec(lease)
+        };
+        // Job 1's two tasks take both slots; nobody fetches them.
+        engine.add_task(task(1, 0, 1), prepared());
+        engine.add_task(task(1, 1, 2), prepared());
+        assert_eq!(engine.free_slots(), 0);
+        let started = std::time::Instant::now();
+        while engine.free_slots() < 2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "unread full tasks kept their slots: {:?}",
+                engine.reports()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Both are idle, each with exactly `ahead` elements computed: memory stays bounded.
+        for r in engine.reports() {
+            assert!(r.idle, "{r:?}");
+            assert_eq!((r.acked, r.produced), (0, 4), "{r:?}");
+        }
+        // Job 2 takes a freed slot and is served to the end of its split.
+        engine.add_task(task(2, 0, 3), prepared());
+        assert_eq!(engine.free_slots(), 1);
+        let wait = Duration::from_secs(30);
+        let (key2, mut from) = (task(2, 0, 3).key, 0);
+        loop {
+            let got = engine
+                .fetch(key2, 3, from, 8, usize::MAX, wait)
+                .await
+                .unwrap();
+            from += got.elements.len() as u32;
+            if got.end_of_split {
+                break;
+            }
+        }
+        assert_eq!(from, 50);
+        // Job 1's client comes back: its elements are there, and the task counts again.
+        let back = engine
+            .fetch(task(1, 0, 1).key, 1, 0, 8, usize::MAX, wait)
+            .await
+            .unwrap();
+        assert_eq!(back.elements[0].id.index, 0);
+        assert_eq!(engine.free_slots(), 1);
+    }
+
     /// A put task whose client jumps ahead (it resumes mid-split) still writes a whole chunk: the
     /// skipped records are computed for the chunk.
     #[tokio::test]
@@ -939,6 +1076,7 @@ mod tests {
                 max_tasks: 2,
                 ahead: 4,
                 chunk: 2,
+                idle_after: Duration::from_secs(1),
             },
             Some(CacheSettings {
                 dir: dir.path().to_path_buf(),

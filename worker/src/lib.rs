@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`engine`]: tasks, the bounded compute pool and the element buffers (no sockets).
+//! - [`schedule`]: how the worker shares compute and task slots between jobs (pure decisions).
 //! - [`service`]: the gRPC data service (`GetElements`).
 //! - [`control`]: registration and heartbeats with the dispatcher.
 //! - [`checkpoint`]: periodic checkpoints of task positions and recovery from them.
@@ -19,6 +20,7 @@ pub mod control;
 pub mod disk;
 pub mod engine;
 pub mod prepared;
+pub mod schedule;
 pub mod service;
 
 /// A size-limited tmpfs for tests of a full disk (shared with the store crate's tests).

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cachew_client::ClientError;
 use cachew_client::fetch::{Locations, SplitJob, WorkerPool, fetch_split};
@@ -37,6 +38,7 @@ pub fn engine() -> (Engine, EngineThreads) {
         max_tasks: 2,
         ahead: 64,
         chunk: 8,
+        idle_after: Duration::from_secs(1),
     })
 }
 

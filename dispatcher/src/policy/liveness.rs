@@ -230,6 +230,7 @@ mod tests {
                 produced: 40,
                 acked: 17,
                 len: 64,
+                idle: false,
             },
         );
         soft.progress.insert(
@@ -240,6 +241,7 @@ mod tests {
                 produced: 1,
                 acked: 1,
                 len: 64,
+                idle: false,
             },
         );
         let got = check(&state(), &soft, now, &LIMITS);

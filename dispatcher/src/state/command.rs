@@ -80,6 +80,15 @@ pub enum Command {
         #[serde(default)]
         datasets: Vec<String>,
     },
+    /// Give `worker` up to `max` more tasks, shared fairly between jobs (see `state/fair.rs`);
+    /// `idle` counts, per job, the tasks the worker reported idle (full and unread). Replaces
+    /// `AssignTasks` (kept so that older journals replay as they were written).
+    AssignFairly {
+        worker: WorkerId,
+        max: u32,
+        window: u32,
+        idle: Vec<(JobId, u32)>,
+    },
 }
 
 impl Command {
@@ -94,6 +103,7 @@ impl Command {
             Command::DeclareDead { .. } => "declare_dead",
             Command::DecideCache { .. } => "decide_cache",
             Command::Expire { .. } => "expire",
+            Command::AssignFairly { .. } => "assign_fairly",
         }
     }
 }

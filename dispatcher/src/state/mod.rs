@@ -12,10 +12,12 @@
 //! - `command`: [`Command`], [`Outcome`], [`StateEvent`], [`Rejection`];
 //! - `split_order`: the memoized order of an epoch's splits;
 //! - `expire`: removing what outlived its retention ([`JobRest`]);
+//! - `fair`: `AssignFairly`, a worker's free slots shared between jobs;
 //! - here: [`State`] and its transitions.
 
 mod command;
 mod expire;
+mod fair;
 mod model;
 mod split_order;
 
@@ -193,6 +195,12 @@ impl State {
                 window,
             } => self.assign_tasks(*worker, *max, *window),
             Command::DeclareDead { worker, resume_at } => self.declare_dead(*worker, resume_at),
+            Command::AssignFairly {
+                worker,
+                max,
+                window,
+                idle,
+            } => self.assign_fairly(*worker, *max, *window, idle),
             Command::Expire {
                 jobs,
                 workers,
@@ -593,6 +601,24 @@ impl State {
         max: u32,
         window: u32,
     ) -> Result<Outcome, Rejection> {
+        if !self.takes_tasks(worker, max)? {
+            return Ok(Outcome {
+                noop: true,
+                ..Outcome::default()
+            });
+        }
+        // The most urgent first (ties: the lowest job id).
+        let picks: Vec<(JobId, u64, u32)> = self
+            .window_candidates(window)
+            .into_iter()
+            .take(max as usize)
+            .map(|(_, job, epoch, position)| (job, epoch, position))
+            .collect();
+        Ok(self.assign_positions(worker, picks))
+    }
+
+    /// Whether `worker` gets tasks at all: alive (else an error), active and asking for some.
+    fn takes_tasks(&self, worker: WorkerId, max: u32) -> Result<bool, Rejection> {
         let w = self
             .workers
             .get(&worker)
@@ -600,16 +626,14 @@ impl State {
         if w.life == WorkerLife::Dead {
             return Err(Rejection::DeadWorker(worker));
         }
-        let mut out = Outcome {
-            noop: true,
-            ..Outcome::default()
-        };
-        if w.standby || max == 0 {
-            return Ok(out);
-        }
-        // Candidates: unassigned positions in every attached consumer's window, ranked by how
-        // far they are from that consumer's cursor (the most urgent first).
-        let mut candidates: BTreeSet<(usize, JobId, u64, u32)> = BTreeSet::new();
+        Ok(!w.standby && max > 0)
+    }
+
+    /// Unassigned positions in every attached consumer's window, as (rank, job, epoch,
+    /// position): rank is how far the position is from that consumer's cursor (0: the split it
+    /// reads now).
+    fn window_candidates(&self, window: u32) -> BTreeSet<(usize, JobId, u64, u32)> {
+        let mut candidates = BTreeSet::new();
         for job in self.jobs.values().filter(|j| !j.finished) {
             for consumer in job.consumers.iter().filter(|c| c.attached) {
                 for (rank, (epoch, position)) in job
@@ -623,7 +647,21 @@ impl State {
                 }
             }
         }
-        for (_, job_id, epoch, position) in candidates.into_iter().take(max as usize) {
+        candidates
+    }
+
+    /// Assigns `picks` to `worker`, each under a fresh lease; a consumer's head split starts at
+    /// its cursor's index.
+    fn assign_positions(
+        &mut self,
+        worker: WorkerId,
+        picks: impl IntoIterator<Item = (JobId, u64, u32)>,
+    ) -> Outcome {
+        let mut out = Outcome {
+            noop: true,
+            ..Outcome::default()
+        };
+        for (job_id, epoch, position) in picks {
             let lease = self.new_lease();
             let Some(job) = self.jobs.get_mut(&job_id) else {
                 continue;
@@ -653,7 +691,7 @@ impl State {
             out.assigned.push((job_id, epoch, position, a));
             out.noop = false;
         }
-        Ok(out)
+        out
     }
 
     fn declare_dead(

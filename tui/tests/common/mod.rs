@@ -122,6 +122,7 @@ impl Snapshot {
                         produced: a.produced,
                         acked: a.acked,
                         len: SPLIT_RECORDS as u32,
+                        idle: false,
                     })
                     .collect(),
                 checkpoint: w

@@ -178,6 +178,7 @@ mod tests {
             attached: true,
             cursor: Cursor::default(),
             parked: false,
+            unreachable: Default::default(),
         };
         let job = Job {
             id: 9,

@@ -70,6 +70,13 @@ pub enum Command {
         /// (job, epoch, position) -> index the new owner may start at.
         resume_at: Vec<((JobId, u64, u32), u32)>,
     },
+    /// The client of a consumer reports the workers it cannot reach (empty: it reaches all).
+    ConsumerUnreachable {
+        job: JobId,
+        consumer: u32,
+        generation: u64,
+        workers: std::collections::BTreeSet<WorkerId>,
+    },
 }
 
 impl Command {
@@ -83,6 +90,7 @@ impl Command {
             Command::AssignTasks { .. } => "assign_tasks",
             Command::DeclareDead { .. } => "declare_dead",
             Command::DecideCache { .. } => "decide_cache",
+            Command::ConsumerUnreachable { .. } => "consumer_unreachable",
         }
     }
 }

@@ -16,6 +16,7 @@
 mod command;
 mod model;
 mod split_order;
+mod unreachable;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -188,6 +189,12 @@ impl State {
                 window,
             } => self.assign_tasks(*worker, *max, *window),
             Command::DeclareDead { worker, resume_at } => self.declare_dead(*worker, resume_at),
+            Command::ConsumerUnreachable {
+                job,
+                consumer,
+                generation,
+                workers,
+            } => self.consumer_unreachable(*job, *consumer, *generation, workers),
         }
     }
 
@@ -396,6 +403,7 @@ impl State {
                                 attached: false,
                                 cursor: Cursor::default(),
                                 parked: false,
+                                unreachable: BTreeSet::new(),
                             })
                             .collect(),
                         assignments: BTreeMap::new(),
@@ -593,7 +601,8 @@ impl State {
         // far they are from that consumer's cursor (the most urgent first).
         let mut candidates: BTreeSet<(usize, JobId, u64, u32)> = BTreeSet::new();
         for job in self.jobs.values().filter(|j| !j.finished) {
-            for consumer in job.consumers.iter().filter(|c| c.attached) {
+            let reaches = |c: &&Consumer| c.attached && !c.unreachable.contains(&worker);
+            for consumer in job.consumers.iter().filter(reaches) {
                 for (rank, (epoch, position)) in job
                     .window(consumer.index, consumer.cursor, window)
                     .into_iter()

@@ -85,6 +85,9 @@ pub struct Args {
     /// Log filter (tracing env-filter syntax).
     #[arg(long, default_value = "info")]
     pub log: String,
+    /// Keepalive pings that notice a silent peer (a cut link).
+    #[command(flatten)]
+    pub net: cachew_proto::net::NetFlags,
 }
 
 /// A `--cache-policy` value: a cache mode's name, unknown names refused with the valid ones.
@@ -99,6 +102,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Err(code) => return code,
     };
     cachew_proto::daemon::init_tracing(&args.log);
+    args.net.apply();
     cachew_proto::daemon::exit_with_parent();
     let runtime = match cachew_proto::daemon::runtime("cachew-client", Some(2)) {
         Ok(r) => r,

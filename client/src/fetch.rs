@@ -4,10 +4,16 @@
 //! the owner as the dispatcher moves the split (failover, restart): on any error it waits for a
 //! newer lease and resumes at its own cursor, so every element reaches the consumer exactly once
 //! and in order. Elements are checked against the identity the consumer expects.
+//!
+//! A worker that stays silent (no answer past the fetch's long-poll wait plus the keepalive
+//! detection time, `cachew_proto::net`) while the dispatcher may still hear it, as when only the
+//! path between this client and the worker is cut, is *suspected*: the heartbeat reports it in
+//! `unreachable_workers` for [`SUSPECT_FOR`] after its last silent fetch, and the dispatcher moves
+//! this consumer's splits off it. The fetcher then follows the new lease as after a failover.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cachew_pipeline::Element;
 use cachew_proto::backoff::Backoff;
@@ -27,13 +33,50 @@ pub struct Locations {
     pub dispatcher_down: bool,
 }
 
-/// Connections to workers, by address.
+/// Connections to workers, by address, and the workers that went silent.
 #[derive(Debug, Default, Clone)]
 pub struct WorkerPool {
     channels: Arc<Mutex<HashMap<String, WorkerClient<Channel>>>>,
+    suspects: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
+/// How long a worker stays suspected after its last silent fetch. Past it the dispatcher may
+/// give this consumer splits there again (a healed link); a worker still cut off is suspected
+/// again after one more silent fetch.
+pub const SUSPECT_FOR: Duration = Duration::from_secs(10);
+
+/// How long a fetch waits on the worker for elements (a long poll).
+const FETCH_WAIT: Duration = Duration::from_millis(1000);
+
 impl WorkerPool {
+    /// Marks `address` silent now.
+    fn suspect(&self, address: &str) {
+        let mut s = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        if s.insert(address.to_string(), Instant::now()).is_none() {
+            tracing::warn!(
+                worker = address,
+                "worker silent: asking the dispatcher to move this consumer's splits off it"
+            );
+        }
+    }
+
+    /// `address` answered: it is reachable.
+    fn answered(&self, address: &str) {
+        let mut s = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        if s.remove(address).is_some() {
+            tracing::info!(worker = address, "worker reachable again");
+        }
+    }
+
+    /// The workers suspected now (for the heartbeat), sorted.
+    pub fn unreachable(&self) -> Vec<String> {
+        let mut s = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        s.retain(|_, at| at.elapsed() < SUSPECT_FOR);
+        let mut v: Vec<String> = s.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
     fn get(&self, address: &str) -> Result<WorkerClient<Channel>, ClientError> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get(address) {
@@ -58,8 +101,17 @@ impl WorkerPool {
     }
 }
 
-/// Longest a fetch may take (the worker long-polls for at most a second of it).
-const FETCH_DEADLINE: Duration = Duration::from_secs(5);
+/// Longest a fetch may take: the worker's long poll plus the time keepalive pings take to
+/// notice a silent connection (a connect to a silent address fails within that too).
+fn fetch_deadline() -> Duration {
+    FETCH_WAIT + cachew_proto::net::timeouts().detection()
+}
+
+/// Whether a failed fetch that took `elapsed` was silence rather than a refusal: a worker that
+/// is up answers within its long poll, a dead one refuses at once.
+fn silent(elapsed: Duration) -> bool {
+    elapsed > FETCH_WAIT + Duration::from_millis(200)
+}
 
 /// Resolves once the location of `position` carries a lease other than `lease` (never, if the
 /// locations feed ends).
@@ -151,13 +203,14 @@ pub async fn fetch_split(
             from_index: next,
             max_elements: job.max_elements,
             max_bytes: 0,
-            wait_ms: 1000,
+            wait_ms: FETCH_WAIT.as_millis() as u64,
         };
+        let sent = Instant::now();
         // The call ends early if the split moves meanwhile: a frozen or cut-off owner never
         // answers, and its replacement is known as soon as the dispatcher fails the split over.
         let moved = moved_from(&mut locations, (job.epoch, job.position), loc.lease);
         let result = tokio::select! {
-            r = tokio::time::timeout(FETCH_DEADLINE, client.get_elements(req)) => r,
+            r = tokio::time::timeout(fetch_deadline(), client.get_elements(req)) => r,
             () = moved => {
                 tracing::debug!(worker = %loc.worker_address, lease = loc.lease, "{key} moved while fetching; following it");
                 continue;
@@ -166,6 +219,7 @@ pub async fn fetch_split(
         match result {
             Ok(Ok(resp)) => {
                 backoff.reset();
+                pool.answered(&loc.worker_address);
                 let resp = resp.into_inner();
                 if resp.split_len != 0 && resp.split_len != job.len {
                     let _ = out
@@ -231,7 +285,14 @@ pub async fn fetch_split(
                     // index is ahead of what it knows): the connection is fine, try again.
                     tonic::Code::NotFound | tonic::Code::OutOfRange => {}
                     // Down, restarting in place, or the connection broke: reconnect next time.
-                    _ => pool.forget(&loc.worker_address),
+                    // If it broke after a silence (keepalive pings unanswered, a connect that
+                    // timed out), the worker is suspected.
+                    _ => {
+                        pool.forget(&loc.worker_address);
+                        if silent(sent.elapsed()) {
+                            pool.suspect(&loc.worker_address);
+                        }
+                    }
                 }
                 tokio::time::sleep(backoff.next_delay()).await;
                 poke.notify_one();
@@ -239,6 +300,7 @@ pub async fn fetch_split(
             Err(_) => {
                 tracing::debug!(worker = %loc.worker_address, "fetch of {key} timed out");
                 pool.forget(&loc.worker_address);
+                pool.suspect(&loc.worker_address);
                 poke.notify_one();
             }
         }

@@ -383,8 +383,9 @@ impl JobClient {
             conditions: Arc::default(),
             poke: poke.clone(),
         };
+        let pool = WorkerPool::default();
         let heartbeat = tokio::spawn(heartbeat_loop(
-            dispatcher.clone(),
+            (dispatcher.clone(), pool.clone()),
             (resp.job_id, resp.consumer_index, resp.consumer_generation),
             shared_cursor.clone(),
             reports.clone(),
@@ -411,7 +412,7 @@ impl JobClient {
             in_flight: VecDeque::new(),
             batcher,
             epoch_started: Instant::now(),
-            pool: WorkerPool::default(),
+            pool,
             locations: loc_rx,
             shared_cursor,
             reports,
@@ -729,6 +730,7 @@ fn heartbeat_request(
         delivered_examples: delivered,
         reports: reports.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         disks: disks.conditions(),
+        unreachable_workers: Vec::new(),
     }
 }
 
@@ -737,7 +739,7 @@ const HEARTBEAT_GRACE: Duration = Duration::from_secs(5);
 
 /// Reports the cursor to the dispatcher and keeps the split locations up to date.
 async fn heartbeat_loop(
-    mut dispatcher: DispatcherClient<Channel>,
+    (mut dispatcher, pool): (DispatcherClient<Channel>, WorkerPool),
     (job_id, consumer, generation): (u64, u32, u64),
     cursor: Arc<Mutex<(ClientCursor, u64)>>,
     reports: Arc<Mutex<Vec<v1::EpochReport>>>,
@@ -757,7 +759,7 @@ async fn heartbeat_loop(
                 lease: l.lease,
             })
             .collect();
-        let req = heartbeat_request(
+        let mut req = heartbeat_request(
             (job_id, consumer, generation),
             &cursor,
             &reports,
@@ -765,6 +767,7 @@ async fn heartbeat_loop(
             known,
             500,
         );
+        req.unreachable_workers = pool.unreachable();
         // A silent dispatcher (a cut link) must not hold the heartbeat forever.
         let deadline = Duration::from_millis(req.wait_ms) + HEARTBEAT_GRACE;
         let call = async {

@@ -60,6 +60,9 @@ pub struct Args {
     /// Log filter (tracing env-filter syntax), e.g. `info` or `cachew_dispatcher=debug`.
     #[arg(long, default_value = "info")]
     pub log: String,
+    /// Keepalive pings that notice a silent peer (a cut link).
+    #[command(flatten)]
+    pub net: cachew_proto::net::NetFlags,
 }
 
 /// Entry point of the binary (and of multi-call hosts): parses `args`, runs until SIGINT/SIGTERM.
@@ -69,6 +72,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Err(code) => return code,
     };
     init_tracing(&args.log);
+    args.net.apply();
     cachew_proto::daemon::exit_with_parent();
     if args.worker_timeout_ms <= args.heartbeat_interval_ms {
         eprintln!(

@@ -118,6 +118,7 @@ impl DispatcherService {
                 Err(r) => return Err(rejection_status(r)),
             }
             self.take_in_report(core, req);
+            self.take_in_unreachable(core, req)?;
         }
         let window = self.window(&core.state);
         let job = core
@@ -163,6 +164,48 @@ impl DispatcherService {
             return Ok(Round::ReplyDurable(response, Self::visible(core)));
         }
         Ok(Round::Wait)
+    }
+
+    /// Takes in the workers the client reports it cannot reach (the consumer's splits move off
+    /// them); journaled only when the set changes.
+    fn take_in_unreachable(
+        &self,
+        core: &mut Core,
+        req: &v1::ClientHeartbeatRequest,
+    ) -> Result<(), Status> {
+        let workers: std::collections::BTreeSet<u64> = core
+            .state
+            .workers
+            .values()
+            .filter(|w| req.unreachable_workers.contains(&w.address))
+            .map(|w| w.id)
+            .collect();
+        let current = core
+            .state
+            .jobs
+            .get(&req.job_id)
+            .and_then(|j| j.consumers.get(req.consumer_index as usize))
+            .map(|c| &c.unreachable);
+        if current.is_none_or(|c| *c == workers) {
+            return Ok(());
+        }
+        if !workers.is_empty() {
+            tracing::warn!(
+                job = req.job_id,
+                consumer = req.consumer_index,
+                "the client cannot reach {:?}",
+                req.unreachable_workers
+            );
+        }
+        let command = Command::ConsumerUnreachable {
+            job: req.job_id,
+            consumer: req.consumer_index,
+            generation: req.consumer_generation,
+            workers,
+        };
+        self.execute(core, command)
+            .map(drop)
+            .map_err(rejection_status)
     }
 
     /// Takes in what the current consumer's heartbeat reports: examples delivered, its disks

@@ -274,12 +274,51 @@ impl DispatcherService {
     /// Applies the liveness policy ([`liveness::check`]) now: declares workers dead whose
     /// heartbeats stopped, marks late ones suspect, releases silent consumers. Heartbeat ages
     /// exclude the dispatcher's own stalls. Called periodically by [`crate::run`].
+    /// A dispatcher that hears nobody (its own link cut) excuses the time since the previous
+    /// check from every heartbeat clock, as for a stall, and says so once.
+    fn check_deafness(
+        &self,
+        core: &mut Core,
+        previous_check: Option<Instant>,
+        now: Instant,
+        limits: &Limits,
+    ) {
+        match liveness::deaf(&core.state, &core.soft, now, limits) {
+            Some(quiet) => {
+                if let Some(prev) = previous_check {
+                    core.soft
+                        .excuse_stall(now.saturating_duration_since(prev), now);
+                }
+                if core.soft.deaf_since.is_none() {
+                    core.soft.deaf_since = Some(now);
+                    let msg = format!(
+                        "the dispatcher has heard no worker and no client for {} ms: it suspects its own link and declares nobody dead meanwhile",
+                        quiet.as_millis()
+                    );
+                    tracing::warn!("{msg}");
+                    core.events
+                        .push(EventKind::DispatcherStalled, msg, None, None);
+                    self.bump();
+                }
+            }
+            None => {
+                if let Some(since) = core.soft.deaf_since.take() {
+                    tracing::info!(
+                        "the dispatcher hears its nodes again after {} ms",
+                        now.saturating_duration_since(since).as_millis()
+                    );
+                }
+            }
+        }
+    }
+
     pub fn check_liveness(&self) {
         let now = Instant::now();
         let limits = Limits::new(&self.inner.config);
         let mut guard = self.lock();
         let core = &mut *guard;
         let tick = self.liveness_tick();
+        let previous_check = core.soft.last_check;
         if let Some((gap, lost)) = liveness::stall(core.soft.last_check.replace(now), now, tick) {
             // The dispatcher itself did not run for a while (paused, or starved of CPU): that
             // silence was its own, not the nodes'. Their clocks are moved forward by it, so the
@@ -297,6 +336,7 @@ impl DispatcherService {
                 self.bump();
             }
         }
+        self.check_deafness(core, previous_check, now, &limits);
         // A consumer's silence counts from when the dispatcher first looks for it.
         for (job, consumer, _) in liveness::attached_consumers(&core.state) {
             core.soft

@@ -99,6 +99,9 @@ pub struct Soft {
     pub last_seen: HashMap<WorkerId, Instant>,
     /// Live workers whose heartbeats are late (not yet past the timeout).
     pub suspect: HashSet<WorkerId>,
+    /// Since when the dispatcher hears nobody and suspects its own link
+    /// (`policy::liveness::deaf`).
+    pub deaf_since: Option<Instant>,
     pub progress: HashMap<TaskRef, Reported>,
     pub checkpoint: HashMap<WorkerId, v1::CheckpointInfo>,
     pub produced: HashMap<WorkerId, u64>,

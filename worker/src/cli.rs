@@ -65,6 +65,9 @@ pub struct Args {
     /// Log filter (tracing env-filter syntax).
     #[arg(long, default_value = "info")]
     pub log: String,
+    /// Keepalive pings that notice a silent peer (a cut link).
+    #[command(flatten)]
+    pub net: cachew_proto::net::NetFlags,
 }
 
 /// Entry point of the binary: parses `args`, runs until SIGINT/SIGTERM.
@@ -75,6 +78,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Err(code) => return code,
     };
     init_tracing(&args.log);
+    args.net.apply();
     cachew_proto::daemon::exit_with_parent();
     if args.threads == Some(0) {
         eprintln!("cachew-worker: --threads must be at least 1");

@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::launcher::Launcher;
+use crate::netns::Network;
 pub use crate::role::Role;
 use crate::{ClusterError, PARENT_PID_ENV, Result};
 
@@ -56,6 +57,10 @@ pub struct ClusterSpec {
     pub worker_args: Vec<String>,
     /// One entry per client: its arguments.
     pub clients: Vec<Vec<String>>,
+    /// Every node on a host of its own (a network namespace; see [`crate::netns`]) instead of
+    /// loopback.
+    #[serde(default)]
+    pub hosts: bool,
 }
 
 /// Lifecycle of a node as cluster control sees it.
@@ -130,7 +135,13 @@ pub struct Cluster {
     launcher: Launcher,
     dispatcher: String,
     nodes: Vec<Node>,
+    /// The hosts of the nodes, if they run on separate hosts (dropped after the nodes).
+    network: Option<Network>,
 }
+
+/// The port every node listens on when it has a host of its own.
+const HOST_DISPATCHER_PORT: u16 = 5050;
+const HOST_WORKER_PORT: u16 = 5051;
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> Result<u16> {
@@ -149,8 +160,15 @@ impl Cluster {
     /// Launches the dispatcher (waiting until it accepts connections), then the workers, the
     /// standby workers and the clients.
     pub fn launch(spec: &ClusterSpec, launcher: Launcher) -> Result<Cluster> {
-        let dispatcher = format!("127.0.0.1:{}", free_port()?);
+        let (dispatcher, network) = if spec.hosts {
+            let mut network = Network::create()?;
+            let (_, address) = network.host_for("dispatcher")?;
+            (format!("{address}:{HOST_DISPATCHER_PORT}"), Some(network))
+        } else {
+            (format!("127.0.0.1:{}", free_port()?), None)
+        };
         let mut cluster = Cluster::new(&spec.root, launcher, &dispatcher)?;
+        cluster.network = network;
         let mut d_args = vec![
             "--listen".to_string(),
             dispatcher.clone(),
@@ -166,18 +184,14 @@ impl Cluster {
         })?;
         cluster.wait_listening("dispatcher", Duration::from_secs(20))?;
         for i in 1..=spec.workers {
-            cluster.add(worker_spec(
-                &format!("worker-{i}"),
-                false,
-                &spec.worker_args,
-            )?)?;
+            let name = format!("worker-{i}");
+            let listen = cluster.listen_address(&name)?;
+            cluster.add(worker_spec(&name, listen, false, &spec.worker_args))?;
         }
         for i in 1..=spec.standby {
-            cluster.add(worker_spec(
-                &format!("standby-{i}"),
-                true,
-                &spec.worker_args,
-            )?)?;
+            let name = format!("standby-{i}");
+            let listen = cluster.listen_address(&name)?;
+            cluster.add(worker_spec(&name, listen, true, &spec.worker_args))?;
         }
         for (i, args) in spec.clients.iter().enumerate() {
             let mut a = vec!["--dispatcher".to_string(), "{dispatcher}".into()];
@@ -201,13 +215,36 @@ impl Cluster {
             launcher,
             dispatcher: dispatcher.to_string(),
             nodes: Vec::new(),
+            network: None,
         })
+    }
+
+    /// The address a new worker `name` listens on: a free loopback port, or the fixed port on
+    /// its own host.
+    fn listen_address(&mut self, name: &str) -> Result<String> {
+        match &mut self.network {
+            Some(net) => {
+                let (_, address) = net.host_for(name)?;
+                Ok(format!("{address}:{HOST_WORKER_PORT}"))
+            }
+            None => Ok(format!("127.0.0.1:{}", free_port()?)),
+        }
+    }
+
+    /// The hosts of the nodes, if they run on separate hosts (for cuts).
+    pub fn network_mut(&mut self) -> Option<&mut Network> {
+        self.network.as_mut()
+    }
+
+    /// Whether the nodes run on separate hosts.
+    pub fn has_network(&self) -> bool {
+        self.network.is_some()
     }
 
     /// Adds and starts a worker on a fresh port.
     pub fn add_worker(&mut self, name: &str, worker_args: &[String]) -> Result<()> {
-        let spec = worker_spec(name, false, worker_args)?;
-        self.add(spec)
+        let listen = self.listen_address(name)?;
+        self.add(worker_spec(name, listen, false, worker_args))
     }
 
     /// The dispatcher's address.
@@ -254,7 +291,8 @@ impl Cluster {
             .count()
             + 1;
         let name = format!("standby-{n}");
-        self.add(worker_spec(&name, true, worker_args)?)?;
+        let listen = self.listen_address(&name)?;
+        self.add(worker_spec(&name, listen, true, worker_args))?;
         Ok(name)
     }
 
@@ -273,8 +311,18 @@ impl Cluster {
         std::fs::create_dir_all(self.root.join(&name))?;
         let args: Vec<String> = raw_args.iter().map(|a| self.expand(a, &name)).collect();
         let (program, prefix) = self.launcher.program(role)?;
-        let program = program.to_path_buf();
-        let prefix = prefix.to_vec();
+        let (program, prefix) = match &mut self.network {
+            // `ip netns exec` execs the node (no fork): the pid cluster control holds is the
+            // node's own, so signals by pid reach it.
+            Some(net) => {
+                let (namespace, _) = net.host_for(&name)?;
+                let mut p = vec!["netns".to_string(), "exec".into(), namespace];
+                p.push(program.display().to_string());
+                p.extend(prefix.iter().cloned());
+                (PathBuf::from("ip"), p)
+            }
+            None => (program.to_path_buf(), prefix.to_vec()),
+        };
         let node = &mut self.nodes[i];
         let mut log = OpenOptions::new()
             .create(true)
@@ -524,8 +572,7 @@ impl Drop for Cluster {
     }
 }
 
-fn worker_spec(name: &str, standby: bool, extra: &[String]) -> Result<NodeSpec> {
-    let listen = format!("127.0.0.1:{}", free_port()?);
+fn worker_spec(name: &str, listen: String, standby: bool, extra: &[String]) -> NodeSpec {
     let mut args = vec![
         "--listen".to_string(),
         listen.clone(),
@@ -541,10 +588,10 @@ fn worker_spec(name: &str, standby: bool, extra: &[String]) -> Result<NodeSpec> 
         args.push("--standby".into());
     }
     args.extend(extra.iter().cloned());
-    Ok(NodeSpec {
+    NodeSpec {
         name: name.to_string(),
         role: Role::Worker,
         listen: Some(listen),
         args,
-    })
+    }
 }

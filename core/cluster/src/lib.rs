@@ -9,6 +9,7 @@
 //! - [`LocalCluster`]: a whole local cluster from a builder: the nodes, their run directory and
 //!   the control endpoint, in one handle.
 //! - [`free_port`]: loopback ports for nodes.
+//! - [`netns`]: every node on a host of its own (a network namespace) and silent link cuts.
 //! - [`control`]: the gRPC cluster-control endpoint other processes use to drive the nodes.
 //! - [`follow`]: [`StatusFollower`], the dispatcher's status stream across restarts.
 //!
@@ -21,6 +22,7 @@ pub mod control;
 pub mod follow;
 mod launcher;
 mod local;
+pub mod netns;
 mod role;
 
 pub use cluster::{Cluster, ClusterSpec, NodeInfo, NodeSpec, NodeState, Signal, free_port};

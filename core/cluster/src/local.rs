@@ -74,6 +74,7 @@ pub struct LocalClusterBuilder {
     worker_flags: Vec<String>,
     clients: Vec<Vec<String>>,
     control: bool,
+    hosts: bool,
 }
 
 impl LocalClusterBuilder {
@@ -131,6 +132,13 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// Whether every node runs on a host of its own: a network namespace with its own address
+    /// (see [`crate::netns`]; needs root). Default: no, every node on loopback.
+    pub fn hosts(mut self, hosts: bool) -> Self {
+        self.hosts = hosts;
+        self
+    }
+
     /// Binds the control endpoint (if asked), launches the cluster (waiting until the
     /// dispatcher accepts connections), then serves control. Blocks.
     pub fn start(self) -> Result<LocalCluster> {
@@ -155,6 +163,7 @@ impl LocalClusterBuilder {
             standby: self.standby,
             worker_args: self.worker_flags.clone(),
             clients: self.clients,
+            hosts: self.hosts,
         };
         let launcher = match self.launcher {
             Some(l) => l,
@@ -199,6 +208,7 @@ impl LocalCluster {
             worker_flags: Vec::new(),
             clients: Vec::new(),
             control: false,
+            hosts: false,
         }
     }
 

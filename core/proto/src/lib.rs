@@ -11,6 +11,7 @@ pub mod v1 {
 pub mod backoff;
 pub mod daemon;
 pub mod names;
+pub mod net;
 
 use cachew_pipeline::{DType, Element, ElementBody, ElementId, Tensor};
 
@@ -37,12 +38,24 @@ const STREAM_WINDOW: u32 = 16 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
 const FRAME_SIZE: u32 = 1024 * 1024;
 
-/// A client endpoint to `address` (HOST:PORT) tuned for element traffic.
+/// Between TCP keepalive probes (the kernel counts them in whole seconds).
+const TCP_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A client endpoint to `address` (HOST:PORT) tuned for element traffic, which notices a
+/// silent peer within the process's [`net::timeouts`] (keepalive pings, TCP keepalive, connect
+/// timeout).
 pub fn endpoint(address: &str) -> Result<tonic::transport::Endpoint, WireError> {
+    let t = net::timeouts();
     Ok(
         tonic::transport::Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| WireError(format!("bad address `{address}`: {e}")))?
-            .connect_timeout(std::time::Duration::from_secs(2))
+            .connect_timeout(t.connect_timeout)
+            .http2_keep_alive_interval(t.keepalive_interval)
+            .keep_alive_timeout(t.keepalive_timeout)
+            .keep_alive_while_idle(true)
+            .tcp_keepalive(Some(t.tcp_timeout))
+            .tcp_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL))
+            .tcp_keepalive_retries(Some(3))
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
@@ -97,9 +110,13 @@ pub async fn connect_dispatcher(
     }
 }
 
-/// A server builder tuned for element traffic.
+/// A server builder tuned for element traffic, which pings its clients and drops a connection
+/// whose client stays silent past the process's [`net::timeouts`].
 pub fn server() -> tonic::transport::Server {
+    let t = net::timeouts();
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(t.keepalive_interval))
+        .http2_keepalive_timeout(Some(t.keepalive_timeout))
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
@@ -109,8 +126,18 @@ pub fn server() -> tonic::transport::Server {
 /// The connections accepted on `listener`, with Nagle's algorithm off. `Server::tcp_nodelay`
 /// only applies to listeners tonic binds itself; on ours, without this, a reply written as
 /// several frames waits for the peer's delayed ACK (40 ms on Linux) before its last frame.
+/// Accepted connections inherit the listener's `TCP_USER_TIMEOUT` (replies unacknowledged past
+/// [`net::NetTimeouts::tcp_timeout`] close the connection) and get TCP keepalive.
 pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+    let t = net::timeouts();
+    if let Err(e) = socket2::SockRef::from(&listener).set_tcp_user_timeout(Some(t.tcp_timeout)) {
+        tracing::warn!("cannot set TCP_USER_TIMEOUT on the listener: {e}");
+    }
+    tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(t.tcp_timeout))
+        .with_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL))
+        .with_keepalive_retries(Some(3))
 }
 
 /// A wire message that does not describe a valid value.

@@ -47,6 +47,35 @@ pub fn stall(
     (gap > tick * 2).then(|| (gap, gap - tick))
 }
 
+/// The dispatcher's own deafness: when at least two nodes should be talking to it (live
+/// workers and attached consumers) and it has heard from none of them for longer than `late`,
+/// the likelier story is that its own link is cut (every heartbeat stops at once), not that
+/// they all died together. Returns how long it has heard nobody. While deaf, the service moves
+/// every heartbeat clock forward as for a stall, so nobody is declared dead or released by a
+/// dispatcher that could not hear, and the nodes get a full timeout once it hears again.
+///
+/// The price: nodes that really all die together (and no client is attached to tell the two
+/// cases apart) stay listed alive until one of them, or any client, speaks again.
+pub fn deaf(state: &State, soft: &Soft, now: Instant, limits: &Limits) -> Option<Duration> {
+    let workers: Vec<Option<Instant>> = state
+        .workers
+        .values()
+        .filter(|w| w.life == WorkerLife::Alive)
+        .map(|w| soft.last_seen.get(&w.id).copied())
+        .collect();
+    let consumers: Vec<Option<Instant>> = attached_consumers(state)
+        .into_iter()
+        .map(|(job, consumer, _)| soft.consumer_seen.get(&(job, consumer)).copied())
+        .collect();
+    if workers.is_empty() || workers.len() + consumers.len() < 2 {
+        return None;
+    }
+    // A node never heard from says nothing about the dispatcher's link.
+    let last = workers.iter().chain(&consumers).flatten().max()?;
+    let quiet = now.saturating_duration_since(*last);
+    (quiet > limits.late).then_some(quiet)
+}
+
 /// What the check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -178,6 +207,7 @@ mod tests {
             attached: true,
             cursor: Cursor::default(),
             parked: false,
+            unreachable: Default::default(),
         };
         let job = Job {
             id: 9,
@@ -216,6 +246,40 @@ mod tests {
                 .insert((9, 0), now - Duration::from_secs(s));
         }
         soft
+    }
+
+    #[test]
+    fn a_dispatcher_that_hears_nobody_suspects_itself() {
+        let now = Instant::now() + Duration::from_secs(100);
+        // Everybody silent for 2 s (past `late`, 1 s): the dispatcher's own link.
+        let all_quiet = soft(now, &[(1, 2), (2, 2), (3, 2)], Some(2));
+        assert_eq!(
+            deaf(&state(), &all_quiet, now, &LIMITS),
+            Some(Duration::from_secs(2))
+        );
+        // Even past the worker timeout, as long as nobody speaks.
+        let long = soft(now, &[(1, 9), (2, 8), (3, 7)], Some(7));
+        assert_eq!(
+            deaf(&state(), &long, now, &LIMITS),
+            Some(Duration::from_secs(7))
+        );
+        // One worker still heard: the others are silent, not the dispatcher.
+        let one_heard = soft(now, &[(1, 9), (2, 9), (3, 0)], Some(9));
+        assert_eq!(deaf(&state(), &one_heard, now, &LIMITS), None);
+        // The client still heard: the workers died.
+        let client_heard = soft(now, &[(1, 9), (2, 9), (3, 9)], Some(0));
+        assert_eq!(deaf(&state(), &client_heard, now, &LIMITS), None);
+        // Within `late`: nothing to suspect yet.
+        let recent = soft(now, &[(1, 1), (2, 1), (3, 1)], Some(1));
+        assert_eq!(deaf(&state(), &recent, now, &LIMITS), None);
+        // A lone worker and no consumer: silence cannot be told apart from a death.
+        let mut lone = state();
+        lone.workers.retain(|id, _| *id == 1);
+        lone.jobs.clear();
+        let lone_soft = soft(now, &[(1, 9)], None);
+        assert_eq!(deaf(&lone, &lone_soft, now, &LIMITS), None);
+        // Nobody ever heard from: no evidence either way.
+        assert_eq!(deaf(&state(), &Soft::default(), now, &LIMITS), None);
     }
 
     #[test]

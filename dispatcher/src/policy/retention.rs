@@ -198,6 +198,7 @@ mod tests {
             attached,
             cursor: Cursor::default(),
             parked: false,
+            unreachable: Default::default(),
         };
         let entry = Job {
             id,

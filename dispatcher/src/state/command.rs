@@ -89,6 +89,13 @@ pub enum Command {
         window: u32,
         idle: Vec<(JobId, u32)>,
     },
+    /// The client of a consumer reports the workers it cannot reach (empty: it reaches all).
+    ConsumerUnreachable {
+        job: JobId,
+        consumer: u32,
+        generation: u64,
+        workers: std::collections::BTreeSet<WorkerId>,
+    },
 }
 
 impl Command {
@@ -104,6 +111,7 @@ impl Command {
             Command::DecideCache { .. } => "decide_cache",
             Command::Expire { .. } => "expire",
             Command::AssignFairly { .. } => "assign_fairly",
+            Command::ConsumerUnreachable { .. } => "consumer_unreachable",
         }
     }
 }

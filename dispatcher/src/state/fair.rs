@@ -38,7 +38,12 @@ impl State {
             *held.entry(job).or_default() += 1;
         }
         let idle: BTreeMap<JobId, u32> = idle.iter().copied().collect();
-        let picks = pick_fairly(self.window_candidates(window), &held, &idle, max as usize);
+        let picks = pick_fairly(
+            self.window_candidates(worker, window),
+            &held,
+            &idle,
+            max as usize,
+        );
         Ok(self.assign_positions(worker, picks))
     }
 }

@@ -20,6 +20,7 @@ mod expire;
 mod fair;
 mod model;
 mod split_order;
+mod unreachable;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -206,6 +207,12 @@ impl State {
                 workers,
                 datasets,
             } => Ok(self.expire(jobs, workers, datasets)),
+            Command::ConsumerUnreachable {
+                job,
+                consumer,
+                generation,
+                workers,
+            } => self.consumer_unreachable(*job, *consumer, *generation, workers),
         }
     }
 
@@ -424,6 +431,7 @@ impl State {
                                 attached: false,
                                 cursor: Cursor::default(),
                                 parked: false,
+                                unreachable: BTreeSet::new(),
                             })
                             .collect(),
                         assignments: BTreeMap::new(),
@@ -609,7 +617,7 @@ impl State {
         }
         // The most urgent first (ties: the lowest job id).
         let picks: Vec<(JobId, u64, u32)> = self
-            .window_candidates(window)
+            .window_candidates(worker, window)
             .into_iter()
             .take(max as usize)
             .map(|(_, job, epoch, position)| (job, epoch, position))
@@ -631,11 +639,16 @@ impl State {
 
     /// Unassigned positions in every attached consumer's window, as (rank, job, epoch,
     /// position): rank is how far the position is from that consumer's cursor (0: the split it
-    /// reads now).
-    fn window_candidates(&self, window: u32) -> BTreeSet<(usize, JobId, u64, u32)> {
+    /// reads now). Consumers whose client cannot reach `worker` are left out.
+    fn window_candidates(
+        &self,
+        worker: WorkerId,
+        window: u32,
+    ) -> BTreeSet<(usize, JobId, u64, u32)> {
         let mut candidates = BTreeSet::new();
         for job in self.jobs.values().filter(|j| !j.finished) {
-            for consumer in job.consumers.iter().filter(|c| c.attached) {
+            let reaches = |c: &&Consumer| c.attached && !c.unreachable.contains(&worker);
+            for consumer in job.consumers.iter().filter(reaches) {
                 for (rank, (epoch, position)) in job
                     .window(consumer.index, consumer.cursor, window)
                     .into_iter()

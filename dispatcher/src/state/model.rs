@@ -2,7 +2,7 @@
 //! with their consumers and cursors, assignments under leases, and the cache policy. Their serde
 //! form is the journal's snapshot format.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cachew_pipeline::{ConsumerOrder, SplitPlan};
 use cachew_proto::names::{Name, UnknownValue};
@@ -57,6 +57,10 @@ pub struct Consumer {
     /// Released for silence (not by the client): attached again when it reports.
     #[serde(default)]
     pub parked: bool,
+    /// Workers this consumer's client reported it cannot reach: its splits stay off them
+    /// (`state/unreachable.rs`).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unreachable: BTreeSet<WorkerId>,
 }
 
 /// Who serves one position of an epoch, under which lease.

@@ -561,6 +561,8 @@ fn write_batch(
     }
     if let Some(bytes) = &snapshot {
         journal.snapshot(bytes)?;
+        // Disk use stays bounded by the live state (see `cachew_store::journal`).
+        journal.compact()?;
     }
     Ok((journal, last))
 }

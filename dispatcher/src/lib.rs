@@ -10,7 +10,8 @@
 //! - `policy`: timed and measured decisions (liveness, the `auto` cache choice, retention) as
 //!   pure functions that return commands.
 //! - [`service`]: the service core: one lock around state, soft facts and events; `execute`
-//!   applies a command, journals it and publishes its events; it runs the liveness policy.
+//!   applies a command, journals it and publishes its events; it runs the liveness and retention
+//!   policies.
 //!   `status` builds the `WatchStatus` snapshot, `datasets` indexes specs, `wire` converts to
 //!   and from the protocol, `reconcile` checks a worker's tasks against its assignments.
 //! - `workers` and `clients`: what a worker's registration and heartbeats and a client's job,

@@ -150,6 +150,7 @@ fn history(dir: &Path, records: u64) -> (Duration, u64, Duration) {
             next += 50;
             if journal.snapshot_due() {
                 journal.snapshot(&state).expect("snapshot");
+                journal.compact().expect("compact");
             }
         }
     }

@@ -33,9 +33,10 @@
 //! until every memtable with data in them is flushed (a keyspace that never fills its memtable
 //! pins them all, up to fjall's 512 MiB journal limit). Measured before this was done: 286 MB on
 //! disk and a 21 s reopen after a million 200-byte records, for a state of one 50 kB snapshot.
-//! So after each snapshot, [`Journal::snapshot`] also compacts both keyspaces fully (which drops
-//! what earlier snapshots deleted; cheap, since that is all they hold) and seals their memtables,
-//! so fjall flushes them and deletes a journal file once it has rotated it (at
+//! So after each snapshot the caller runs [`Journal::compact`] (a separate write, so a snapshot
+//! stays one batch that a crash tears whole or not at all): it compacts both keyspaces fully
+//! (which drops what the snapshots deleted; cheap, since that is all they hold) and seals their
+//! memtables, so fjall flushes them and deletes a journal file once it has rotated it (at
 //! [`FJALL_JOURNAL_ROTATION_BYTES`]). On disk there is then at most the live state (the last
 //! snapshot and the records after it, in tables, memtables and the active journal file) plus
 //! about two journal files: a bound the history does not move (`tests/journal_bounded.rs`).
@@ -269,8 +270,8 @@ impl Journal {
 
     /// Stores a snapshot of the caller's state covering every record up to [`last_seq`]
     /// durably, and deletes the records it covers, in one fsync'd batch (one tombstone per
-    /// covered record, so snapshot every few thousand records rather than every million); then
-    /// compacts the journal (see "Disk use" in the module documentation).
+    /// covered record, so snapshot every few thousand records rather than every million). Follow
+    /// it with [`compact`](Journal::compact).
     ///
     /// [`last_seq`]: Journal::last_seq
     pub fn snapshot(&mut self, state: &[u8]) -> Result<(), StoreError> {
@@ -291,18 +292,6 @@ impl Journal {
         batch
             .commit()
             .map_err(|e| StoreError::fjall(&self.db.path, e))?;
-        // Garbage out (see "Disk use" in the module documentation): what this and earlier
-        // snapshots deleted leaves the tables, and the memtables go to tables so that fjall can
-        // delete the journal files behind them. The snapshot is durable already: a failure here
-        // loses nothing and is reported like any write error.
-        for keyspace in [&self.records, &self.meta] {
-            keyspace
-                .major_compact()
-                .map_err(|e| StoreError::fjall(&self.db.path, e))?;
-            keyspace
-                .rotate_memtable()
-                .map_err(|e| StoreError::fjall(&self.db.path, e))?;
-        }
         let collected = seq - self.last_snapshot_seq;
         self.last_snapshot_seq = seq;
         self.last_snapshot_unix_ms = Some(now);
@@ -312,6 +301,30 @@ impl Journal {
             collected,
             elapsed_us = started.elapsed().as_micros() as u64,
             "journal snapshot written"
+        );
+        Ok(())
+    }
+
+    /// Drops what snapshots deleted from fjall's tables (a full compaction of both keyspaces:
+    /// cheap, since that is nearly all they hold) and seals the memtables so that fjall flushes
+    /// them and can delete the journal files behind them. Call it after each
+    /// [`snapshot`](Journal::snapshot): without it, disk use grows with history (see "Disk use"
+    /// in the module documentation). It changes no record or snapshot, so a crash in it loses
+    /// nothing (fjall installs a compaction's or flush's tables atomically); an error is
+    /// reported like a failed write, and the journal must be reopened before writing again.
+    pub fn compact(&mut self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        for keyspace in [&self.records, &self.meta] {
+            keyspace
+                .major_compact()
+                .map_err(|e| StoreError::fjall(&self.db.path, e))?;
+            keyspace
+                .rotate_memtable()
+                .map_err(|e| StoreError::fjall(&self.db.path, e))?;
+        }
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "journal compacted"
         );
         Ok(())
     }

@@ -663,6 +663,8 @@ fn event_style(kind: EventLabel) -> Style {
             | K::ConsumerReleased
             | K::JobFinished
             | K::JournalReplayed
+            | K::WorkerDraining
+            | K::WorkerLeft
             | K::CacheDecision => membership,
             K::EpochDone | K::EpochReport => progress,
             K::Unspecified => Style::new(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use cachew_proto::daemon::{init_tracing, shutdown_signal};
+use cachew_proto::daemon::init_tracing;
 
 use crate::{ControlConfig, EngineConfig, WorkerConfig};
 
@@ -57,12 +57,18 @@ pub struct Args {
     /// How long (ms) to keep trying to reach the dispatcher at start-up.
     #[arg(long, default_value_t = 60_000)]
     pub connect_timeout_ms: u64,
+    /// On SIGINT or SIGTERM (or when the dispatcher says so) the worker drains: its splits move
+    /// to other workers at once and it exits. This bounds the drain in ms, also when the
+    /// dispatcher is unreachable. A second signal exits at once.
+    #[arg(long, default_value_t = 5_000)]
+    pub drain_timeout_ms: u64,
     /// Log filter (tracing env-filter syntax).
     #[arg(long, default_value = "info")]
     pub log: String,
 }
 
-/// Entry point of the binary: parses `args`, runs until SIGINT/SIGTERM.
+/// Entry point of the binary: parses `args`, runs until SIGINT/SIGTERM has drained the worker
+/// (a second signal exits at once) or the dispatcher drained it.
 pub fn main(args: Vec<OsString>) -> ExitCode {
     let started = std::time::Instant::now();
     let args: Args = match cachew_proto::daemon::parse_args(args) {
@@ -131,9 +137,10 @@ async fn run(args: Args, started: std::time::Instant) -> anyhow::Result<()> {
                     cachew_pipeline::cache::Compression::None
                 },
             }),
+        drain_timeout: Duration::from_millis(args.drain_timeout_ms),
     };
     tracing::info!(address = %bound, dispatcher = %args.dispatcher, threads = config.engine.threads, "worker listening");
-    crate::run(config, listener, shutdown_signal()).await?;
+    crate::run(config, listener, crate::drain::first_signal()).await?;
     tracing::info!("worker stopped");
     Ok(())
 }

@@ -113,6 +113,8 @@ vocabulary!(WorkerState, "worker state",
     Suspect => "suspect",
     Dead => "dead",
     Standby => "standby",
+    Draining => "draining",
+    Left => "left",
 );
 
 vocabulary!(DropReason, "drop reason",
@@ -159,6 +161,8 @@ vocabulary!(EventKind, "event kind",
     JournalReplayed => "journal_replayed",
     JournalUnavailable => "journal_unavailable",
     JournalRecovered => "journal_recovered",
+    WorkerDraining => "worker_draining",
+    WorkerLeft => "worker_left",
 );
 
 vocabulary!(NodeRole, "node role",
@@ -218,7 +222,7 @@ mod tests {
         let e = WorkerState::parse("registered").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown worker state \"registered\"; valid: alive, suspect, dead, standby"
+            "unknown worker state \"registered\"; valid: alive, suspect, dead, standby, draining, left"
         );
         assert!(EventKind::parse("").is_err(), "UNSPECIFIED has no name");
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::DispatcherConfig;
 use crate::soft::{Soft, TaskRef};
-use crate::state::{Command, JobId, State, WorkerId, WorkerLife};
+use crate::state::{Command, JobId, State, WorkerId};
 
 /// How long nodes may stay silent.
 #[derive(Debug, Clone, Copy)]
@@ -83,11 +83,7 @@ pub fn silence(soft: &Soft, worker: WorkerId, now: Instant, limits: &Limits) -> 
 /// without a heartbeat time is not silent (the service starts its clock).
 pub fn check(state: &State, soft: &Soft, now: Instant, limits: &Limits) -> Vec<Verdict> {
     let mut verdicts = Vec::new();
-    for w in state
-        .workers
-        .values()
-        .filter(|w| w.life == WorkerLife::Alive)
-    {
+    for w in state.workers.values().filter(|w| w.life.heartbeats()) {
         let silent = silence(soft, w.id, now, limits);
         if silent > limits.worker_timeout {
             let resume_at: Vec<(TaskRef, u32)> = soft
@@ -150,7 +146,7 @@ mod tests {
 
     use super::*;
     use crate::soft::Reported;
-    use crate::state::{Consumer, Cursor, Job, WorkerEntry};
+    use crate::state::{Consumer, Cursor, Job, WorkerEntry, WorkerLife};
 
     const LIMITS: Limits = Limits {
         worker_timeout: Duration::from_secs(5),

@@ -70,6 +70,18 @@ pub enum Command {
         /// (job, epoch, position) -> index the new owner may start at.
         resume_at: Vec<((JobId, u64, u32), u32)>,
     },
+    /// `worker` is leaving on purpose (SIGTERM, or an operator's `DrainWorker`): its splits
+    /// move at once, as for `DeclareDead` but without waiting for a timeout, and it takes no
+    /// new task. It stays `Draining` until `WorkerLeft`.
+    DrainWorker {
+        worker: WorkerId,
+        /// (job, epoch, position) -> index the new owner may start at.
+        resume_at: Vec<((JobId, u64, u32), u32)>,
+    },
+    /// A draining worker holds nothing any more and said it is gone.
+    WorkerLeft {
+        worker: WorkerId,
+    },
 }
 
 impl Command {
@@ -83,6 +95,8 @@ impl Command {
             Command::AssignTasks { .. } => "assign_tasks",
             Command::DeclareDead { .. } => "declare_dead",
             Command::DecideCache { .. } => "decide_cache",
+            Command::DrainWorker { .. } => "drain_worker",
+            Command::WorkerLeft { .. } => "worker_left",
         }
     }
 }

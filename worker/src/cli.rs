@@ -140,7 +140,14 @@ async fn run(args: Args, started: std::time::Instant) -> anyhow::Result<()> {
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
     };
     tracing::info!(address = %bound, dispatcher = %args.dispatcher, threads = config.engine.threads, "worker listening");
-    crate::run(config, listener, crate::drain::first_signal()).await?;
+    let stop = async {
+        let signal = cachew_proto::daemon::graceful_stop_signal("cachew-worker").await;
+        tracing::info!(
+            "{}: draining (a second signal exits at once)",
+            signal.name()
+        );
+    };
+    crate::run(config, listener, stop).await?;
     tracing::info!("worker stopped");
     Ok(())
 }

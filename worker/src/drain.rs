@@ -1,7 +1,8 @@
 //! Graceful shutdown: draining a worker before it exits.
 //!
-//! A drain starts on the first SIGINT or SIGTERM ([`first_signal`]) or when the dispatcher's
-//! heartbeat reply says `drain` (an operator's `DrainWorker`). From then on the control loop
+//! A drain starts on the first SIGINT or SIGTERM or when the dispatcher's
+//! heartbeat reply says `drain` (an operator's `DrainWorker`); `cachew_proto::daemon::
+//! graceful_stop_signal` watches the signals. From then on the control loop
 //! (`control.rs`) reports no free slot, takes no new task, and sends `draining` heartbeats
 //! without long-polling: the dispatcher moves this worker's splits at once (resuming at the
 //! positions reported acked, the same as a failover, without waiting for the heartbeat timeout)
@@ -13,8 +14,8 @@
 //! dispatcher is unreachable: the worker then exits anyway and the dispatcher's heartbeat
 //! timeout fails its splits over as for a crash. A second SIGINT or SIGTERM exits at once.
 //!
-//! This module owns the drain's shared flag, its clock and the signals; it never talks to the
-//! dispatcher itself.
+//! This module owns the drain's shared flag and its clock; it never talks to the dispatcher
+//! itself.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -99,31 +100,6 @@ impl Drain {
             None => self.timeout,
         }
     }
-}
-
-/// Resolves on the first SIGINT or SIGTERM. From then on a second one of either exits the
-/// process at once (status 130 for SIGINT, 143 for SIGTERM), without finishing the drain.
-pub async fn first_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot listen for SIGTERM / SIGINT; the worker drains only when told");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tokio::spawn(async move {
-        let code = tokio::select! {
-            _ = term.recv() => 143,
-            _ = int.recv() => 130,
-        };
-        eprintln!("cachew-worker: second signal: exiting at once, without finishing the drain");
-        std::process::exit(code);
-    });
 }
 
 #[cfg(test)]

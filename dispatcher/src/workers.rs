@@ -84,10 +84,10 @@ impl DispatcherService {
     }
 
     /// One look of a worker heartbeat's long poll. A worker that is not alive here (declared
-    /// dead, left, or another incarnation or address) is told to register again. A draining
-    /// one (`crate::drain`) is answered at once, with `drain` set and no new task. Otherwise the reply
-    /// carries the tasks to drop and the tasks to run (missing ones, then new ones for free
-    /// slots); it waits while there are none.
+    /// dead, left, or another incarnation or address) is told to register again. A draining one
+    /// (`crate::drain`) is answered at once, with `drain` set and no new task. Otherwise the
+    /// reply carries the tasks to drop and the tasks to run (missing ones, then new ones for
+    /// free slots); it waits while there are none.
     pub(crate) fn worker_round(
         &self,
         core: &mut Core,

@@ -1,6 +1,13 @@
 //! The `cachew-client` consumer binary: consumes epochs of a job, optionally simulating a
 //! training step, writes the hash log, and prints per epoch the example count, images/s and the
 //! exactly-once verdict against the dataset.
+//!
+//! Every way out releases the consumer at the dispatcher ([`JobClient::leave`]). SIGINT or
+//! SIGTERM stops the client gracefully: the hash log is synced, the cursor saved (with
+//! `--cursor-file` / `--save-cursor`) at the last batch written to it, so a resume starts exactly
+//! there, and the process exits with status 130 / 143. A second signal exits at once, and so
+//! does a stop that takes longer than [`STOP_GRACE`] (a disk that takes no write); the cursor
+//! file is replaced atomically, so either leaves the previous cursor intact.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -13,6 +20,7 @@ use cachew_pipeline::hashlog::{
     HashLine, HashLogWriter, check_exactly_once, log_path, read_hash_log,
 };
 use cachew_pipeline::{Dataset, PipelineError, PipelineSpec};
+use cachew_proto::daemon::StopSignal;
 use cachew_proto::names::Name;
 use cachew_proto::v1;
 use clap::Parser;
@@ -109,8 +117,9 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Err(code) => return code,
     };
     match runtime.block_on(run(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(3),
+        Ok(Ending::Done(true)) => ExitCode::SUCCESS,
+        Ok(Ending::Done(false)) => ExitCode::from(3),
+        Ok(Ending::Stopped(signal)) => ExitCode::from(signal.exit_code()),
         Err(e) => {
             eprintln!("cachew-client: {e:#}");
             ExitCode::FAILURE
@@ -118,8 +127,50 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     }
 }
 
-/// Runs the consumer; `Ok(false)` if an epoch failed its exactly-once check.
-async fn run(args: Args) -> anyhow::Result<bool> {
+/// How the consumer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Every epoch consumed; false if an epoch failed its exactly-once check.
+    Done(bool),
+    /// Stopped by a signal: the cursor saved (when configured), the consumer released.
+    Stopped(StopSignal),
+}
+
+/// How long a graceful stop may take before the process exits anyway.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Watches for SIGINT / SIGTERM: the first is published on the returned receiver (and exits
+/// the process if the stop takes longer than [`STOP_GRACE`]); a second exits at once.
+fn watch_stop() -> tokio::sync::watch::Receiver<Option<StopSignal>> {
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        let signal = cachew_proto::daemon::graceful_stop_signal("cachew-client").await;
+        tracing::info!(
+            "{}: saving the cursor and releasing the consumer (a second signal exits at once)",
+            signal.name()
+        );
+        let _ = tx.send(Some(signal));
+        tokio::time::sleep(STOP_GRACE).await;
+        eprintln!(
+            "cachew-client: the stop took over {} s; exiting",
+            STOP_GRACE.as_secs()
+        );
+        std::process::exit(i32::from(signal.exit_code()));
+    });
+    rx
+}
+
+/// Resolves once a stop signal arrived.
+async fn stopped(rx: &mut tokio::sync::watch::Receiver<Option<StopSignal>>) -> StopSignal {
+    match rx.wait_for(Option::is_some).await {
+        Ok(s) => s.unwrap_or(StopSignal::Terminate),
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Runs the consumer until the job ends, an error, or a stop signal.
+async fn run(args: Args) -> anyhow::Result<Ending> {
+    let mut stop = watch_stop();
     let spec = PipelineSpec::load(&args.spec)
         .with_context(|| format!("loading {}", args.spec.display()))?;
     let reference = if args.verify {
@@ -181,7 +232,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         config.resume = Some(saved.cursor);
     }
     let (seed, num_epochs, num_consumers) = (config.seed, config.num_epochs, config.num_consumers);
-    let mut client = JobClient::connect(config).await?;
+    let mut client = tokio::select! {
+        c = JobClient::connect(config) => c?,
+        // Nothing to save or release yet.
+        signal = stopped(&mut stop) => return Ok(Ending::Stopped(signal)),
+    };
     let disks = client.disks();
     let cursor_of = |client: &JobClient| SavedCursor {
         job: args.job.clone(),
@@ -194,8 +249,34 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let step = Duration::from_millis(args.step_time_ms);
     let mut all_ok = true;
     let mut log: Option<HashLogWriter> = None;
+    let consumed = async {
     loop {
-        let event = match client.next().await {
+        let next = tokio::select! {
+            biased;
+            signal = stopped(&mut stop) => {
+                // Every batch handed out is in the hash log: the cursor saved after it (and
+                // the log synced first) resumes exactly at the next one. One attempt: the
+                // client is stopping.
+                if let Some(path) = &save_path {
+                    match save_cursor_once(path, &cursor_of(&client), log.as_mut()) {
+                        Ok(()) => tracing::info!(
+                            "{}: cursor saved to {} ({} examples in); a resume starts exactly there",
+                            signal.name(),
+                            path.display(),
+                            client.cursor().examples
+                        ),
+                        Err(e) => tracing::error!(
+                            "{}: the cursor could not be saved to {}: {e:#}",
+                            signal.name(),
+                            path.display()
+                        ),
+                    }
+                }
+                return Ok(Ending::Stopped(signal));
+            }
+            next = client.next() => next,
+        };
+        let event = match next {
             Ok(Some(event)) => event,
             Ok(None) => break,
             Err(e) => {
@@ -335,7 +416,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             }
         }
     }
-    Ok(all_ok)
+    Ok(Ending::Done(all_ok))
+    }
+    .await;
+    // Every way out (an error, a signal, the end) releases the consumer at once; after a normal
+    // end it was released already.
+    client.leave().await;
+    consumed
 }
 
 /// Saves the cursor durably, after the hash log (which must never lag behind a saved cursor).

@@ -7,6 +7,7 @@
 //!   [`BlockingClient`], a blocking iterator over it.
 //! - [`fetch`]: per-split fetchers that follow a split across owners.
 //! - [`cli`]: the `cachew-client` consumer binary (hash log, verdicts, throughput).
+//! - [`leave`]: [`JobClient::leave`], releasing the consumer on every way out.
 //!
 //! Guarantees: elements are yielded strictly in the consumer's sequence (splits in epoch order,
 //! indices in split order); an element whose identity is not the one due is an error, never a
@@ -15,6 +16,7 @@
 pub mod cli;
 pub mod cursor;
 pub mod fetch;
+pub mod leave;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -28,6 +28,7 @@ pub mod cli;
 mod clients;
 mod config;
 mod datasets;
+mod drain;
 pub mod durable;
 pub mod events;
 mod long_poll;

@@ -86,6 +86,15 @@ impl cachew_proto::Dispatcher for DispatcherService {
         Ok(Response::new(v1::ReleaseConsumerResponse {}))
     }
 
+    async fn drain_worker(
+        &self,
+        request: Request<v1::DrainWorkerRequest>,
+    ) -> Result<Response<v1::DrainWorkerResponse>, Status> {
+        let (response, visible) = self.drain(&request.into_inner())?;
+        self.durable(visible).await?;
+        Ok(Response::new(response))
+    }
+
     type WatchStatusStream = StatusStream;
 
     /// A snapshot at once, then one per change: at most 10 a second, at least one a second.

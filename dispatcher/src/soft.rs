@@ -18,7 +18,7 @@ use cachew_proto::v1;
 use cachew_proto::v1::EventKind;
 
 use crate::events::EventLog;
-use crate::state::{JobId, JobRest, State, WorkerId, WorkerLife};
+use crate::state::{JobId, JobRest, State, WorkerId};
 
 /// What a worker last reported about one task.
 #[derive(Debug, Clone, Copy)]
@@ -143,7 +143,7 @@ impl Soft {
     pub fn after_start(state: &State, now: Instant) -> Soft {
         let mut soft = Soft::default();
         for (id, w) in &state.workers {
-            if w.life == WorkerLife::Alive {
+            if w.life.heartbeats() {
                 soft.last_seen.insert(*id, now);
             }
         }

@@ -65,6 +65,8 @@ impl StatusView<'_> {
             .map_or(0, |t| now.duration_since(*t).as_millis() as u64);
         let name = match w.life {
             WorkerLife::Dead => v1::WorkerState::Dead,
+            WorkerLife::Left => v1::WorkerState::Left,
+            WorkerLife::Draining => v1::WorkerState::Draining,
             WorkerLife::Alive if soft.suspect.contains(&w.id) => v1::WorkerState::Suspect,
             WorkerLife::Alive if w.standby => v1::WorkerState::Standby,
             WorkerLife::Alive => v1::WorkerState::Alive,
@@ -89,7 +91,7 @@ impl StatusView<'_> {
             worker_id: w.id,
             address: w.address.clone(),
             state: name.into(),
-            heartbeat_age_ms: if w.life == WorkerLife::Dead { 0 } else { age },
+            heartbeat_age_ms: if w.life.heartbeats() { age } else { 0 },
             standby: w.standby,
             incarnation: w.incarnation,
             tasks,

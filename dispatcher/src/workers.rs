@@ -14,7 +14,7 @@ use crate::policy;
 use crate::reconcile::reconcile;
 use crate::service::{Core, DispatcherService};
 use crate::soft::DiskOwner;
-use crate::state::{Command, TaskClaim, WorkerId, WorkerLife};
+use crate::state::{Command, TaskClaim, WorkerId};
 use crate::wire::{rejection_status, task_def};
 
 impl DispatcherService {
@@ -85,9 +85,10 @@ impl DispatcherService {
     }
 
     /// One look of a worker heartbeat's long poll. A worker that is not alive here (declared
-    /// dead, or another incarnation or address) is told to register again. Otherwise the reply
-    /// carries the tasks to drop and the tasks to run (missing ones, then new ones for free
-    /// slots); it waits while there are none.
+    /// dead, left, or another incarnation or address) is told to register again. A draining one
+    /// (`crate::drain`) is answered at once, with `drain` set and no new task. Otherwise the
+    /// reply carries the tasks to drop and the tasks to run (missing ones, then new ones for
+    /// free slots); it waits while there are none.
     pub(crate) fn worker_round(
         &self,
         core: &mut Core,
@@ -95,7 +96,7 @@ impl DispatcherService {
         look: Look,
     ) -> Result<Round<v1::WorkerHeartbeatResponse>, Status> {
         let alive = core.state.workers.get(&req.worker_id).filter(|w| {
-            w.life == WorkerLife::Alive
+            w.life.heartbeats()
                 && (req.incarnation == 0 || w.incarnation == req.incarnation)
                 && (req.address.is_empty() || w.address == req.address)
         });
@@ -121,7 +122,11 @@ impl DispatcherService {
         }
         if look.first {
             self.take_in_reports(core, req);
+            if let Some(reply) = self.take_in_leaving(core, req) {
+                return Ok(reply);
+            }
         }
+        let draining = self.is_draining(core, req.worker_id);
         let (mut new_tasks, dropped) = reconcile(
             &core.state,
             &mut core.soft,
@@ -131,7 +136,11 @@ impl DispatcherService {
         );
         let holding = req.tasks.len() - dropped.len() + new_tasks.len();
         let free = (req.free_slots as usize + req.tasks.len()).saturating_sub(holding) as u32;
-        let free = free.min(req.free_slots);
+        let free = if draining {
+            0
+        } else {
+            free.min(req.free_slots)
+        };
         if free > 0 {
             let window = self.window(&core.state);
             if let Ok(out) = self.execute(
@@ -151,11 +160,12 @@ impl DispatcherService {
                 }
             }
         }
-        if !new_tasks.is_empty() || !dropped.is_empty() || look.expired() {
+        if !new_tasks.is_empty() || !dropped.is_empty() || look.expired() || draining {
             let response = v1::WorkerHeartbeatResponse {
                 new_tasks,
                 dropped,
                 reregister: false,
+                drain: draining,
             };
             return Ok(Round::ReplyDurable(response, Self::visible(core)));
         }

@@ -90,6 +90,13 @@ pub async fn run<B: Backend>(
                     model.tick(now_ms());
                     match model.on_key(key) {
                         Some(Effect::Quit { stop_cluster }) => break Quit { stop_cluster },
+                        Some(Effect::Drain { worker_id, label }) => {
+                            let (tx, dispatcher) = (tx.clone(), model.target().to_string());
+                            tokio::spawn(async move {
+                                let done = feed::drain(dispatcher, worker_id, label).await;
+                                let _ = tx.send(done).await;
+                            });
+                        }
                         Some(Effect::Act(command)) => match model.control_address() {
                             Some(address) => {
                                 let tx = tx.clone();

@@ -123,6 +123,16 @@ pub async fn act(address: String, command: ActCommand) -> Update {
     Update::ActDone { label, result }
 }
 
+/// Asks the dispatcher at `dispatcher` to drain worker `worker_id`; the answer as an update.
+pub async fn drain(dispatcher: String, worker_id: u64, label: String) -> Update {
+    let request = v1::DrainWorkerRequest {
+        worker_id,
+        address: String::new(),
+    };
+    let result = cachew_cluster::control::drain_worker(&dispatcher, request, ACT_TIMEOUT).await;
+    Update::DrainDone { label, result }
+}
+
 /// Lists (worker address, checkpoint directory) for the checkpoint watcher.
 pub type CheckpointDirs =
     std::sync::Arc<dyn Fn() -> Vec<(String, std::path::PathBuf)> + Send + Sync>;

@@ -71,8 +71,8 @@ impl Lifecycle {
             Lifecycle::Worker(v1::WorkerState::Alive) | Lifecycle::Link(LinkState::Up) => {
                 Health::Good
             }
-            Lifecycle::Worker(v1::WorkerState::Standby) => Health::Idle,
-            Lifecycle::Worker(v1::WorkerState::Suspect)
+            Lifecycle::Worker(v1::WorkerState::Standby | v1::WorkerState::Left) => Health::Idle,
+            Lifecycle::Worker(v1::WorkerState::Suspect | v1::WorkerState::Draining)
             | Lifecycle::Link(LinkState::Connecting) => Health::Warn,
             Lifecycle::Worker(v1::WorkerState::Dead) | Lifecycle::Link(LinkState::Down) => {
                 Health::Bad

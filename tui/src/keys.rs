@@ -12,6 +12,7 @@ pub enum Key {
     Last,
     Kill,
     Terminate,
+    Drain,
     PauseResume,
     Restart,
     StartStandby,
@@ -55,6 +56,13 @@ pub const KEYS: &[KeyHelp] = &[
         short: "term",
         long: "terminate the selected node with SIGTERM (a graceful stop)",
         compact: Some(("t", "term")),
+    },
+    KeyHelp {
+        keys: "d",
+        short: "drain",
+        long: "drain the selected worker via the dispatcher (splits move, it exits)",
+        // The 80-column footer has no room left; the help screen lists it.
+        compact: None,
     },
     KeyHelp {
         keys: "p",
@@ -118,6 +126,7 @@ pub fn key_of(event: &KeyEvent) -> Option<Key> {
         KeyCode::End | KeyCode::Char('G') => Key::Last,
         KeyCode::Char('x') => Key::Kill,
         KeyCode::Char('t') => Key::Terminate,
+        KeyCode::Char('d') => Key::Drain,
         KeyCode::Char('p') => Key::PauseResume,
         KeyCode::Char('r') => Key::Restart,
         KeyCode::Char('s') => Key::StartStandby,

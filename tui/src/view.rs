@@ -664,6 +664,8 @@ fn event_style(kind: EventLabel) -> Style {
             | K::JobFinished
             | K::JournalReplayed
             | K::CacheDecision
+            | K::WorkerDraining
+            | K::WorkerLeft
             | K::Expired => membership,
             K::EpochDone | K::EpochReport => progress,
             K::Unspecified => Style::new(),

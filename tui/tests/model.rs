@@ -478,3 +478,46 @@ fn a_worker_whose_disk_fails_says_so_in_its_row() {
             .all(|r| r.disks.is_none())
     );
 }
+
+/// Drain goes to the dispatcher (by worker id), not to cluster control: it works attached to a
+/// cluster the dashboard did not launch, on workers only, and its answer reaches the log.
+#[test]
+fn drain_asks_the_dispatcher_even_without_cluster_control() {
+    let mut m = Model::new(Mode::Attach, DISPATCHER, None, T0);
+    let (_, snap) = healthy_model(true, false);
+    let mut status = snap.status();
+    status.control_address.clear();
+    m.apply(Update::Status(Box::new(status)), T0 + 10);
+    assert_eq!(m.control(), &Control::Unavailable);
+    // On the dispatcher row: refused, nothing to do.
+    assert_eq!(m.on_key(Key::Drain), None);
+    assert!(m.notice().unwrap().text.contains("only workers drain"));
+    m.on_key(Key::Down);
+    let rows = m.node_rows();
+    let id = row(&rows, "worker #1").worker_id.unwrap();
+    let Some(Effect::Drain { worker_id, label }) = m.on_key(Key::Drain) else {
+        panic!("no drain")
+    };
+    assert_eq!(worker_id, id);
+    assert_eq!(m.pending_actions(), 1);
+    m.apply(
+        Update::DrainDone {
+            label: label.clone(),
+            result: Ok(v1::DrainWorkerResponse {
+                worker_id,
+                state: v1::WorkerState::Draining.into(),
+                moved: 3,
+            }),
+        },
+        T0 + 200,
+    );
+    assert_eq!(m.pending_actions(), 0);
+    assert_eq!(
+        m.notice().unwrap().text,
+        format!("{label}: 3 split(s) moved, worker draining")
+    );
+    assert_eq!(
+        m.events().last().unwrap().kind,
+        EventLabel::Dashboard(DashboardEvent::Action)
+    );
+}

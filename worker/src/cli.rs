@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use cachew_proto::daemon::{init_tracing, shutdown_signal};
+use cachew_proto::daemon::init_tracing;
 
 use crate::{ControlConfig, EngineConfig, WorkerConfig};
 
@@ -62,6 +62,11 @@ pub struct Args {
     /// How long (ms) to keep trying to reach the dispatcher at start-up.
     #[arg(long, default_value_t = 60_000)]
     pub connect_timeout_ms: u64,
+    /// On SIGINT or SIGTERM (or when the dispatcher says so) the worker drains: its splits move
+    /// to other workers at once and it exits. This bounds the drain in ms, also when the
+    /// dispatcher is unreachable. A second signal exits at once.
+    #[arg(long, default_value_t = 5_000)]
+    pub drain_timeout_ms: u64,
     /// Log filter (tracing env-filter syntax).
     #[arg(long, default_value = "info")]
     pub log: String,
@@ -70,7 +75,8 @@ pub struct Args {
     pub net: cachew_proto::net::NetFlags,
 }
 
-/// Entry point of the binary: parses `args`, runs until SIGINT/SIGTERM.
+/// Entry point of the binary: parses `args`, runs until SIGINT/SIGTERM has drained the worker
+/// (a second signal exits at once) or the dispatcher drained it.
 pub fn main(args: Vec<OsString>) -> ExitCode {
     let started = std::time::Instant::now();
     let args: Args = match cachew_proto::daemon::parse_args(args) {
@@ -141,9 +147,17 @@ async fn run(args: Args, started: std::time::Instant) -> anyhow::Result<()> {
                     cachew_pipeline::cache::Compression::None
                 },
             }),
+        drain_timeout: Duration::from_millis(args.drain_timeout_ms),
     };
     tracing::info!(address = %bound, dispatcher = %args.dispatcher, threads = config.engine.threads, "worker listening");
-    crate::run(config, listener, shutdown_signal()).await?;
+    let stop = async {
+        let signal = cachew_proto::daemon::graceful_stop_signal("cachew-worker").await;
+        tracing::info!(
+            "{}: draining (a second signal exits at once)",
+            signal.name()
+        );
+    };
+    crate::run(config, listener, stop).await?;
     tracing::info!("worker stopped");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The worker's control loop: registers with the dispatcher, heartbeats progress and free slots,
 //! takes new tasks (preparing their datasets) and drops the ones the dispatcher says to drop.
 //! Re-registers when the dispatcher does not know this worker (declared dead, or restarted).
+//! While draining (`drain.rs`) it takes no task, says `draining`, and ends once it said `left`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tonic::transport::Channel;
 use crate::WorkerError;
 use crate::checkpoint::{SharedInfo, TaskCheckpoint};
 use crate::disk::DiskAlarm;
+use crate::drain::{Drain, Origin};
 use crate::engine::{Engine, Prepared, PreparedCache, TaskKey, TaskReport, TaskSpec};
 
 /// How the control loop reaches the dispatcher and presents this worker.
@@ -50,17 +52,37 @@ fn report_to_wire(r: &TaskReport) -> v1::TaskProgress {
 /// How often a heartbeat in flight checks whether idle tasks freed slots.
 const IDLE_CHECK: Duration = Duration::from_millis(250);
 
-/// Runs until the process stops: register, then heartbeat forever.
-pub async fn control_loop(
-    config: ControlConfig,
-    engine: Engine,
-    cache: Arc<PreparedCache>,
-    mut restored: Vec<TaskCheckpoint>,
-    checkpoint: SharedInfo,
-    disks: Vec<Arc<DiskAlarm>>,
-) -> Result<(), WorkerError> {
-    let mut client = connect(&config.dispatcher, config.connect_timeout).await?;
+/// What the control loop works with besides its configuration.
+#[derive(Debug)]
+pub struct ControlParts {
+    pub engine: Engine,
+    pub cache: Arc<PreparedCache>,
+    pub restored: Vec<TaskCheckpoint>,
+    pub checkpoint: SharedInfo,
+    pub disks: Vec<Arc<DiskAlarm>>,
+    pub drain: Drain,
+}
+
+/// Runs until the worker has drained: register, then heartbeat. Returns once the dispatcher
+/// heard `left`, or at once when a drain starts before this worker registered (it holds
+/// nothing to hand over).
+pub async fn control_loop(config: ControlConfig, parts: ControlParts) -> Result<(), WorkerError> {
+    let ControlParts {
+        engine,
+        cache,
+        mut restored,
+        checkpoint,
+        disks,
+        drain,
+    } = parts;
+    let mut client = tokio::select! {
+        c = connect(&config.dispatcher, config.connect_timeout) => c?,
+        _ = drain.requested() => return Ok(()),
+    };
     loop {
+        if drain.is_requested() {
+            return Ok(());
+        }
         let registered = register(&mut client, &config, &engine, &mut restored, &cache).await;
         let (worker_id, incarnation, interval) = match registered {
             Ok(r) => r,
@@ -71,7 +93,7 @@ pub async fn control_loop(
             }
         };
         tracing::info!(worker_id, incarnation, address = %config.advertise, standby = config.standby, "registered with dispatcher {}", config.dispatcher);
-        heartbeat_loop(
+        let ended = heartbeat_loop(
             &mut client,
             &engine,
             &cache,
@@ -83,8 +105,12 @@ pub async fn control_loop(
             },
             &checkpoint,
             &disks,
+            &drain,
         )
         .await;
+        if ended == Ended::Left {
+            return Ok(());
+        }
         tracing::warn!(
             worker_id,
             "the dispatcher asked this worker to register again"
@@ -160,7 +186,16 @@ struct Registration<'a> {
     address: &'a str,
 }
 
-/// Heartbeats until the dispatcher asks for re-registration.
+/// Why [`heartbeat_loop`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The dispatcher does not know this worker (any more): register again.
+    Reregister,
+    /// Drained: the dispatcher heard `left` (or no longer knows this draining worker).
+    Left,
+}
+
+/// Heartbeats until the dispatcher asks for re-registration or the drain is done.
 async fn heartbeat_loop(
     client: &mut DispatcherClient<Channel>,
     engine: &Engine,
@@ -168,7 +203,8 @@ async fn heartbeat_loop(
     me: Registration<'_>,
     checkpoint: &SharedInfo,
     disks: &[Arc<DiskAlarm>],
-) {
+    drain: &Drain,
+) -> Ended {
     let Registration {
         worker_id,
         incarnation,
@@ -177,15 +213,28 @@ async fn heartbeat_loop(
     } = me;
     let mut failures = 0u32;
     let pending = Arc::new(Pending::default());
+    // The dispatcher answered a `draining` heartbeat: this worker's splits moved.
+    let mut drain_heard = false;
     loop {
+        let draining = drain.is_requested();
+        let tasks: Vec<v1::TaskProgress> = engine.reports().iter().map(report_to_wire).collect();
+        let left = draining && drain_heard && tasks.is_empty();
         // Reports travel at least once: a heartbeat that does not come back puts them back.
         let cache_reports = engine.take_cache_reports();
         let req = v1::WorkerHeartbeatRequest {
             cache: cache_reports.clone(),
             worker_id,
-            tasks: engine.reports().iter().map(report_to_wire).collect(),
-            free_slots: engine.free_slots() as u32,
-            wait_ms: interval.as_millis() as u64,
+            tasks,
+            free_slots: if draining {
+                0
+            } else {
+                engine.free_slots() as u32
+            },
+            wait_ms: if draining {
+                0
+            } else {
+                interval.as_millis() as u64
+            },
             checkpoint: *checkpoint.lock().unwrap_or_else(|p| p.into_inner()),
             incarnation,
             elements_produced: engine.elements_produced(),
@@ -195,6 +244,8 @@ async fn heartbeat_loop(
                 .into_iter()
                 .chain(disks.iter().filter_map(|d| d.condition()))
                 .collect(),
+            draining,
+            left,
         };
         let free = req.free_slots;
         let result = {
@@ -207,7 +258,7 @@ async fn heartbeat_loop(
                 tokio::select! {
                     r = &mut call => break Some(r),
                     // A slot freed while the dispatcher holds our long poll: ask again at once.
-                    _ = engine.slot_freed() => {
+                    _ = engine.slot_freed(), if !draining => {
                         if engine.free_slots() as u32 > free {
                             break None;
                         }
@@ -219,6 +270,8 @@ async fn heartbeat_loop(
                             break None;
                         }
                     }
+                    // A drain started while the dispatcher holds our long poll: say so now.
+                    _ = drain.requested(), if !draining => break None,
                 }
             }
         };
@@ -251,7 +304,22 @@ async fn heartbeat_loop(
         }
         if resp.reregister {
             engine.drop_all();
-            return;
+            // A draining worker the dispatcher no longer knows has nothing to hand over.
+            return if draining {
+                Ended::Left
+            } else {
+                Ended::Reregister
+            };
+        }
+        if resp.drain {
+            if drain.request(Origin::Dispatcher) {
+                tracing::warn!(worker_id, "the dispatcher asked this worker to drain");
+            }
+            if left {
+                tracing::info!(worker_id, "drained: the dispatcher knows this worker left");
+                return Ended::Left;
+            }
+            drain_heard = draining;
         }
         for d in resp.dropped {
             let Some(key) = d.key.map(TaskKey::from) else {
@@ -269,6 +337,16 @@ async fn heartbeat_loop(
             }
             engine.drop_task(&key, d.lease);
         }
+        if drain.is_requested() {
+            if !resp.new_tasks.is_empty() {
+                tracing::info!(count = resp.new_tasks.len(), "draining: new tasks refused");
+            }
+            if drain_heard && !engine.reports().is_empty() {
+                // Tasks still held (one was being prepared): ask again shortly.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            continue;
+        }
         for t in resp.new_tasks {
             let spec = match TaskSpec::from_def(t) {
                 Ok(spec) => spec,
@@ -282,14 +360,17 @@ async fn heartbeat_loop(
             }
             // Prepare in the background so heartbeats keep flowing while a large dataset is
             // indexed.
-            let (mut client, cache, engine, pending) = (
+            let (mut client, cache, engine, pending, drain) = (
                 client.clone(),
                 cache.clone(),
                 engine.clone(),
                 pending.clone(),
+                drain.clone(),
             );
             tokio::spawn(async move {
                 match prepare(&mut client, &cache, &spec.dataset_id).await {
+                    // A drain that started meanwhile takes no new task.
+                    Ok(_) if drain.is_requested() => {}
                     Ok(p) => engine.add_task(spec.clone(), p),
                     Err(e) => {
                         tracing::error!(dataset = %spec.dataset_id, "cannot prepare dataset: {e}")

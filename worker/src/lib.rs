@@ -6,18 +6,22 @@
 //! - [`schedule`]: how the worker shares compute and task slots between jobs (pure decisions).
 //! - [`service`]: the gRPC data service (`GetElements`).
 //! - [`control`]: registration and heartbeats with the dispatcher.
+//! - [`drain`]: graceful shutdown (SIGTERM, or the dispatcher's `drain`): hand the splits over,
+//!   then exit within a bounded time.
 //! - [`checkpoint`]: periodic checkpoints of task positions and recovery from them.
 //! - [`cache`]: Cachew put / get of a split's prefix output.
 //! - [`disk`]: reporting a full or failing checkpoint or cache disk.
 //! - [`cli`]: flags and the process entry point used by the binary.
 //!
-//! [`run`] serves on an already-bound listener until `shutdown` resolves.
+//! [`run`] serves on an already-bound listener until `shutdown` resolves and the worker has
+//! drained (or the drain timed out), or until the dispatcher drained it.
 
 pub mod cache;
 pub mod checkpoint;
 pub mod cli;
 pub mod control;
 pub mod disk;
+pub mod drain;
 pub mod engine;
 pub mod prepared;
 pub mod schedule;
@@ -79,10 +83,14 @@ pub struct WorkerConfig {
     pub started: std::time::Instant,
     /// Where the prefix cache lives (shared by the workers of a host, or on a shared directory).
     pub cache: Option<cache::CacheSettings>,
+    /// How long a drain may take before the worker stops anyway (`--drain-timeout-ms`).
+    pub drain_timeout: std::time::Duration,
 }
 
-/// Runs a worker: serves `listener` and talks to the dispatcher until `shutdown` completes or
-/// the dispatcher stays unreachable at start-up.
+/// Runs a worker: serves `listener` and talks to the dispatcher. When `shutdown` completes, or
+/// the dispatcher says to drain, the worker drains (see [`drain`]) and returns, within
+/// `drain_timeout` even if the dispatcher does not answer. Fails when the dispatcher stays
+/// unreachable at start-up.
 pub async fn run(
     config: WorkerConfig,
     listener: TcpListener,
@@ -109,16 +117,53 @@ pub async fn run(
             (restored, Some(c))
         }
     };
+    let drain = drain::Drain::new(config.drain_timeout);
+    {
+        let drain = drain.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            drain.request(drain::Origin::Signal);
+        });
+    }
+    // The data service stops once the drain is over (or timed out): in-flight fetches finish.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = cachew_proto::server()
         .add_service(
             WorkerServer::new(service::WorkerService::new(engine.clone(), config.started))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(cachew_proto::incoming(listener), shutdown);
+        .serve_with_incoming_shutdown(cachew_proto::incoming(listener), async {
+            let _ = stopped.await;
+        });
     let disks: Vec<_> = _checkpointer.iter().map(|c| c.alarm()).collect();
-    tokio::select! {
-        served = server => served.map_err(WorkerError::from),
-        control = control::control_loop(config.control, engine.clone(), cache, restored, info, disks) => control,
+    let parts = control::ControlParts {
+        engine: engine.clone(),
+        cache,
+        restored,
+        checkpoint: info,
+        disks,
+        drain: drain.clone(),
+    };
+    let control = control::control_loop(config.control, parts);
+    tokio::pin!(server);
+    let ended = tokio::select! {
+        served = &mut server => return served.map_err(WorkerError::from),
+        control = control => control,
+        _ = drain.expired() => {
+            tracing::warn!(
+                timeout_ms = drain.timeout().as_millis() as u64,
+                "the drain did not finish in time (dispatcher unreachable?); stopping anyway"
+            );
+            Ok(())
+        }
+    };
+    let _ = stop.send(());
+    // Fetches in flight get what is left of the drain's time (at least a moment) to finish.
+    let grace = drain.remaining().max(std::time::Duration::from_millis(200));
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(served) => served?,
+        Err(_) => tracing::warn!("fetches still in flight at exit"),
     }
+    ended
 }

@@ -11,6 +11,27 @@ use tonic::{Request, Response, Status};
 use crate::cluster::{Cluster, NodeInfo, NodeState, Signal};
 use crate::role::Role;
 
+/// Drains a worker through the dispatcher's admin `DrainWorker` RPC (by id, or by its address
+/// when the id is 0): its splits move at once and its next heartbeat tells it to drain and
+/// exit. It needs no cluster control, so it also works on a cluster this process did not
+/// launch (the dashboard's drain key, the scenario step `drain`).
+pub async fn drain_worker(
+    dispatcher: &str,
+    request: v1::DrainWorkerRequest,
+    timeout: std::time::Duration,
+) -> Result<v1::DrainWorkerResponse, String> {
+    let endpoint = cachew_proto::endpoint(dispatcher).map_err(|e| e.to_string())?;
+    let mut client = cachew_proto::DispatcherClient::new(endpoint.connect_lazy());
+    match tokio::time::timeout(timeout, client.drain_worker(request)).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(status)) => Err(crate::follow::status_reason(&status)),
+        Err(_) => Err(format!(
+            "the dispatcher did not answer in {} s",
+            timeout.as_secs()
+        )),
+    }
+}
+
 /// A cluster shared between its owner and the control endpoint.
 pub type SharedCluster = Arc<Mutex<Cluster>>;
 

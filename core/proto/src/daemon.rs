@@ -56,6 +56,61 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The stop signal a process got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    Interrupt,
+    Terminate,
+}
+
+impl StopSignal {
+    /// The conventional exit status of a process stopped by this signal (128 + its number).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            StopSignal::Interrupt => 130,
+            StopSignal::Terminate => 143,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        }
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM, for a process that stops gracefully (a worker
+/// drains, a client saves its cursor and releases its consumer). From then on a second SIGINT
+/// or SIGTERM exits the process at once, saying so as `binary`, with that signal's
+/// [`StopSignal::exit_code`]. If the signals cannot be watched, it never resolves.
+pub async fn graceful_stop_signal(binary: &'static str) -> StopSignal {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot watch SIGINT / SIGTERM: no graceful stop");
+        return std::future::pending().await;
+    };
+    let first = tokio::select! {
+        _ = term.recv() => StopSignal::Terminate,
+        _ = int.recv() => StopSignal::Interrupt,
+    };
+    tokio::spawn(async move {
+        let second = tokio::select! {
+            _ = term.recv() => StopSignal::Terminate,
+            _ = int.recv() => StopSignal::Interrupt,
+        };
+        eprintln!(
+            "{binary}: second stop signal ({}): exiting at once",
+            second.name()
+        );
+        std::process::exit(i32::from(second.exit_code()));
+    });
+    first
+}
+
 /// If this process was started by cluster control (`CACHEW_PARENT_PID` is set), exits as soon
 /// as that supervisor is gone, so a killed supervisor never leaves orphans behind.
 pub fn exit_with_parent() {

@@ -113,6 +113,8 @@ vocabulary!(WorkerState, "worker state",
     Suspect => "suspect",
     Dead => "dead",
     Standby => "standby",
+    Draining => "draining",
+    Left => "left",
 );
 
 vocabulary!(DropReason, "drop reason",
@@ -160,6 +162,8 @@ vocabulary!(EventKind, "event kind",
     JournalUnavailable => "journal_unavailable",
     JournalRecovered => "journal_recovered",
     Expired => "expired",
+    WorkerDraining => "worker_draining",
+    WorkerLeft => "worker_left",
 );
 
 vocabulary!(NodeRole, "node role",
@@ -219,7 +223,7 @@ mod tests {
         let e = WorkerState::parse("registered").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown worker state \"registered\"; valid: alive, suspect, dead, standby"
+            "unknown worker state \"registered\"; valid: alive, suspect, dead, standby, draining, left"
         );
         assert!(EventKind::parse("").is_err(), "UNSPECIFIED has no name");
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::DispatcherConfig;
 use crate::soft::{Soft, TaskRef};
-use crate::state::{Command, JobId, State, WorkerId, WorkerLife};
+use crate::state::{Command, JobId, State, WorkerId};
 
 /// How long nodes may stay silent.
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +60,7 @@ pub fn deaf(state: &State, soft: &Soft, now: Instant, limits: &Limits) -> Option
     let workers: Vec<Option<Instant>> = state
         .workers
         .values()
-        .filter(|w| w.life == WorkerLife::Alive)
+        .filter(|w| w.life.heartbeats())
         .map(|w| soft.last_seen.get(&w.id).copied())
         .collect();
     let consumers: Vec<Option<Instant>> = attached_consumers(state)
@@ -112,11 +112,7 @@ pub fn silence(soft: &Soft, worker: WorkerId, now: Instant, limits: &Limits) -> 
 /// without a heartbeat time is not silent (the service starts its clock).
 pub fn check(state: &State, soft: &Soft, now: Instant, limits: &Limits) -> Vec<Verdict> {
     let mut verdicts = Vec::new();
-    for w in state
-        .workers
-        .values()
-        .filter(|w| w.life == WorkerLife::Alive)
-    {
+    for w in state.workers.values().filter(|w| w.life.heartbeats()) {
         let silent = silence(soft, w.id, now, limits);
         if silent > limits.worker_timeout {
             let resume_at: Vec<(TaskRef, u32)> = soft
@@ -179,7 +175,7 @@ mod tests {
 
     use super::*;
     use crate::soft::Reported;
-    use crate::state::{Consumer, Cursor, Job, WorkerEntry};
+    use crate::state::{Consumer, Cursor, Job, WorkerEntry, WorkerLife};
 
     const LIMITS: Limits = Limits {
         worker_timeout: Duration::from_secs(5),

@@ -85,11 +85,7 @@ pub fn observe(state: &State, resting: &mut Resting, now: Instant) {
         .flat_map(|j| j.assignments.values().map(|a| a.worker))
         .collect();
     let rests = |id: &WorkerId| {
-        state
-            .workers
-            .get(id)
-            .is_some_and(|w| w.life == WorkerLife::Dead)
-            && !holding.contains(id)
+        state.workers.get(id).is_some_and(|w| !w.life.heartbeats()) && !holding.contains(id)
     };
     resting.workers.retain(|id, _| rests(id));
     for id in state.workers.keys() {
@@ -268,6 +264,17 @@ mod tests {
         observe(&s, &mut resting, t0 + secs(10));
         assert_eq!(resting.jobs.get(&1), Some(&(JobRest::Finished, t0)));
         assert_eq!(resting.workers.get(&2), Some(&t0));
+    }
+
+    #[test]
+    fn a_worker_that_left_rests_like_a_dead_one_and_a_draining_one_does_not() {
+        let t0 = Instant::now();
+        let mut s = state();
+        s.workers.insert(4, worker(4, WorkerLife::Left).1);
+        s.workers.insert(5, worker(5, WorkerLife::Draining).1);
+        let mut resting = Resting::default();
+        observe(&s, &mut resting, t0);
+        assert_eq!(resting.workers, HashMap::from([(2, t0), (4, t0)]));
     }
 
     #[test]

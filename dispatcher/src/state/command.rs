@@ -96,6 +96,18 @@ pub enum Command {
         generation: u64,
         workers: std::collections::BTreeSet<WorkerId>,
     },
+    /// `worker` is leaving on purpose (SIGTERM, or an operator's `DrainWorker`): its splits
+    /// move at once, as for `DeclareDead` but without waiting for a timeout, and it takes no
+    /// new task. It stays `Draining` until `WorkerLeft`.
+    DrainWorker {
+        worker: WorkerId,
+        /// (job, epoch, position) -> index the new owner may start at.
+        resume_at: Vec<((JobId, u64, u32), u32)>,
+    },
+    /// A draining worker holds nothing any more and said it is gone.
+    WorkerLeft {
+        worker: WorkerId,
+    },
 }
 
 impl Command {
@@ -112,6 +124,8 @@ impl Command {
             Command::Expire { .. } => "expire",
             Command::AssignFairly { .. } => "assign_fairly",
             Command::ConsumerUnreachable { .. } => "consumer_unreachable",
+            Command::DrainWorker { .. } => "drain_worker",
+            Command::WorkerLeft { .. } => "worker_left",
         }
     }
 }

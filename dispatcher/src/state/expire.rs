@@ -54,12 +54,10 @@ impl State {
         }
     }
 
-    /// Whether worker `id` may be removed once it has rested long enough: it is dead and holds
-    /// no assignment.
+    /// Whether worker `id` may be removed once it has rested long enough: it is dead or has
+    /// left, and holds no assignment.
     pub fn worker_rests(&self, id: WorkerId) -> bool {
-        self.workers
-            .get(&id)
-            .is_some_and(|w| w.life == WorkerLife::Dead)
+        self.workers.get(&id).is_some_and(|w| !w.life.heartbeats())
             && !self
                 .jobs
                 .values()

@@ -13,11 +13,15 @@
 //! - `split_order`: the memoized order of an epoch's splits;
 //! - `expire`: removing what outlived its retention ([`JobRest`]);
 //! - `fair`: `AssignFairly`, a worker's free slots shared between jobs;
+//! - `handover`: moving a departing worker's splits (shared by death and drain);
+//! - `drain`: a worker leaving on purpose (`DrainWorker`, `WorkerLeft`);
 //! - here: [`State`] and its transitions.
 
 mod command;
+mod drain;
 mod expire;
 mod fair;
+mod handover;
 mod model;
 mod split_order;
 mod unreachable;
@@ -213,6 +217,8 @@ impl State {
                 generation,
                 workers,
             } => self.consumer_unreachable(*job, *consumer, *generation, workers),
+            Command::DrainWorker { worker, resume_at } => self.drain_worker(*worker, resume_at),
+            Command::WorkerLeft { worker } => self.worker_left(*worker, false),
         }
     }
 
@@ -634,7 +640,7 @@ impl State {
         if w.life == WorkerLife::Dead {
             return Err(Rejection::DeadWorker(worker));
         }
-        Ok(!w.standby && max > 0)
+        Ok(!w.standby && max > 0 && w.life == WorkerLife::Alive)
     }
 
     /// Unassigned positions in every attached consumer's window, as (rank, job, epoch,
@@ -716,11 +722,16 @@ impl State {
             .workers
             .get_mut(&worker)
             .ok_or(Rejection::UnknownWorker(worker))?;
-        if w.life == WorkerLife::Dead {
-            return Ok(Outcome {
-                noop: true,
-                ..Outcome::default()
-            });
+        match w.life {
+            WorkerLife::Dead | WorkerLife::Left => {
+                return Ok(Outcome {
+                    noop: true,
+                    ..Outcome::default()
+                });
+            }
+            // Silent while draining: it holds nothing any more, it is gone.
+            WorkerLife::Draining => return self.worker_left(worker, true),
+            WorkerLife::Alive => {}
         }
         w.life = WorkerLife::Dead;
         let was_active = !w.standby;
@@ -732,70 +743,7 @@ impl State {
             worker: Some(worker),
             job: None,
         });
-        // Promote a standby to take the dead worker's place.
-        let replacement = if was_active {
-            self.workers
-                .values_mut()
-                .find(|s| s.standby && s.life == WorkerLife::Alive)
-                .map(|s| {
-                    s.standby = false;
-                    s.id
-                })
-        } else {
-            None
-        };
-        if let Some(r) = replacement {
-            out.events.push(StateEvent {
-                kind: EventKind::StandbyPromoted,
-                message: format!("standby worker {r} promoted to replace worker {worker}"),
-                worker: Some(r),
-                job: None,
-            });
-        }
-        let held = self.assignments_of(worker);
-        for (job_id, epoch, position, old) in held {
-            let start = resume_at
-                .iter()
-                .find(|(k, _)| *k == (job_id, epoch, position))
-                .map_or(old.start_index, |(_, i)| *i);
-            let new_lease = replacement.map(|_| self.new_lease());
-            let Some(job) = self.jobs.get_mut(&job_id) else {
-                continue;
-            };
-            match (replacement, new_lease) {
-                (Some(r), Some(lease)) => {
-                    let a = Assignment {
-                        split: old.split,
-                        worker: r,
-                        lease,
-                        start_index: start,
-                    };
-                    job.assignments.insert((epoch, position), a);
-                    out.assigned.push((job_id, epoch, position, a));
-                    out.events.push(StateEvent {
-                        kind: EventKind::Failover,
-                        message: format!(
-                            "job {job_id} epoch {epoch} split {} moved from worker {worker} to {r} at index {start} (lease {lease})",
-                            old.split
-                        ),
-                        worker: Some(r),
-                        job: Some(job_id),
-                    });
-                }
-                _ => {
-                    job.assignments.remove(&(epoch, position));
-                    out.events.push(StateEvent {
-                        kind: EventKind::Failover,
-                        message: format!(
-                            "job {job_id} epoch {epoch} split {} released by dead worker {worker}; next free worker resumes it at index {start}",
-                            old.split
-                        ),
-                        worker: Some(worker),
-                        job: Some(job_id),
-                    });
-                }
-            }
-        }
+        self.hand_over(worker, was_active, resume_at, "dead worker", &mut out);
         Ok(out)
     }
 }

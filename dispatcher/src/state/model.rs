@@ -21,6 +21,17 @@ pub use cachew_pipeline::ConsumerCursor as Cursor;
 pub enum WorkerLife {
     Alive,
     Dead,
+    /// Leaving (`DrainWorker`): its splits moved away; it heartbeats but takes no task.
+    Draining,
+    /// Drained and gone (`WorkerLeft`). Registering again makes it alive.
+    Left,
+}
+
+impl WorkerLife {
+    /// Whether the worker is expected to heartbeat (alive or still draining).
+    pub fn heartbeats(self) -> bool {
+        matches!(self, WorkerLife::Alive | WorkerLife::Draining)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! Key presses: moving the selection, overlays, and the node actions that become
-//! [`Effect`]s for the caller (kill, terminate, pause or resume, restart, start a standby).
+//! [`Effect`]s for the caller (kill, terminate, pause or resume, restart, start a standby; drain
+//! through the dispatcher).
 
 use cachew_cluster::NodeState;
 use cachew_proto::v1;
@@ -62,6 +63,7 @@ impl Model {
             Key::Terminate => {
                 return self.act_on_selected(&rows, i, v1::Action::Terminate, "terminate");
             }
+            Key::Drain => return self.drain_selected(&rows, i),
             Key::PauseResume => {
                 let paused = rows
                     .get(i)
@@ -178,6 +180,29 @@ impl Model {
             label: format!("{verb} {name}"),
             targets: Targets::Named(vec![name]),
         }))
+    }
+
+    /// Drain goes to the dispatcher, not to cluster control: it works on any worker the
+    /// dispatcher knows, whoever launched it.
+    fn drain_selected(&mut self, rows: &[NodeRow], i: usize) -> Option<Effect> {
+        let Some(row) = rows.get(i) else {
+            self.notify(Level::Error, "no node selected".into());
+            return None;
+        };
+        let Some(worker_id) = row.worker_id.filter(|_| row.role == Role::Worker) else {
+            self.notify(
+                Level::Error,
+                format!(
+                    "{} is not a worker the dispatcher knows: only workers drain",
+                    row.name
+                ),
+            );
+            return None;
+        };
+        let label = format!("drain {} (worker {worker_id})", row.name);
+        self.pending += 1;
+        self.notify(Level::Info, format!("{label}…"));
+        Some(Effect::Drain { worker_id, label })
     }
 
     fn act(&mut self, command: ActCommand) -> Effect {

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 
-use cachew_proto::v1;
+use cachew_proto::{names, v1};
 
 use cachew_cluster::NodeState;
 pub use cachew_cluster::control::Targets;
@@ -197,6 +197,11 @@ pub struct ActCommand {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Act(ActCommand),
+    /// Ask the dispatcher to drain worker `worker_id` (`DrainWorker`; no cluster control).
+    Drain {
+        worker_id: u64,
+        label: String,
+    },
     /// Leave the dashboard; in a demo, `stop_cluster` says whether to stop the nodes.
     Quit {
         stop_cluster: bool,
@@ -224,6 +229,11 @@ pub enum Update {
     ActDone {
         label: String,
         result: Result<v1::ActResponse, String>,
+    },
+    /// The dispatcher's answer to a drain.
+    DrainDone {
+        label: String,
+        result: Result<v1::DrainWorkerResponse, String>,
     },
     /// Checkpoint facts by worker address from a source other than the status stream (the seam
     /// for the checkpoint-directory watcher).
@@ -483,6 +493,27 @@ impl Model {
                 if let Control::Available { error, .. } = &mut self.control {
                     *error = Some(e);
                 }
+            }
+            Update::DrainDone { label, result } => {
+                self.pending = self.pending.saturating_sub(1);
+                let (kind, level, text) = match result {
+                    Ok(r) => (
+                        DashboardEvent::Action,
+                        Level::Ok,
+                        format!(
+                            "{label}: {} split(s) moved, worker {}",
+                            r.moved,
+                            names::label::<v1::WorkerState>(r.state)
+                        ),
+                    ),
+                    Err(e) => (
+                        DashboardEvent::ActionFailed,
+                        Level::Error,
+                        format!("{label}: {e}"),
+                    ),
+                };
+                self.log_local(now_ms, kind, text.clone());
+                self.notify(level, text);
             }
             Update::ActDone { label, result } => {
                 self.pending = self.pending.saturating_sub(1);

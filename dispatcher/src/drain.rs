@@ -9,18 +9,8 @@ use tonic::Status;
 
 use crate::long_poll::Round;
 use crate::service::{Core, DispatcherService};
-use crate::soft::{Soft, TaskRef};
 use crate::state::{Command, WorkerId, WorkerLife};
 use crate::wire::rejection_status;
-
-/// Where each split `worker` holds may resume: the index it last reported acked.
-pub(crate) fn resume_points(soft: &Soft, worker: WorkerId) -> Vec<(TaskRef, u32)> {
-    soft.progress
-        .iter()
-        .filter(|(_, r)| r.worker == worker)
-        .map(|(k, r)| (*k, r.acked))
-        .collect()
-}
 
 impl DispatcherService {
     /// Takes in a heartbeat's `draining` / `left` (its progress is already recorded). A `left`
@@ -45,7 +35,7 @@ impl DispatcherService {
             return Some(Round::ReplyDurable(response, Self::visible(core)));
         }
         if req.draining && !self.is_draining(core, worker) {
-            let resume_at = resume_points(&core.soft, worker);
+            let resume_at = core.soft.resume_points(worker);
             if let Err(e) = self.execute(core, Command::DrainWorker { worker, resume_at }) {
                 tracing::warn!(worker, "drain_worker refused: {e}");
             }
@@ -78,7 +68,7 @@ impl DispatcherService {
                 })?
         };
         let before = core.state.assignments_of(worker).len() as u32;
-        let resume_at = resume_points(&core.soft, worker);
+        let resume_at = core.soft.resume_points(worker);
         self.execute(&mut core, Command::DrainWorker { worker, resume_at })
             .map_err(rejection_status)?;
         let after = core.state.assignments_of(worker).len() as u32;

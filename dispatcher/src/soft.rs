@@ -221,6 +221,16 @@ impl Soft {
             + self.resting.count()
     }
 
+    /// Where each split `worker` holds may resume when it moves (death or drain): the index it
+    /// last reported acked.
+    pub fn resume_points(&self, worker: WorkerId) -> Vec<(TaskRef, u32)> {
+        self.progress
+            .iter()
+            .filter(|(_, r)| r.worker == worker)
+            .map(|(k, r)| (*k, r.acked))
+            .collect()
+    }
+
     /// Forgets the progress `worker` reported (its process is gone, or it was declared dead).
     pub fn forget_progress_of(&mut self, worker: WorkerId) {
         self.progress.retain(|_, r| r.worker != worker);

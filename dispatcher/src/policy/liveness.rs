@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::DispatcherConfig;
-use crate::soft::{Soft, TaskRef};
+use crate::soft::Soft;
 use crate::state::{Command, JobId, State, WorkerId};
 
 /// How long nodes may stay silent.
@@ -115,12 +115,7 @@ pub fn check(state: &State, soft: &Soft, now: Instant, limits: &Limits) -> Vec<V
     for w in state.workers.values().filter(|w| w.life.heartbeats()) {
         let silent = silence(soft, w.id, now, limits);
         if silent > limits.worker_timeout {
-            let resume_at: Vec<(TaskRef, u32)> = soft
-                .progress
-                .iter()
-                .filter(|(_, r)| r.worker == w.id)
-                .map(|(k, r)| (*k, r.acked))
-                .collect();
+            let resume_at = soft.resume_points(w.id);
             verdicts.push(Verdict::Dead {
                 worker: w.id,
                 silent,

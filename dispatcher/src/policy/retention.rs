@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::DispatcherConfig;
 use crate::soft::Resting;
-use crate::state::{Command, JobRest, State, WorkerId, WorkerLife};
+use crate::state::{Command, JobRest, State, WorkerId};
 
 /// The most ids of each kind one [`Command::Expire`] names (the rest go at the next check), so
 /// a journal record stays small whatever piled up.
@@ -155,7 +155,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::state::{Assignment, Consumer, Cursor, DatasetEntry, Job, JobId, WorkerEntry};
+    use crate::state::{
+        Assignment, Consumer, Cursor, DatasetEntry, Job, JobId, WorkerEntry, WorkerLife,
+    };
 
     const LIMITS: Limits = Limits {
         finished_job: Duration::from_secs(60),

@@ -21,7 +21,7 @@ use cachew_proto::v1::EventKind;
 
 use super::State;
 use super::command::{Outcome, StateEvent};
-use super::model::{Job, JobId, WorkerId, WorkerLife};
+use super::model::{Job, JobId, WorkerId};
 
 /// Why a job may be removed once it has rested long enough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -446,8 +446,11 @@ pub async fn writer(journal: Journal, durability: Arc<Durability>, mut host: imp
             .await;
             match result {
                 Ok(Ok((j, last))) => {
-                    *durability.stats.lock().unwrap_or_else(|p| p.into_inner()) = Some(j.stats());
-                    journal = Some(j);
+                    if let Some(j) = &j {
+                        *durability.stats.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(j.stats());
+                    }
+                    journal = j;
                     durability.durable.send_replace(last);
                     if durability.set_available() {
                         let down = outage.map_or(0, |t| t.elapsed().as_millis());
@@ -508,7 +511,7 @@ fn write_batch(
     options: &JournalOptions,
     batch: &Batch,
     acknowledged: u64,
-) -> Result<(Journal, u64), WriteError> {
+) -> Result<(Option<Journal>, u64), WriteError> {
     let count = batch.records.len() as u64;
     if batch.last_seq != acknowledged + count {
         return Err(WriteError::Fatal(format!(
@@ -561,10 +564,19 @@ fn write_batch(
     }
     if let Some(bytes) = &snapshot {
         journal.snapshot(bytes)?;
-        // Disk use stays bounded by the live state (see `cachew_store::journal`).
-        journal.compact()?;
+        // Disk use stays bounded by the live state (see `cachew_store::journal`). Best effort:
+        // the batch and its snapshot are durable already, so a compaction that fails (it writes
+        // new tables, which a nearly full disk may refuse) must not hold back the
+        // acknowledgement. The journal is reopened before the next write, as `compact` asks,
+        // and the next snapshot compacts again.
+        if let Err(e) = journal.compact() {
+            tracing::warn!(
+                "journal compaction failed (the batch is durable; retried at the next snapshot): {e}"
+            );
+            return Ok((None, last));
+        }
     }
-    Ok((journal, last))
+    Ok((Some(journal), last))
 }
 
 /// After a failed write: the reopened journal must hold every acknowledged record, and whatever
@@ -641,7 +653,7 @@ mod tests {
         }
     }
 
-    fn fatal(result: Result<(Journal, u64), WriteError>) -> String {
+    fn fatal(result: Result<(Option<Journal>, u64), WriteError>) -> String {
         match result {
             Err(WriteError::Fatal(e)) => e,
             Err(WriteError::Transient(e)) => panic!("transient, not fatal: {e}"),
@@ -658,6 +670,7 @@ mod tests {
             journal_with(dir.path(), survived);
             let (journal, last) =
                 write_batch(None, dir.path(), &options(), &batch(2..=4), 1).unwrap();
+            let journal = journal.unwrap();
             assert_eq!((journal.last_seq(), last), (4, 4));
             drop(journal);
             let (_, recovery) = Journal::open(dir.path(), options()).unwrap();
@@ -860,6 +873,7 @@ mod tests {
         let mut with_snapshot = batch(2..=3);
         with_snapshot.snapshot = Some(state.clone());
         let (journal, last) = write_batch(None, dir.path(), &options(), &with_snapshot, 1).unwrap();
+        let journal = journal.expect("compaction succeeds on a healthy disk");
         assert_eq!((journal.last_seq(), last), (3, 3));
         drop(journal);
         let (_, recovery) = Journal::open(dir.path(), options()).unwrap();

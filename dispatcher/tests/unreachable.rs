@@ -76,3 +76,25 @@ fn a_consumers_splits_leave_a_worker_it_cannot_reach_and_stay_off_it() {
     let out = s.apply(&report(&[b])).unwrap();
     assert!(out.assigned.iter().all(|x| x.3.worker != standby));
 }
+
+#[test]
+fn a_released_consumer_forgets_what_its_client_could_not_reach() {
+    let (mut s, a, _b, j, g) = setup();
+    assign(&mut s, a);
+    s.apply(&Command::ConsumerUnreachable {
+        job: j,
+        consumer: 0,
+        generation: g,
+        workers: BTreeSet::from([a]),
+    })
+    .unwrap();
+    assert_eq!(s.jobs[&j].consumers[0].unreachable, BTreeSet::from([a]));
+    s.apply(&Command::ReleaseConsumer {
+        job: j,
+        consumer: 0,
+        generation: g,
+        timed_out: true,
+    })
+    .unwrap();
+    assert!(s.jobs[&j].consumers[0].unreachable.is_empty());
+}

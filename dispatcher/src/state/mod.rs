@@ -182,6 +182,8 @@ impl State {
                 }
                 c.attached = false;
                 c.parked = *timed_out;
+                // What its client could not reach says nothing about the next client.
+                c.unreachable.clear();
                 // Its splits stop occupying workers; they are assigned again if it comes back.
                 j.forget_assignments_of(*consumer);
                 Ok(Outcome {
@@ -487,6 +489,8 @@ impl State {
         consumer.generation += 1;
         consumer.attached = true;
         consumer.parked = false;
+        // A new client (perhaps on another host) reports its own unreachable workers.
+        consumer.unreachable.clear();
         out.events.push(StateEvent {
             kind: EventKind::ConsumerAttached,
             message: format!(

@@ -845,7 +845,7 @@ fn render_help(area: Rect, buf: &mut Buffer) {
         .collect();
     lines.push(Line::raw(""));
     for note in [
-        "state: the dispatcher's lifecycle (alive, suspect, standby, dead)",
+        "state: alive, suspect, standby, draining, left or dead (dispatcher's view)",
         "  with the process state in brackets (paused, killed, exited)",
         "hb: heartbeat age; green within 2 intervals, yellow up to the",
         "  timeout, red beyond (dispatcher: time since its last status)",

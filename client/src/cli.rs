@@ -90,9 +90,8 @@ pub struct Args {
     /// measuring, then get or compute, whichever is cheaper). Workers need --cache-dir.
     #[arg(long, default_value = "compute", value_parser = cache_policy)]
     pub cache_policy: v1::CacheMode,
-    /// Log filter (tracing env-filter syntax).
-    #[arg(long, default_value = "info")]
-    pub log: String,
+    #[command(flatten)]
+    pub log: cachew_proto::daemon::LogFlags,
     /// Keepalive pings that notice a silent peer (a cut link).
     #[command(flatten)]
     pub net: cachew_proto::net::NetFlags,
@@ -109,7 +108,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
-    cachew_proto::daemon::init_tracing(&args.log);
+    args.log.init();
     args.net.apply();
     cachew_proto::daemon::exit_with_parent();
     let runtime = match cachew_proto::daemon::runtime("cachew-client", Some(2)) {

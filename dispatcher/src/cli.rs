@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use cachew_proto::daemon::{init_tracing, shutdown_signal};
+use cachew_proto::daemon::shutdown_signal;
 
 use crate::DispatcherConfig;
 
@@ -57,9 +57,8 @@ pub struct Args {
     /// A dataset no job uses is removed this long (ms) after its last job was removed.
     #[arg(long, default_value_t = 600_000)]
     pub dataset_retention_ms: u64,
-    /// Log filter (tracing env-filter syntax), e.g. `info` or `cachew_dispatcher=debug`.
-    #[arg(long, default_value = "info")]
-    pub log: String,
+    #[command(flatten)]
+    pub log: cachew_proto::daemon::LogFlags,
     /// Keepalive pings that notice a silent peer (a cut link).
     #[command(flatten)]
     pub net: cachew_proto::net::NetFlags,
@@ -71,7 +70,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
-    init_tracing(&args.log);
+    args.log.init();
     args.net.apply();
     cachew_proto::daemon::exit_with_parent();
     if args.worker_timeout_ms <= args.heartbeat_interval_ms {

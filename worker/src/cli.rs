@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use cachew_proto::daemon::init_tracing;
-
 use crate::{ControlConfig, EngineConfig, WorkerConfig};
 
 /// Cachew-rs worker: runs the preprocessing pipeline on assigned splits and serves the results.
@@ -67,9 +65,8 @@ pub struct Args {
     /// dispatcher is unreachable. A second signal exits at once.
     #[arg(long, default_value_t = 5_000)]
     pub drain_timeout_ms: u64,
-    /// Log filter (tracing env-filter syntax).
-    #[arg(long, default_value = "info")]
-    pub log: String,
+    #[command(flatten)]
+    pub log: cachew_proto::daemon::LogFlags,
     /// Keepalive pings that notice a silent peer (a cut link).
     #[command(flatten)]
     pub net: cachew_proto::net::NetFlags,
@@ -83,7 +80,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
-    init_tracing(&args.log);
+    args.log.init();
     args.net.apply();
     cachew_proto::daemon::exit_with_parent();
     if args.threads == Some(0) {

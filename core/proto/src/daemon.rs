@@ -32,16 +32,61 @@ pub fn runtime(
     })
 }
 
-/// Logs to stderr with a tracing env-filter (`info`, `cachew_worker=debug`, ...).
+/// How a process writes its log lines to stderr.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One line per event for people (colored on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line for log shippers: `timestamp`, `level`, `target`, `message` and
+    /// the event's fields at the top level. The dispatcher's status-stream events are logged
+    /// with the fields of `v1::Event` (`seq`, `unix_ms`, `kind`, `message`, `worker_id`,
+    /// `job_id`), so a log query and the status stream use the same names.
+    Json,
+}
+
+/// The logging flags every binary takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LogFlags {
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `cachew_worker=debug`.
+    #[arg(long, default_value = "info")]
+    pub log: String,
+    /// `text` for people or `json` (one object per line) for log shippers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl LogFlags {
+    /// Installs the process's logger as these flags say.
+    pub fn init(&self) {
+        init_logging(&self.log, self.log_format);
+    }
+}
+
+/// Logs to stderr with a tracing env-filter (`info`, `cachew_worker=debug`, ...), as text.
 pub fn init_tracing(filter: &str) {
+    init_logging(filter, LogFormat::Text);
+}
+
+/// Logs to stderr with a tracing env-filter, in `format`. An invalid filter falls back to `info`.
+pub fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Resolves on SIGINT or SIGTERM.

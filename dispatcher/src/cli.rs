@@ -57,6 +57,11 @@ pub struct Args {
     /// A dataset no job uses is removed this long (ms) after its last job was removed.
     #[arg(long, default_value_t = 600_000)]
     pub dataset_retention_ms: u64,
+    /// Serve Prometheus `/metrics`, `/healthz` and `/readyz` over HTTP on this address (off
+    /// without it). `/readyz` answers 200 once the journal is replayed and the dispatcher accepts
+    /// changes.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub log: cachew_proto::daemon::LogFlags,
     /// Keepalive pings that notice a silent peer (a cut link).
@@ -94,6 +99,11 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // Metrics first: a probe hears the process (and why it is not ready) during a long replay.
+    let metrics = cachew_metrics::Exporter::new("dispatcher");
+    if let Some(address) = &args.metrics_listen {
+        cachew_metrics::spawn(cachew_metrics::bind(address).await?, metrics.clone());
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
@@ -110,6 +120,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         abandoned_job_retention: Duration::from_millis(args.abandoned_job_retention_ms),
         worker_retention: Duration::from_millis(args.worker_retention_ms),
         dataset_retention: Duration::from_millis(args.dataset_retention_ms),
+        metrics,
     };
     if let Some(dir) = &args.work_dir {
         std::fs::create_dir_all(dir)

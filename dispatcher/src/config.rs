@@ -28,6 +28,8 @@ pub struct DispatcherConfig {
     pub worker_retention: Duration,
     /// A dataset no job uses is removed after this long.
     pub dataset_retention: Duration,
+    /// Where the dispatcher's metrics and readiness go (served by `--metrics-listen`).
+    pub metrics: cachew_metrics::Exporter,
 }
 
 impl Default for DispatcherConfig {
@@ -43,6 +45,7 @@ impl Default for DispatcherConfig {
             abandoned_job_retention: Duration::from_secs(24 * 3600),
             worker_retention: Duration::from_secs(600),
             dataset_retention: Duration::from_secs(600),
+            metrics: cachew_metrics::Exporter::new("dispatcher"),
         }
     }
 }

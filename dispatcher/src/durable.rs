@@ -381,6 +381,8 @@ pub trait WriterHost: Send {
     /// False once the dispatcher is gone (the writer then stops, even in the middle of an
     /// outage).
     fn alive(&self) -> bool;
+    /// `records` records were made durable by one append (write and fsync) that took `took`.
+    fn written(&mut self, _records: u64, _took: Duration) {}
 }
 
 /// Why a write did not go through.
@@ -445,7 +447,8 @@ pub async fn writer(journal: Journal, durability: Arc<Durability>, mut host: imp
             })
             .await;
             match result {
-                Ok(Ok((j, last))) => {
+                Ok(Ok((j, last, took))) => {
+                    host.written(batch.records.len() as u64, took);
                     if let Some(j) = &j {
                         *durability.stats.lock().unwrap_or_else(|p| p.into_inner()) =
                             Some(j.stats());
@@ -511,7 +514,7 @@ fn write_batch(
     options: &JournalOptions,
     batch: &Batch,
     acknowledged: u64,
-) -> Result<(Option<Journal>, u64), WriteError> {
+) -> Result<(Option<Journal>, u64, Duration), WriteError> {
     let count = batch.records.len() as u64;
     if batch.last_seq != acknowledged + count {
         return Err(WriteError::Fatal(format!(
@@ -536,6 +539,7 @@ fn write_batch(
         .map(encode_snapshot)
         .transpose()
         .map_err(WriteError::Fatal)?;
+    let started = Instant::now();
     let (mut journal, last) = match journal {
         Some(mut journal) => {
             let last = journal.append(&refs)?;
@@ -562,6 +566,7 @@ fn write_batch(
             batch.last_seq
         )));
     }
+    let took = started.elapsed();
     if let Some(bytes) = &snapshot {
         journal.snapshot(bytes)?;
         // Disk use stays bounded by the live state (see `cachew_store::journal`). Best effort:
@@ -573,10 +578,10 @@ fn write_batch(
             tracing::warn!(
                 "journal compaction failed (the batch is durable; retried at the next snapshot): {e}"
             );
-            return Ok((None, last));
+            return Ok((None, last, took));
         }
     }
-    Ok((Some(journal), last))
+    Ok((Some(journal), last, took))
 }
 
 /// After a failed write: the reopened journal must hold every acknowledged record, and whatever
@@ -653,11 +658,11 @@ mod tests {
         }
     }
 
-    fn fatal(result: Result<(Option<Journal>, u64), WriteError>) -> String {
+    fn fatal(result: Result<(Option<Journal>, u64, Duration), WriteError>) -> String {
         match result {
             Err(WriteError::Fatal(e)) => e,
             Err(WriteError::Transient(e)) => panic!("transient, not fatal: {e}"),
-            Ok((_, last)) => panic!("accepted, last seq {last}"),
+            Ok((_, last, _)) => panic!("accepted, last seq {last}"),
         }
     }
 
@@ -668,7 +673,7 @@ mod tests {
         for survived in 1..=4u64 {
             let dir = tempfile::tempdir().unwrap();
             journal_with(dir.path(), survived);
-            let (journal, last) =
+            let (journal, last, _) =
                 write_batch(None, dir.path(), &options(), &batch(2..=4), 1).unwrap();
             let journal = journal.unwrap();
             assert_eq!((journal.last_seq(), last), (4, 4));
@@ -872,7 +877,8 @@ mod tests {
         }
         let mut with_snapshot = batch(2..=3);
         with_snapshot.snapshot = Some(state.clone());
-        let (journal, last) = write_batch(None, dir.path(), &options(), &with_snapshot, 1).unwrap();
+        let (journal, last, _) =
+            write_batch(None, dir.path(), &options(), &with_snapshot, 1).unwrap();
         let journal = journal.expect("compaction succeeds on a healthy disk");
         assert_eq!((journal.last_seq(), last), (3, 3));
         drop(journal);

@@ -9,7 +9,10 @@
 use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use cachew_proto::names::Name;
 use cachew_proto::v1;
+
+use crate::metrics::DispatcherMetrics;
 
 /// How many events the log keeps.
 pub const EVENT_LOG_CAPACITY: usize = 1000;
@@ -31,11 +34,22 @@ pub struct EventLog {
     last_seq: u64,
     /// Message bytes held.
     bytes: usize,
+    /// Counts events by kind (`cachew_dispatcher_events_total`).
+    metrics: Option<DispatcherMetrics>,
 }
 
 impl EventLog {
+    /// A log that counts its events in `metrics`.
+    pub(crate) fn counted(metrics: DispatcherMetrics) -> EventLog {
+        EventLog {
+            metrics: Some(metrics),
+            ..EventLog::default()
+        }
+    }
+
     /// Appends an event (0 in `worker` / `job` ids means none), dropping the oldest beyond
-    /// [`EVENT_LOG_CAPACITY`].
+    /// [`EVENT_LOG_CAPACITY`]. Every event is also logged (target `cachew_dispatcher::event`)
+    /// with the fields of `v1::Event`: `seq`, `unix_ms`, `kind`, `message`, `worker_id`, `job_id`.
     pub fn push(
         &mut self,
         kind: v1::EventKind,
@@ -46,14 +60,28 @@ impl EventLog {
         let message = clip(message);
         self.bytes += message.len();
         self.last_seq += 1;
-        self.events.push_back(v1::Event {
+        let event = v1::Event {
             seq: self.last_seq,
             unix_ms: unix_ms(),
             kind: kind.into(),
             message,
             worker_id: worker.unwrap_or(0),
             job_id: job.unwrap_or(0),
-        });
+        };
+        tracing::info!(
+            target: "cachew_dispatcher::event",
+            seq = event.seq,
+            unix_ms = event.unix_ms,
+            kind = kind.name(),
+            worker_id = event.worker_id,
+            job_id = event.job_id,
+            "{}",
+            event.message
+        );
+        if let Some(m) = &self.metrics {
+            m.event(kind);
+        }
+        self.events.push_back(event);
         while self.events.len() > EVENT_LOG_CAPACITY {
             if let Some(old) = self.events.pop_front() {
                 self.bytes -= old.message.len();

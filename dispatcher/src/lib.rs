@@ -32,6 +32,7 @@ mod drain;
 pub mod durable;
 pub mod events;
 mod long_poll;
+mod metrics;
 mod policy;
 mod reconcile;
 mod rpc;
@@ -73,6 +74,10 @@ pub async fn run(
     let service = match journal_dir {
         None => DispatcherService::new(config, state::State::default()),
         Some(dir) => {
+            config
+                .metrics
+                .health()
+                .set_not_ready("replaying the journal");
             let (journal, state, summary) =
                 tokio::task::spawn_blocking(move || durable::open(&dir, durable::SNAPSHOT_EVERY))
                     .await
@@ -114,6 +119,8 @@ pub async fn serve(
         }
     });
     let watcher = service.clone();
+    let health = service.config().metrics.clone();
+    health.health().set_ready();
     // Status streams never end and long polls last seconds: a stop lets them finish for
     // SHUTDOWN_GRACE, then closes them. Every acknowledged change is durable already.
     let (stopping, mut stop_seen) = tokio::sync::watch::channel(false);
@@ -131,6 +138,7 @@ pub async fn serve(
         reason = watcher.journal_failed() => Err(DispatcherError::Journal(reason)),
         () = async move {
             shutdown.await;
+            health.health().set_not_ready("stopping");
             let _ = stopping.send(true);
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => {

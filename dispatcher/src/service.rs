@@ -10,7 +10,6 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use cachew_proto::names::Name;
 use cachew_proto::v1;
 use cachew_proto::v1::EventKind;
 use cachew_store::Journal;
@@ -21,6 +20,7 @@ use crate::config::DispatcherConfig;
 use crate::datasets::DatasetIndex;
 use crate::durable::{Batch, Durability, Pending, Take};
 use crate::events::{EventLog, unix_ms};
+use crate::metrics::DispatcherMetrics;
 use crate::policy::liveness::{self, Limits, Verdict};
 use crate::policy::retention;
 use crate::soft::Soft;
@@ -45,6 +45,7 @@ struct Inner {
     started_unix_ms: u64,
     durability: Arc<Durability>,
     datasets: DatasetIndex,
+    metrics: DispatcherMetrics,
 }
 
 /// What [`DispatcherService::footprint`] counts.
@@ -90,6 +91,16 @@ impl crate::durable::WriterHost for JournalHost {
 
     fn event(&mut self, kind: EventKind, message: String) {
         if let Some(inner) = self.inner.upgrade() {
+            // Not ready while changes cannot be acknowledged.
+            match kind {
+                EventKind::JournalUnavailable => inner
+                    .config
+                    .metrics
+                    .health()
+                    .set_not_ready(format!("journal unavailable: {message}")),
+                EventKind::JournalRecovered => inner.config.metrics.health().set_ready(),
+                _ => {}
+            }
             {
                 let mut core = inner.core.lock().unwrap_or_else(|p| p.into_inner());
                 core.events.push(kind, message, None, None);
@@ -101,12 +112,18 @@ impl crate::durable::WriterHost for JournalHost {
     fn alive(&self) -> bool {
         self.inner.strong_count() > 0
     }
+
+    fn written(&mut self, records: u64, took: Duration) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.metrics.journal_written(records, took);
+        }
+    }
 }
 
 impl DispatcherService {
     /// A dispatcher without a journal (its state dies with the process).
     pub fn new(config: DispatcherConfig, state: State) -> DispatcherService {
-        DispatcherService::build(config, state, Durability::disabled(), 0)
+        DispatcherService::build(config, state, Durability::disabled(), 0, None)
     }
 
     /// A dispatcher whose state changes are journaled in `journal` (with `state` replayed from
@@ -118,11 +135,13 @@ impl DispatcherService {
         replay_summary: String,
     ) -> DispatcherService {
         let last = journal.last_seq();
+        let dir = journal.db_path().parent().map(std::path::Path::to_path_buf);
         let svc = DispatcherService::build(
             config,
             state,
             Durability::enabled(last, journal.stats()),
             last,
+            dir,
         );
         {
             let mut core = svc.lock();
@@ -146,15 +165,17 @@ impl DispatcherService {
         state: State,
         durability: Arc<Durability>,
         applied: u64,
+        journal_dir: Option<std::path::PathBuf>,
     ) -> DispatcherService {
         let (version, _) = watch::channel(0);
         let soft = Soft::after_start(&state, Instant::now());
-        DispatcherService {
+        let metrics = DispatcherMetrics::register(&config.metrics, journal_dir);
+        let svc = DispatcherService {
             inner: Arc::new(Inner {
                 core: Mutex::new(Core {
                     state,
                     soft,
-                    events: EventLog::default(),
+                    events: EventLog::counted(metrics.clone()),
                     pending: Pending {
                         records: Vec::new(),
                         applied,
@@ -165,8 +186,32 @@ impl DispatcherService {
                 started_unix_ms: unix_ms(),
                 durability,
                 datasets: DatasetIndex::default(),
+                metrics,
             }),
+        };
+        let weak = Arc::downgrade(&svc.inner);
+        svc.inner.config.metrics.on_scrape(move || {
+            if let Some(inner) = weak.upgrade() {
+                DispatcherService { inner }.refresh_metrics();
+            }
+        });
+        svc
+    }
+
+    /// Sets the metrics' state gauges (at scrape).
+    fn refresh_metrics(&self) {
+        let journal = self.journal_status();
+        {
+            let core = self.lock();
+            self.inner
+                .metrics
+                .refresh(&core.state, &core.soft, Some(&journal));
         }
+        self.inner.metrics.refresh_disk();
+    }
+
+    pub(crate) fn metrics(&self) -> &DispatcherMetrics {
+        &self.inner.metrics
     }
 
     pub fn config(&self) -> &DispatcherConfig {
@@ -229,8 +274,8 @@ impl DispatcherService {
             core.pending.applied += 1;
             self.inner.durability.wake.notify_one();
         }
+        self.inner.metrics.applied(&command, &outcome);
         for e in &outcome.events {
-            tracing::info!(kind = e.kind.name(), "{}", e.message);
             core.events.push(e.kind, e.message.clone(), e.worker, e.job);
         }
         if !outcome.noop {

@@ -115,7 +115,12 @@ impl DispatcherService {
                 ..Default::default()
             }));
         }
-        if core.soft.touch(req.worker_id, Instant::now()) {
+        let now = Instant::now();
+        let previous = core.soft.last_seen.get(&req.worker_id).copied();
+        if let Some(gap) = crate::metrics::since(previous, now) {
+            self.metrics().heartbeat_gap(gap);
+        }
+        if core.soft.touch(req.worker_id, now) {
             let msg = format!("worker {}: heartbeats resumed", req.worker_id);
             core.events
                 .push(EventKind::HeartbeatResumed, msg, Some(req.worker_id), None);

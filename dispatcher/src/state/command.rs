@@ -152,6 +152,9 @@ pub struct Outcome {
     pub created: bool,
     pub assigned: Vec<(JobId, u64, u32, Assignment)>,
     pub events: Vec<StateEvent>,
+    /// Splits a consumer moved past (delivered in full) with this command: its cursor's
+    /// advance in positions (metrics count it; the state keeps no tally).
+    pub completed: u64,
     /// Nothing changed (the command need not be journaled).
     pub noop: bool,
 }

@@ -584,6 +584,9 @@ impl State {
         if let Some(c) = job.consumers.get_mut(index as usize) {
             c.cursor = normalized;
         }
+        let per_epoch = u64::from(job.positions_per_epoch(index));
+        let passed = |c: Cursor| c.epoch.saturating_mul(per_epoch) + u64::from(c.ordinal);
+        out.completed = passed(normalized).saturating_sub(passed(old));
         // Drop assignments this consumer has moved past.
         let delivered: Vec<(u64, u32)> = job
             .assignments

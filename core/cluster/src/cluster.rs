@@ -61,6 +61,10 @@ pub struct ClusterSpec {
     /// loopback.
     #[serde(default)]
     pub hosts: bool,
+    /// Every node serves `/metrics`, `/healthz` and `/readyz` (`--metrics-listen` on a free
+    /// loopback port, or a fixed port on its own host); [`NodeInfo::metrics`] says where.
+    #[serde(default)]
+    pub metrics: bool,
 }
 
 /// Lifecycle of a node as cluster control sees it.
@@ -116,11 +120,16 @@ pub struct NodeInfo {
     pub restarts: u32,
     pub log: PathBuf,
     pub standby: bool,
+    /// Where it serves its metrics and health endpoints, if it does.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug)]
 struct Node {
     spec: NodeSpec,
+    /// Its `--metrics-listen` address (added to its arguments by [`Cluster::add`]).
+    metrics: Option<String>,
     child: Option<Child>,
     state: NodeState,
     restarts: u32,
@@ -137,11 +146,15 @@ pub struct Cluster {
     nodes: Vec<Node>,
     /// The hosts of the nodes, if they run on separate hosts (dropped after the nodes).
     network: Option<Network>,
+    /// Nodes added from now on serve metrics ([`Cluster::serve_metrics`]).
+    metrics: bool,
 }
 
 /// The port every node listens on when it has a host of its own.
 const HOST_DISPATCHER_PORT: u16 = 5050;
 const HOST_WORKER_PORT: u16 = 5051;
+/// The port every node serves metrics on when it has a host of its own.
+const HOST_METRICS_PORT: u16 = 9090;
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> Result<u16> {
@@ -169,6 +182,7 @@ impl Cluster {
         };
         let mut cluster = Cluster::new(&spec.root, launcher, &dispatcher)?;
         cluster.network = network;
+        cluster.metrics = spec.metrics;
         let mut d_args = vec![
             "--listen".to_string(),
             dispatcher.clone(),
@@ -216,7 +230,25 @@ impl Cluster {
             dispatcher: dispatcher.to_string(),
             nodes: Vec::new(),
             network: None,
+            metrics: false,
         })
+    }
+
+    /// Whether nodes added from now on serve their metrics and health endpoints
+    /// (`--metrics-listen`).
+    pub fn serve_metrics(&mut self, on: bool) {
+        self.metrics = on;
+    }
+
+    /// A node's metrics address: a free loopback port, or the fixed port on its own host.
+    fn metrics_address(&mut self, name: &str) -> Result<String> {
+        match &mut self.network {
+            Some(net) => {
+                let (_, address) = net.host_for(name)?;
+                Ok(format!("{address}:{HOST_METRICS_PORT}"))
+            }
+            None => Ok(format!("127.0.0.1:{}", free_port()?)),
+        }
     }
 
     /// The address a new worker `name` listens on: a free loopback port, or the fixed port on
@@ -261,17 +293,26 @@ impl Cluster {
         self.root.join(name)
     }
 
-    /// Adds and starts a node.
-    pub fn add(&mut self, spec: NodeSpec) -> Result<()> {
+    /// Adds and starts a node (serving metrics if [`Cluster::serve_metrics`] says so).
+    pub fn add(&mut self, mut spec: NodeSpec) -> Result<()> {
         if self.nodes.iter().any(|n| n.spec.name == spec.name) {
             return Err(ClusterError::Invalid(format!(
                 "a node named `{}` exists",
                 spec.name
             )));
         }
+        let metrics = if self.metrics {
+            let address = self.metrics_address(&spec.name)?;
+            spec.args
+                .extend(["--metrics-listen".to_string(), address.clone()]);
+            Some(address)
+        } else {
+            None
+        };
         let log = self.root.join("logs").join(format!("{}.log", spec.name));
         self.nodes.push(Node {
             spec,
+            metrics,
             child: None,
             state: NodeState::NotStarted,
             restarts: 0,
@@ -397,6 +438,7 @@ impl Cluster {
                 restarts: n.restarts,
                 log: n.log.clone(),
                 standby: n.spec.args.iter().any(|a| a == "--standby"),
+                metrics: n.metrics.clone(),
             })
             .collect()
     }

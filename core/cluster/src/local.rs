@@ -75,6 +75,7 @@ pub struct LocalClusterBuilder {
     clients: Vec<Vec<String>>,
     control: bool,
     hosts: bool,
+    metrics: bool,
 }
 
 impl LocalClusterBuilder {
@@ -139,6 +140,13 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// Whether every node serves `/metrics`, `/healthz` and `/readyz` (`--metrics-listen`;
+    /// where is in each node's `NodeInfo::metrics`). Default: no.
+    pub fn metrics(mut self, metrics: bool) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// Binds the control endpoint (if asked), launches the cluster (waiting until the
     /// dispatcher accepts connections), then serves control. Blocks.
     pub fn start(self) -> Result<LocalCluster> {
@@ -164,6 +172,7 @@ impl LocalClusterBuilder {
             worker_args: self.worker_flags.clone(),
             clients: self.clients,
             hosts: self.hosts,
+            metrics: self.metrics,
         };
         let launcher = match self.launcher {
             Some(l) => l,
@@ -209,6 +218,7 @@ impl LocalCluster {
             clients: Vec::new(),
             control: false,
             hosts: false,
+            metrics: false,
         }
     }
 

@@ -256,7 +256,10 @@ impl TaskCache {
             Ok(Some(records)) => {
                 let took = started.elapsed();
                 let n = records.len() as u64;
-                self.reports.metrics.read_bytes.inc_by(chunk_size(&self.path()));
+                self.reports
+                    .metrics
+                    .read_bytes
+                    .inc_by(chunk_size(&self.path()));
                 self.reports.with(self.job, |r| {
                     r.read_us += took.as_micros() as u64;
                     r.read_count += n;

@@ -82,7 +82,11 @@ impl Task {
     /// Whether the task has nothing to compute until its client reads, and its client has not
     /// fetched for `idle_after` (see `schedule.rs`).
     fn is_idle(&self, config: &EngineConfig) -> bool {
-        is_idle(self.is_full(config), self.last_fetch.elapsed(), config.idle_after)
+        is_idle(
+            self.is_full(config),
+            self.last_fetch.elapsed(),
+            config.idle_after,
+        )
     }
 
     fn is_full(&self, config: &EngineConfig) -> bool {
@@ -639,7 +643,10 @@ fn move_cursor(
         }
         let kept = task.buffer.split_off(&from);
         let passed = std::mem::replace(&mut task.buffer, kept);
-        discarded = (Discard::Skipped, passed.range(task.sent_upto..).count() as u64);
+        discarded = (
+            Discard::Skipped,
+            passed.range(task.sent_upto..).count() as u64,
+        );
         task.sent_upto = task.sent_upto.max(from);
         task.acked = from;
         task.next_claim = task.next_claim.max(from);
@@ -842,49 +849,6 @@ mod tests {
         tf_sample_prepared()
     }
 
-    #[test]
-    fn a_task_definition_gives_its_spec_and_key() {
-        let def = v1::TaskDef {
-            key: Some(v1::TaskKey::new(3, 7, 11)),
-            lease: 9,
-            split: 5,
-            dataset_id: "ab12".into(),
-            seed: 42,
-            start_index: 4,
-            cache_mode: v1::CacheMode::Put.into(),
-        };
-        let spec = TaskSpec::from_def(def.clone()).expect("a keyed definition");
-        let key = TaskKey {
-            job: 3,
-            epoch: 7,
-            position: 11,
-        };
-        assert_eq!(spec.key, key);
-        assert_eq!(
-            (spec.lease, spec.split, spec.seed, spec.start_index),
-            (9, 5, 42, 4)
-        );
-        assert_eq!(spec.dataset_id, "ab12");
-        assert_eq!(spec.cache_mode, CacheMode::Put);
-        assert_eq!(v1::TaskKey::from(key), v1::TaskKey::new(3, 7, 11));
-        let keyless = v1::TaskDef {
-            key: None,
-            ..def.clone()
-        };
-        assert!(TaskSpec::from_def(keyless).is_err());
-        // A task is never AUTO, and a mode this worker does not know is refused, not computed.
-        let refusal = |mode: i32| {
-            let def = v1::TaskDef {
-                cache_mode: mode,
-                ..def.clone()
-            };
-            TaskSpec::from_def(def).expect_err("refused")
-        };
-        assert!(refusal(v1::CacheMode::Auto.into()).contains("never auto"));
-        assert!(refusal(v1::CacheMode::Unspecified.into()).contains("has no cache mode"));
-        assert!(refusal(99).contains("cache mode 99 is unknown"));
-    }
-
     fn spec(lease: u64) -> TaskSpec {
         TaskSpec {
             key: TaskKey {
@@ -899,6 +863,133 @@ mod tests {
             start_index: 0,
             cache_mode: CacheMode::Compute,
         }
+    }
+
+    /// The engine's accounts once `done` holds (checking the identity on every look).
+    async fn accounts_when(engine: &Engine, done: impl Fn(&Accounts) -> bool) -> Accounts {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let a = engine.accounts();
+            assert!(a.balanced(), "{a:?}");
+            if done(&a) {
+                return a;
+            }
+            assert!(std::time::Instant::now() < deadline, "never reached: {a:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn every_produced_element_is_served_discarded_or_buffered() {
+        let (engine, _threads) = Engine::start(EngineConfig {
+            threads: 2,
+            max_tasks: 2,
+            ahead: 16,
+            chunk: 4,
+            idle_after: Duration::from_secs(60),
+        });
+        let key = spec(7).key;
+        let wait = Duration::from_secs(10);
+        // The identity holds at every moment, also while the compute threads run.
+        let watcher = {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                for _ in 0..2000 {
+                    let a = engine.accounts();
+                    assert!(a.balanced(), "{a:?}");
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        engine.add_task(spec(7), prepared());
+        let full = accounts_when(&engine, |a| a.tasks_in(TaskState::Full) == 1).await;
+        assert_eq!(full.buffered_elements, 16);
+        assert_eq!(full.ledger.produced, 16);
+        assert!(full.buffered_bytes > 0);
+        // First sends.
+        let got = engine.fetch(key, 7, 0, 4, usize::MAX, wait).await.unwrap();
+        assert_eq!(got.elements.len(), 4);
+        let a = engine.accounts();
+        assert_eq!((a.ledger.served, a.ledger.resent), (4, 0));
+        let bytes: u64 = got
+            .elements
+            .iter()
+            .map(|e| cachew_proto::element_bytes(e) as u64)
+            .sum();
+        assert_eq!(a.ledger.served_bytes, bytes);
+        // The same fetch again (a broken stream): resends, nothing new served.
+        engine.fetch(key, 7, 0, 4, usize::MAX, wait).await.unwrap();
+        let a = engine.accounts();
+        assert_eq!((a.ledger.served, a.ledger.resent), (4, 4));
+        assert_eq!(a.ledger.served_bytes, 2 * bytes);
+        // A jump forward past 4..10 (never sent): skipped.
+        let got = engine.fetch(key, 7, 10, 2, usize::MAX, wait).await.unwrap();
+        assert_eq!(got.elements[0].id.index, 10);
+        let a = accounts_when(&engine, |a| a.ledger.produced >= 16 + 10).await;
+        assert_eq!(a.ledger.discarded(Discard::Skipped), 6);
+        assert_eq!(a.ledger.served, 6);
+        // Wait for the buffer to fill again past the cursor, then go back: rewound.
+        accounts_when(&engine, |a| a.tasks_in(TaskState::Full) == 1).await;
+        engine.fetch(key, 7, 2, 1, usize::MAX, wait).await.unwrap();
+        let a = engine.accounts();
+        // 10..26 were buffered, 10..12 sent: 14 thrown away unsent.
+        assert_eq!(a.ledger.discarded(Discard::Rewound), 14);
+        // Element 2 computed again and sent again: a new production, served anew.
+        assert_eq!(a.ledger.served, 7);
+        // The same task under a newer lease: the old one's unsent elements are fenced.
+        let before = accounts_when(&engine, |a| a.tasks_in(TaskState::Full) == 1).await;
+        engine.add_task(spec(8), prepared());
+        let a = engine.accounts();
+        assert_eq!(
+            a.ledger.discarded(Discard::Fenced),
+            before.buffered_elements
+        );
+        // Dropping it throws its unsent elements away as dropped.
+        let before = accounts_when(&engine, |a| a.buffered_elements > 0).await;
+        let dropped_before = before.ledger.discarded(Discard::Dropped);
+        engine.drop_task(&key, 8);
+        let a = accounts_when(&engine, |a| a.tasks.iter().sum::<u64>() == 0).await;
+        assert_eq!(a.buffered_elements, 0);
+        assert_eq!(a.buffered_bytes, 0);
+        assert!(a.ledger.discarded(Discard::Dropped) >= dropped_before + before.buffered_elements);
+        // Chunks in flight for the dropped task end as stale; then everything is accounted.
+        let a = accounts_when(&engine, |a| {
+            a.ledger.produced == a.ledger.served + a.ledger.discarded_total()
+        })
+        .await;
+        assert!(a.balanced());
+        watcher.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unread_task_is_idle_and_a_fully_sent_one_sent() {
+        let (engine, _threads) = Engine::start(EngineConfig {
+            threads: 1,
+            max_tasks: 2,
+            ahead: 64,
+            chunk: 16,
+            idle_after: Duration::from_millis(50),
+        });
+        engine.add_task(spec(7), prepared());
+        let key = spec(7).key;
+        let wait = Duration::from_secs(10);
+        // Unread with a full buffer for longer than idle_after: idle.
+        accounts_when(&engine, |a| a.tasks_in(TaskState::Idle) == 1).await;
+        let mut from = 0;
+        loop {
+            let got = engine
+                .fetch(key, 7, from, 64, usize::MAX, wait)
+                .await
+                .unwrap();
+            from += got.elements.len() as u32;
+            if got.end_of_split {
+                break;
+            }
+        }
+        let a = engine.accounts();
+        assert_eq!(a.tasks_in(TaskState::Sent), 1, "{a:?}");
+        assert_eq!(a.ledger.served, u64::from(from));
+        assert!(a.balanced());
     }
 
     #[tokio::test]

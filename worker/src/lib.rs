@@ -150,8 +150,8 @@ pub async fn run(
                 service::WorkerService::new(engine.clone(), config.started)
                     .with_metrics(metrics.fetch.clone()),
             )
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(cachew_proto::incoming(listener), async {
             let _ = stopped.await;

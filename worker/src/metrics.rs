@@ -478,3 +478,210 @@ impl Collector for EngineCollector {
         .concat()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn scrape(exporter: &Exporter) -> prometheus_parse::Scrape {
+        let text = exporter.encode();
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .expect("a valid exposition")
+    }
+
+    fn value(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .unwrap_or_else(|| panic!("{name} {label:?} missing"));
+        match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{name} is not a number"),
+        }
+    }
+
+    #[test]
+    fn the_engine_snapshot_is_exposed_with_every_reason_and_state() {
+        let exporter = Exporter::new("worker");
+        let _metrics = WorkerMetrics::register(&exporter);
+        let snapshot = Arc::new(Mutex::new(Accounts::default()));
+        let shared = snapshot.clone();
+        WorkerMetrics::watch_engine(&exporter, move || Some(*shared.lock().unwrap()));
+        let s = scrape(&exporter);
+        for reason in Discard::ALL {
+            let v = value(
+                &s,
+                "cachew_worker_elements_discarded_total",
+                Some(("reason", reason.label())),
+            );
+            assert_eq!(v, 0.0);
+        }
+        for state in TaskState::ALL {
+            let v = value(&s, "cachew_worker_tasks", Some(("state", state.label())));
+            assert_eq!(v, 0.0);
+        }
+        {
+            let mut a = snapshot.lock().unwrap();
+            a.ledger.produced = 10;
+            a.ledger.served = 4;
+            a.ledger.resent = 2;
+            a.ledger.served_bytes = 600;
+            a.ledger.discard(Discard::Rewound, 3);
+            a.buffered_elements = 3;
+            a.buffered_bytes = 700;
+            a.count_task(TaskState::Full);
+            assert!(a.balanced());
+        }
+        let s = scrape(&exporter);
+        assert_eq!(
+            value(&s, "cachew_worker_elements_produced_total", None),
+            10.0
+        );
+        assert_eq!(value(&s, "cachew_worker_elements_served_total", None), 4.0);
+        assert_eq!(value(&s, "cachew_worker_elements_resent_total", None), 2.0);
+        assert_eq!(value(&s, "cachew_worker_served_bytes_total", None), 600.0);
+        let rewound = ("reason", "rewound");
+        assert_eq!(
+            value(&s, "cachew_worker_elements_discarded_total", Some(rewound)),
+            3.0
+        );
+        assert_eq!(value(&s, "cachew_worker_buffered_elements", None), 3.0);
+        assert_eq!(value(&s, "cachew_worker_buffered_bytes", None), 700.0);
+        assert_eq!(
+            value(&s, "cachew_worker_tasks", Some(("state", "full"))),
+            1.0
+        );
+        assert_eq!(
+            value(&s, "cachew_worker_tasks", Some(("state", "idle"))),
+            0.0
+        );
+        // Every worker metric follows the naming rules and has a help text.
+        let text = exporter.encode();
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("# HELP cachew_worker_"))
+        {
+            assert!(line.ends_with('.'), "{line}");
+        }
+        for name in [
+            "cachew_worker_op_seconds",
+            "cachew_worker_checkpoint_write_seconds",
+            "cachew_worker_checkpoint_age_seconds",
+            "cachew_worker_checkpoint_failures_total",
+            "cachew_worker_cache_hits_total",
+            "cachew_worker_cache_misses_total",
+            "cachew_worker_cache_written_bytes_total",
+            "cachew_worker_cache_read_bytes_total",
+            "cachew_worker_cache_repairs_total",
+            "cachew_worker_fetch_seconds",
+            "cachew_worker_fetches_total",
+            "cachew_worker_registered",
+            "cachew_worker_draining",
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
+        }
+    }
+
+    #[test]
+    fn op_times_and_fetch_outcomes_count_under_their_labels() {
+        let exporter = Exporter::new("worker");
+        let metrics = WorkerMetrics::register(&exporter);
+        metrics.ops.op_done("decode_jpeg", Duration::from_millis(2));
+        metrics.ops.op_done("read", Duration::from_micros(50));
+        metrics
+            .fetch
+            .done(FetchOutcome::WrongLease, Duration::from_millis(1));
+        metrics
+            .fetch
+            .done(FetchOutcome::Ok, Duration::from_millis(1));
+        metrics
+            .fetch
+            .done(FetchOutcome::Ok, Duration::from_millis(1));
+        let s = scrape(&exporter);
+        // Observations per op: the histogram's +Inf bucket.
+        let observed = |op: &str| {
+            let sample = s
+                .samples
+                .iter()
+                .find(|x| x.metric == "cachew_worker_op_seconds" && x.labels.get("op") == Some(op))
+                .unwrap_or_else(|| panic!("no histogram for {op}"));
+            match &sample.value {
+                prometheus_parse::Value::Histogram(buckets) => {
+                    buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+                }
+                _ => panic!("op_seconds is not a histogram"),
+            }
+        };
+        assert_eq!(observed("decode_jpeg"), 1.0);
+        assert_eq!(observed("read"), 1.0);
+        assert_eq!(observed("resize"), 0.0);
+        assert_eq!(
+            value(&s, "cachew_worker_fetches_total", Some(("outcome", "ok"))),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &s,
+                "cachew_worker_fetches_total",
+                Some(("outcome", "wrong_lease"))
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &s,
+                "cachew_worker_fetches_total",
+                Some(("outcome", "bad_index"))
+            ),
+            0.0
+        );
+    }
+
+    #[test]
+    fn readiness_follows_the_lifecycle() {
+        let exporter = Exporter::new("worker");
+        let metrics = WorkerMetrics::register(&exporter);
+        let l = &metrics.lifecycle;
+        let ready = || exporter.health().readiness();
+        assert_eq!(ready(), Err("registering".to_string()));
+        l.unreachable();
+        assert_eq!(ready(), Err("dispatcher unreachable".to_string()));
+        l.registered();
+        assert_eq!(ready(), Ok(()));
+        assert_eq!(l.registered.get(), 1);
+        l.draining();
+        assert_eq!(ready(), Err("draining".to_string()));
+        // Draining is for good: a heartbeat that gets through does not make it ready again.
+        l.registered();
+        l.unreachable();
+        assert_eq!(ready(), Err("draining".to_string()));
+        l.left();
+        assert_eq!(ready(), Err("left".to_string()));
+        assert_eq!((l.registered.get(), l.draining.get()), (0, 1));
+    }
+
+    #[test]
+    fn checkpoint_age_counts_from_the_start_then_from_the_last_write() {
+        let exporter = Exporter::new("worker");
+        let metrics = WorkerMetrics::register(&exporter);
+        let age = |e: &Exporter| value(&scrape(e), "cachew_worker_checkpoint_age_seconds", None);
+        assert_eq!(age(&exporter), 0.0, "disabled: 0");
+        metrics.checkpoint.started();
+        std::thread::sleep(Duration::from_millis(30));
+        let waited = age(&exporter);
+        assert!(waited >= 0.03, "{waited}");
+        metrics.checkpoint.written(Duration::from_millis(3));
+        assert!(age(&exporter) < waited);
+        metrics.checkpoint.failed();
+        let s = scrape(&exporter);
+        assert_eq!(
+            value(&s, "cachew_worker_checkpoint_failures_total", None),
+            1.0
+        );
+    }
+}

@@ -92,7 +92,6 @@ impl Default for EngineConfig {
     }
 }
 
-
 /// Progress of one task, as reported to the dispatcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskReport {
@@ -128,11 +127,58 @@ pub struct PipelineFailure {
     pub reason: String,
 }
 
-
 /// The result of a fetch.
 #[derive(Debug, Clone)]
 pub struct Fetched {
     pub elements: Vec<Element>,
     pub end_of_split: bool,
     pub len: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_definition_gives_its_spec_and_key() {
+        let def = v1::TaskDef {
+            key: Some(v1::TaskKey::new(3, 7, 11)),
+            lease: 9,
+            split: 5,
+            dataset_id: "ab12".into(),
+            seed: 42,
+            start_index: 4,
+            cache_mode: v1::CacheMode::Put.into(),
+        };
+        let spec = TaskSpec::from_def(def.clone()).expect("a keyed definition");
+        let key = TaskKey {
+            job: 3,
+            epoch: 7,
+            position: 11,
+        };
+        assert_eq!(spec.key, key);
+        assert_eq!(
+            (spec.lease, spec.split, spec.seed, spec.start_index),
+            (9, 5, 42, 4)
+        );
+        assert_eq!(spec.dataset_id, "ab12");
+        assert_eq!(spec.cache_mode, CacheMode::Put);
+        assert_eq!(v1::TaskKey::from(key), v1::TaskKey::new(3, 7, 11));
+        let keyless = v1::TaskDef {
+            key: None,
+            ..def.clone()
+        };
+        assert!(TaskSpec::from_def(keyless).is_err());
+        // A task is never AUTO, and a mode this worker does not know is refused, not computed.
+        let refusal = |mode: i32| {
+            let def = v1::TaskDef {
+                cache_mode: mode,
+                ..def.clone()
+            };
+            TaskSpec::from_def(def).expect_err("refused")
+        };
+        assert!(refusal(v1::CacheMode::Auto.into()).contains("never auto"));
+        assert!(refusal(v1::CacheMode::Unspecified.into()).contains("has no cache mode"));
+        assert!(refusal(99).contains("cache mode 99 is unknown"));
+    }
 }

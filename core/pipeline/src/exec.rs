@@ -156,7 +156,13 @@ impl Pipeline {
         laps: &mut Laps<'_>,
     ) -> Result<Vec<Tensor>> {
         let mut features = Features::default();
-        self.run_ops(0..self.spec.ops.len(), ctx, Some(payload), &mut features, laps)?;
+        self.run_ops(
+            0..self.spec.ops.len(),
+            ctx,
+            Some(payload),
+            &mut features,
+            laps,
+        )?;
         self.outputs(ctx.record_id, features)
     }
 
@@ -383,7 +389,16 @@ impl Pipeline {
         positions: Range<u32>,
         cache: &dyn PrefixCache,
     ) -> Result<Vec<Element>> {
-        self.produce_observed(dataset, seed, epoch, split, order, positions, cache, &NoObserver)
+        self.produce_observed(
+            dataset,
+            seed,
+            epoch,
+            split,
+            order,
+            positions,
+            cache,
+            &NoObserver,
+        )
     }
 
     /// [`Pipeline::produce_with`] that tells `observer` how long each op took on each record

@@ -76,9 +76,20 @@ fn observing_changes_no_byte_and_hears_every_op_of_every_record() {
     for split in 0..plan.num_splits() {
         let order = plan.record_order(5, 2, split);
         let range = 0..order.len() as u32;
-        let plain = p.produce(&dataset, 5, 2, split, &order, range.clone()).unwrap();
+        let plain = p
+            .produce(&dataset, 5, 2, split, &order, range.clone())
+            .unwrap();
         let off = p
-            .produce_observed(&dataset, 5, 2, split, &order, range.clone(), &NoCache, &NoObserver)
+            .produce_observed(
+                &dataset,
+                5,
+                2,
+                split,
+                &order,
+                range.clone(),
+                &NoCache,
+                &NoObserver,
+            )
             .unwrap();
         let on = p
             .produce_observed(&dataset, 5, 2, split, &order, range, &NoCache, &count)

@@ -51,6 +51,9 @@ fn report_to_wire(r: &TaskReport) -> v1::TaskProgress {
     }
 }
 
+/// How long connecting may take before `/readyz` says the dispatcher is unreachable.
+const UNREACHABLE_AFTER: Duration = Duration::from_secs(1);
+
 /// How often a heartbeat in flight checks whether idle tasks freed slots.
 const IDLE_CHECK: Duration = Duration::from_millis(250);
 
@@ -80,9 +83,19 @@ pub async fn control_loop(config: ControlConfig, parts: ControlParts) -> Result<
         drain,
         lifecycle,
     } = parts;
-    let mut client = tokio::select! {
-        c = connect(&config.dispatcher, config.connect_timeout) => c?,
-        _ = drain.requested() => return Ok(()),
+    let connecting = connect(&config.dispatcher, config.connect_timeout);
+    tokio::pin!(connecting);
+    let mut slow = false;
+    let mut client = loop {
+        tokio::select! {
+            c = &mut connecting => break c?,
+            _ = drain.requested() => return Ok(()),
+            // Still no answer after a while: say why this worker is not ready.
+            _ = tokio::time::sleep(UNREACHABLE_AFTER), if !slow => {
+                slow = true;
+                lifecycle.unreachable();
+            }
+        }
     };
     loop {
         if drain.is_requested() {

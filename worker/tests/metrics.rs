@@ -150,11 +150,14 @@ async fn a_worker_exposes_balanced_element_accounts_and_its_readiness() {
     // Alive at once, not ready while there is no dispatcher.
     assert_eq!(get(metrics, "/healthz").await.0, 200);
     let why = wait_for(metrics, "/readyz", |status, _| status == 503).await;
-    assert!(
-        why.contains("registering") || why.contains("dispatcher unreachable"),
-        "{why}"
-    );
-    Scrape::take(metrics).await.assert_balanced();
+    assert!(why.contains("registering"), "{why}");
+    wait_for(metrics, "/readyz", |status, why| {
+        status == 503 && why.contains("dispatcher unreachable")
+    })
+    .await;
+    let unregistered = Scrape::take(metrics).await;
+    unregistered.assert_balanced();
+    assert_eq!(unregistered.get("cachew_worker_registered"), 0.0);
 
     let dispatcher_listener = TcpListener::bind(dispatcher_address).await.unwrap();
     let (stop_dispatcher, dispatcher_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -146,7 +146,7 @@ impl WorkerMetrics {
         }
     }
 
-    /// Unregistered handles (tests, and engines started without an exporter).
+    /// Handles on a private exporter nobody serves (tests, and engines started without one).
     pub fn detached() -> WorkerMetrics {
         WorkerMetrics::register(&Exporter::new("worker"))
     }

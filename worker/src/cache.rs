@@ -29,7 +29,13 @@ use cachew_proto::v1;
 use sha2::{Digest, Sha256};
 
 use crate::disk::DiskAlarm;
+use crate::metrics::CacheMetrics;
 use crate::prepared::Prepared;
+
+/// The size of a chunk file just read or written (for the byte counters; 0 if it vanished).
+fn chunk_size(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
 
 /// Where the cache lives for this worker.
 #[derive(Debug, Clone)]
@@ -96,9 +102,18 @@ impl CacheMode {
 pub struct CacheReports {
     by_job: Mutex<HashMap<u64, v1::CacheReport>>,
     disk: std::sync::OnceLock<DiskAlarm>,
+    metrics: CacheMetrics,
 }
 
 impl CacheReports {
+    /// Reports that also count into `metrics` (hits, misses, bytes, repairs).
+    pub fn new(metrics: CacheMetrics) -> CacheReports {
+        CacheReports {
+            metrics,
+            ..CacheReports::default()
+        }
+    }
+
     /// The cache disk's condition (created with the first task's cache directory).
     pub fn disk(&self, dir: &std::path::Path) -> &DiskAlarm {
         self.disk
@@ -211,6 +226,11 @@ impl TaskCache {
         }
     }
 
+    /// Where the split's chunk file is.
+    fn path(&self) -> PathBuf {
+        cachew_pipeline::cache::chunk_path(&self.settings.dir, &self.fingerprint, self.split)
+    }
+
     /// The prefix fingerprint the chunk is filed under.
     pub fn fingerprint(&self) -> &[u8; 32] {
         &self.fingerprint
@@ -236,6 +256,10 @@ impl TaskCache {
             Ok(Some(records)) => {
                 let took = started.elapsed();
                 let n = records.len() as u64;
+                self.reports
+                    .metrics
+                    .read_bytes
+                    .inc_by(chunk_size(&self.path()));
                 self.reports.with(self.job, |r| {
                     r.read_us += took.as_micros() as u64;
                     r.read_count += n;
@@ -288,6 +312,7 @@ impl TaskCache {
 
     fn start_repair(&self, st: &mut State) {
         st.collecting = true;
+        self.reports.metrics.repairs.inc();
         self.reports.with(self.job, |r| r.repaired += 1);
     }
 
@@ -344,7 +369,8 @@ impl TaskCache {
             &mut records,
             self.settings.compression,
         ) {
-            Ok(_) => {
+            Ok(path) => {
+                self.reports.metrics.written_bytes.inc_by(chunk_size(&path));
                 self.reports.disk(&self.settings.dir).succeeded();
                 self.reports
                     .with(self.job, |r| r.committed.push(self.split));
@@ -357,6 +383,7 @@ impl TaskCache {
                     self.range.clone(),
                 ) {
                     let took = started.elapsed();
+                    self.reports.metrics.read_bytes.inc_by(chunk_size(&path));
                     self.reports.with(self.job, |r| {
                         r.read_us += took.as_micros() as u64;
                         r.read_count += back.len() as u64;
@@ -387,7 +414,12 @@ impl PrefixCache for TaskCache {
         }
         let mut st = self.lock();
         self.ensure_loaded(&mut st);
-        st.loaded.as_ref()?.get(&record_id).cloned()
+        let hit = st.loaded.as_ref().and_then(|l| l.get(&record_id).cloned());
+        match hit {
+            Some(_) => self.reports.metrics.hits.inc(),
+            None => self.reports.metrics.misses.inc(),
+        }
+        hit
     }
 
     fn computed(

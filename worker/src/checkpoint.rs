@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::WorkerError;
 use crate::disk::DiskAlarm;
 use crate::engine::{Engine, TaskKey, TaskSpec};
+use crate::metrics::CheckpointMetrics;
 
 const FORMAT: u32 = 1;
 
@@ -173,7 +174,9 @@ impl Checkpointer {
         address: String,
         interval: Duration,
         info: SharedInfo,
+        metrics: CheckpointMetrics,
     ) -> std::io::Result<Checkpointer> {
+        metrics.started();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let dir = store.dir().to_path_buf();
@@ -220,13 +223,16 @@ impl Checkpointer {
                         None => match CheckpointStore::open(&dir) {
                             Ok((opened, _)) => store.insert(opened),
                             Err(e) => {
+                                metrics.failed();
                                 alarm.failed(&e, e.is_disk_full());
                                 continue;
                             }
                         },
                     };
+                    let started = Instant::now();
                     match current.write(&bytes) {
                         Ok(stats) => {
+                            metrics.written(started.elapsed());
                             alarm.succeeded();
                             written += 1;
                             *info.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -241,6 +247,7 @@ impl Checkpointer {
                         Err(e) => {
                             // Not durable, or not known to be: never counted, and never
                             // written through this store again (see CheckpointStore::write).
+                            metrics.failed();
                             alarm.failed(&e, e.is_disk_full());
                             store = None;
                         }

@@ -65,6 +65,10 @@ pub struct Args {
     /// dispatcher is unreachable. A second signal exits at once.
     #[arg(long, default_value_t = 5_000)]
     pub drain_timeout_ms: u64,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this HOST:PORT (off by default).
+    /// It answers from the start; /readyz is 200 once registered and until the drain.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub log: cachew_proto::daemon::LogFlags,
     /// Keepalive pings that notice a silent peer (a cut link).
@@ -109,6 +113,12 @@ async fn run(args: Args, started: std::time::Instant) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot create --work-dir {}: {e}", dir.display()))?;
     }
+    let metrics = cachew_metrics::Exporter::new("worker");
+    if let Some(address) = &args.metrics_listen {
+        let listener = cachew_metrics::bind(address).await?;
+        tracing::info!(address = %listener.local_addr()?, "metrics endpoint listening");
+        cachew_metrics::spawn(listener, metrics.clone());
+    }
     let defaults = EngineConfig::default();
     let config = WorkerConfig {
         control: ControlConfig {
@@ -145,6 +155,7 @@ async fn run(args: Args, started: std::time::Instant) -> anyhow::Result<()> {
                 },
             }),
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+        metrics,
     };
     tracing::info!(address = %bound, dispatcher = %args.dispatcher, threads = config.engine.threads, "worker listening");
     let stop = async {

@@ -17,6 +17,8 @@ use crate::checkpoint::{SharedInfo, TaskCheckpoint};
 use crate::disk::DiskAlarm;
 use crate::drain::{Drain, Origin};
 use crate::engine::{Engine, Prepared, PreparedCache, TaskKey, TaskReport, TaskSpec};
+use crate::ledger::Discard;
+use crate::metrics::Lifecycle;
 
 /// How the control loop reaches the dispatcher and presents this worker.
 #[derive(Debug, Clone)]
@@ -49,6 +51,9 @@ fn report_to_wire(r: &TaskReport) -> v1::TaskProgress {
     }
 }
 
+/// How long connecting may take before `/readyz` says the dispatcher is unreachable.
+const UNREACHABLE_AFTER: Duration = Duration::from_secs(1);
+
 /// How often a heartbeat in flight checks whether idle tasks freed slots.
 const IDLE_CHECK: Duration = Duration::from_millis(250);
 
@@ -61,6 +66,8 @@ pub struct ControlParts {
     pub checkpoint: SharedInfo,
     pub disks: Vec<Arc<DiskAlarm>>,
     pub drain: Drain,
+    /// Readiness and the registered / draining gauges.
+    pub lifecycle: Lifecycle,
 }
 
 /// Runs until the worker has drained: register, then heartbeat. Returns once the dispatcher
@@ -74,25 +81,39 @@ pub async fn control_loop(config: ControlConfig, parts: ControlParts) -> Result<
         checkpoint,
         disks,
         drain,
+        lifecycle,
     } = parts;
-    let mut client = tokio::select! {
-        c = connect(&config.dispatcher, config.connect_timeout) => c?,
-        _ = drain.requested() => return Ok(()),
+    let connecting = connect(&config.dispatcher, config.connect_timeout);
+    tokio::pin!(connecting);
+    let mut slow = false;
+    let mut client = loop {
+        tokio::select! {
+            c = &mut connecting => break c?,
+            _ = drain.requested() => return Ok(()),
+            // Still no answer after a while: say why this worker is not ready.
+            _ = tokio::time::sleep(UNREACHABLE_AFTER), if !slow => {
+                slow = true;
+                lifecycle.unreachable();
+            }
+        }
     };
     loop {
         if drain.is_requested() {
             return Ok(());
         }
+        lifecycle.registering();
         let registered = register(&mut client, &config, &engine, &mut restored, &cache).await;
         let (worker_id, incarnation, interval) = match registered {
             Ok(r) => r,
             Err(e) => {
+                lifecycle.unreachable();
                 tracing::warn!("registration failed: {e}; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
         tracing::info!(worker_id, incarnation, address = %config.advertise, standby = config.standby, "registered with dispatcher {}", config.dispatcher);
+        lifecycle.registered();
         let ended = heartbeat_loop(
             &mut client,
             &engine,
@@ -105,7 +126,7 @@ pub async fn control_loop(config: ControlConfig, parts: ControlParts) -> Result<
             },
             &checkpoint,
             &disks,
-            &drain,
+            (&drain, &lifecycle),
         )
         .await;
         if ended == Ended::Left {
@@ -203,7 +224,7 @@ async fn heartbeat_loop(
     me: Registration<'_>,
     checkpoint: &SharedInfo,
     disks: &[Arc<DiskAlarm>],
-    drain: &Drain,
+    (drain, lifecycle): (&Drain, &Lifecycle),
 ) -> Ended {
     let Registration {
         worker_id,
@@ -217,6 +238,9 @@ async fn heartbeat_loop(
     let mut drain_heard = false;
     loop {
         let draining = drain.is_requested();
+        if draining {
+            lifecycle.draining();
+        }
         let tasks: Vec<v1::TaskProgress> = engine.reports().iter().map(report_to_wire).collect();
         let left = draining && drain_heard && tasks.is_empty();
         // Reports travel at least once: a heartbeat that does not come back puts them back.
@@ -282,6 +306,7 @@ async fn heartbeat_loop(
         let resp = match result {
             Ok(Ok(r)) => r.into_inner(),
             Ok(Err(status)) => {
+                lifecycle.unreachable();
                 failures += 1;
                 if failures == 1 || failures.is_multiple_of(20) {
                     tracing::warn!(
@@ -293,6 +318,7 @@ async fn heartbeat_loop(
                 continue;
             }
             Err(_) => {
+                lifecycle.unreachable();
                 failures += 1;
                 tracing::warn!("heartbeat timed out ({failures} in a row)");
                 continue;
@@ -301,6 +327,7 @@ async fn heartbeat_loop(
         if failures > 0 {
             tracing::info!("heartbeats to the dispatcher work again after {failures} failure(s)");
             failures = 0;
+            lifecycle.registered();
         }
         if resp.reregister {
             engine.drop_all();
@@ -325,17 +352,19 @@ async fn heartbeat_loop(
             let Some(key) = d.key.map(TaskKey::from) else {
                 continue;
             };
-            if d.reason() == v1::DropReason::Fenced {
+            let discard = if d.reason() == v1::DropReason::Fenced {
                 tracing::warn!(
                     ?key,
                     lease = d.lease,
                     "task fenced: another worker owns it now"
                 );
+                Discard::Fenced
             } else {
                 let reason = names::label::<v1::DropReason>(d.reason);
                 tracing::debug!(?key, %reason, "task dropped");
-            }
-            engine.drop_task(&key, d.lease);
+                Discard::Dropped
+            };
+            engine.drop_task_for(&key, d.lease, discard);
         }
         if drain.is_requested() {
             if !resp.new_tasks.is_empty() {

@@ -18,94 +18,18 @@ use std::time::Duration;
 
 use cachew_pipeline::Element;
 use cachew_pipeline::exec::{NoCache, PrefixCache};
+use cachew_pipeline::observe::{NoObserver, OpObserver};
 use cachew_proto::backoff::Backoff;
-use cachew_proto::v1;
-use serde::{Deserialize, Serialize};
 
 use crate::cache::{CacheMode, CacheReports, CacheSettings, TaskCache};
+use crate::ledger::{Accounts, Discard, Ledger, TaskState};
+use crate::metrics::CacheMetrics;
 pub use crate::prepared::{Prepared, PreparedCache};
 use crate::schedule::{FairShare, SlotView, is_idle, slot_use};
+pub use crate::task::{
+    EngineConfig, FetchError, Fetched, PipelineFailure, TaskKey, TaskReport, TaskSpec,
+};
 use tokio::sync::Notify;
-
-/// A task: one position of one epoch of one job. The one key of a task in this worker: the
-/// engine's map, fetches, reports and checkpoints all use it, and it is built from the wire's
-/// `v1::TaskKey` (and back) only through the `From` conversions below. Its JSON form (`job`,
-/// `epoch`, `position`) is part of the checkpoint payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TaskKey {
-    pub job: u64,
-    pub epoch: u64,
-    pub position: u32,
-}
-
-impl From<v1::TaskKey> for TaskKey {
-    fn from(k: v1::TaskKey) -> TaskKey {
-        TaskKey {
-            job: k.job_id,
-            epoch: k.epoch,
-            position: k.position,
-        }
-    }
-}
-
-impl From<TaskKey> for v1::TaskKey {
-    fn from(k: TaskKey) -> v1::TaskKey {
-        v1::TaskKey::new(k.job, k.epoch, k.position)
-    }
-}
-
-/// What the dispatcher assigned.
-#[derive(Debug, Clone)]
-pub struct TaskSpec {
-    pub key: TaskKey,
-    pub lease: u64,
-    pub split: u32,
-    pub seed: u64,
-    pub dataset_id: String,
-    pub start_index: u32,
-    pub cache_mode: CacheMode,
-}
-
-impl TaskSpec {
-    /// The task a dispatcher's definition assigns; an error for a definition without a key or
-    /// with a cache mode this worker does not know (a newer dispatcher's).
-    pub fn from_def(def: v1::TaskDef) -> Result<TaskSpec, String> {
-        let key = def.key.ok_or("task definition without a key")?;
-        Ok(TaskSpec {
-            key: key.into(),
-            lease: def.lease,
-            split: def.split,
-            seed: def.seed,
-            start_index: def.start_index,
-            cache_mode: CacheMode::from_wire(def.cache_mode)?,
-            dataset_id: def.dataset_id,
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EngineConfig {
-    pub threads: usize,
-    pub max_tasks: usize,
-    /// Elements a task may hold past the client's fetch cursor.
-    pub ahead: u32,
-    /// Elements per unit of compute work.
-    pub chunk: u32,
-    /// How long a task with a full buffer goes unfetched before it gives its slot back.
-    pub idle_after: Duration,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            max_tasks: 4,
-            ahead: 128,
-            chunk: 8,
-            idle_after: Duration::from_secs(1),
-        }
-    }
-}
 
 #[derive(Debug)]
 struct Task {
@@ -127,6 +51,8 @@ struct Task {
     retry_backoff: Backoff,
     notify: Arc<Notify>,
     sent_end: bool,
+    /// Buffered indices below this were sent (`ledger.rs`); at or above it, not yet.
+    sent_upto: u32,
     /// When a client last fetched (or the task was added).
     last_fetch: std::time::Instant,
 }
@@ -156,45 +82,32 @@ impl Task {
     /// Whether the task has nothing to compute until its client reads, and its client has not
     /// fetched for `idle_after` (see `schedule.rs`).
     fn is_idle(&self, config: &EngineConfig) -> bool {
-        let limit = self.len.min(self.acked.saturating_add(config.ahead.max(1)));
-        let full = self.error.is_some() || self.produced() >= limit;
-        is_idle(full, self.last_fetch.elapsed(), config.idle_after)
+        is_idle(
+            self.is_full(config),
+            self.last_fetch.elapsed(),
+            config.idle_after,
+        )
     }
-}
 
-/// Progress of one task, as reported to the dispatcher.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TaskReport {
-    pub key: TaskKey,
-    pub lease: u64,
-    pub split: u32,
-    pub produced: u32,
-    pub acked: u32,
-    pub len: u32,
-    /// Full and unread for a while: it does not count against the worker's slots.
-    pub idle: bool,
-}
+    fn is_full(&self, config: &EngineConfig) -> bool {
+        let limit = self.len.min(self.acked.saturating_add(config.ahead.max(1)));
+        self.error.is_some() || self.produced() >= limit
+    }
 
-/// Why a fetch was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FetchError {
-    #[error("this worker does not serve {0:?}")]
-    UnknownTask(TaskKey),
-    #[error("stale lease {asked} for {key:?}: this worker holds lease {held}")]
-    WrongLease { key: TaskKey, asked: u64, held: u64 },
-    #[error("index {from} is past the end of the split ({len} elements)")]
-    BadIndex { from: u32, len: u32 },
-    #[error("pipeline failed: {0}")]
-    Pipeline(PipelineFailure),
-}
+    fn state(&self, config: &EngineConfig) -> TaskState {
+        match () {
+            _ if self.error.is_some() => TaskState::Failed,
+            _ if self.sent_end => TaskState::Sent,
+            _ if self.is_idle(config) => TaskState::Idle,
+            _ if self.is_full(config) => TaskState::Full,
+            _ => TaskState::Computing,
+        }
+    }
 
-/// A record that failed the pipeline under `on_error = "fail"`: every worker computing the split
-/// fails the same way, so it ends the job rather than being retried.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}")]
-pub struct PipelineFailure {
-    pub record_id: Option<u64>,
-    pub reason: String,
+    /// Buffered elements not sent yet.
+    fn unsent(&self) -> u64 {
+        self.buffer.range(self.sent_upto..).count() as u64
+    }
 }
 
 /// Longest pause before a task retries a range whose production failed transiently.
@@ -206,22 +119,23 @@ fn retry_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(200), MAX_RETRY_BACKOFF)
 }
 
-/// The result of a fetch.
-#[derive(Debug, Clone)]
-pub struct Fetched {
-    pub elements: Vec<Element>,
-    pub end_of_split: bool,
-    pub len: u32,
-}
-
 #[derive(Debug, Default)]
 struct EngineState {
     tasks: BTreeMap<TaskKey, Task>,
     /// Compute time charged to each job (which job a free thread serves).
     share: FairShare,
+    /// Where every produced element went (`ledger.rs`).
+    ledger: Ledger,
 }
 
 impl EngineState {
+    /// Removes a task, accounting its unsent elements as discarded for `reason`.
+    fn remove(&mut self, key: &TaskKey, reason: Discard) -> Option<Task> {
+        let task = self.tasks.remove(key)?;
+        self.ledger.discard(reason, task.unsent());
+        Some(task)
+    }
+
     /// Forgets the compute charges of jobs this worker no longer serves.
     fn forget_gone_jobs(&mut self) {
         let tasks = &self.tasks;
@@ -251,6 +165,17 @@ struct Shared {
     cache_reports: Arc<CacheReports>,
     /// Prefixes whose crashed writers' temporaries this worker already removed.
     cleaned: Mutex<std::collections::HashSet<[u8; 32]>>,
+    /// Hears the time of each op (`cachew_worker_op_seconds`).
+    ops: Ops,
+}
+
+/// The engine's [`OpObserver`].
+struct Ops(Arc<dyn OpObserver + Send + Sync>);
+
+impl std::fmt::Debug for Ops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ops")
+    }
 }
 
 /// The engine; clones share it. Dropping the last [`EngineThreads`] stops the compute threads.
@@ -287,6 +212,17 @@ impl Engine {
         config: EngineConfig,
         cache: Option<CacheSettings>,
     ) -> (Engine, EngineThreads) {
+        Engine::start_observed(config, cache, Arc::new(NoObserver), CacheMetrics::default())
+    }
+
+    /// Creates the engine with its metrics: `ops` hears each op's time, `cache_metrics` counts
+    /// cache hits, misses and bytes.
+    pub fn start_observed(
+        config: EngineConfig,
+        cache: Option<CacheSettings>,
+        ops: Arc<dyn OpObserver + Send + Sync>,
+        cache_metrics: CacheMetrics,
+    ) -> (Engine, EngineThreads) {
         let shared = Arc::new(Shared {
             state: Mutex::new(EngineState::default()),
             work: Condvar::new(),
@@ -298,8 +234,9 @@ impl Engine {
             max_lease: AtomicU64::new(0),
             produced: AtomicU64::new(0),
             cache,
-            cache_reports: Arc::default(),
+            cache_reports: Arc::new(CacheReports::new(cache_metrics)),
             cleaned: Mutex::default(),
+            ops: Ops(ops),
         });
         let handles = (0..config.threads.max(1))
             .map(|i| {
@@ -341,7 +278,8 @@ impl Engine {
         {
             return;
         }
-        if let Some(old) = st.tasks.remove(&spec.key) {
+        // The same task under a newer lease: the old lease is fenced.
+        if let Some(old) = st.remove(&spec.key, Discard::Fenced) {
             old.notify.notify_waiters();
         }
         tracing::debug!(key = ?spec.key, lease = spec.lease, split = spec.split, start, "task added");
@@ -413,6 +351,7 @@ impl Engine {
                 retry_backoff: retry_backoff(),
                 notify: Arc::new(Notify::new()),
                 sent_end: false,
+                sent_upto: start,
                 last_fetch: std::time::Instant::now(),
             },
         );
@@ -428,10 +367,15 @@ impl Engine {
     /// Only the task under `lease` is dropped: a late drop for an older lease must not remove the
     /// task re-added under a newer one.
     pub fn drop_task(&self, key: &TaskKey, lease: u64) {
+        self.drop_task_for(key, lease, Discard::Dropped);
+    }
+
+    /// [`Engine::drop_task`], its unsent elements discarded for `reason` (fenced or dropped).
+    pub fn drop_task_for(&self, key: &TaskKey, lease: u64, reason: Discard) {
         let removed = {
             let mut st = self.lock();
             let removed = match st.tasks.get(key) {
-                Some(t) if t.spec.lease == lease => st.tasks.remove(key),
+                Some(t) if t.spec.lease == lease => st.remove(key, reason),
                 _ => None,
             };
             st.forget_gone_jobs();
@@ -454,7 +398,10 @@ impl Engine {
         let tasks = {
             let mut st = self.lock();
             st.share = FairShare::default();
-            std::mem::take(&mut st.tasks)
+            let tasks = std::mem::take(&mut st.tasks);
+            let unsent = tasks.values().map(Task::unsent).sum();
+            st.ledger.discard(Discard::Dropped, unsent);
+            tasks
         };
         for t in tasks.values() {
             t.notify.notify_waiters();
@@ -483,6 +430,32 @@ impl Engine {
     /// Elements computed since this engine started.
     pub fn elements_produced(&self) -> u64 {
         self.shared.produced.load(Ordering::Relaxed)
+    }
+
+    /// One consistent snapshot of the element accounting, buffers and task states.
+    pub fn accounts(&self) -> Accounts {
+        let config = &self.shared.config;
+        let st = self.lock();
+        let mut a = Accounts {
+            ledger: st.ledger,
+            ..Accounts::default()
+        };
+        for t in st.tasks.values() {
+            a.buffered_elements += t.unsent();
+            a.buffered_bytes += t
+                .buffer
+                .values()
+                .map(|e| cachew_proto::element_bytes(e) as u64)
+                .sum::<u64>();
+            a.count_task(t.state(config));
+        }
+        a
+    }
+
+    /// [`Engine::accounts`] for as long as the engine lives (for the metrics endpoint).
+    pub fn accounts_source(&self) -> impl Fn() -> Option<Accounts> + Send + Sync + 'static {
+        let shared = Arc::downgrade(&self.shared);
+        move || shared.upgrade().map(|shared| Engine { shared }.accounts())
     }
 
     pub fn has_task(&self, key: &TaskKey, lease: u64) -> bool {
@@ -562,7 +535,8 @@ impl Engine {
                 continue;
             }
             let notify = {
-                let mut st = self.lock();
+                let mut guard = self.lock();
+                let st = &mut *guard;
                 let task = st.tasks.get_mut(&key).ok_or(FetchError::UnknownTask(key))?;
                 if task.spec.lease != lease {
                     return Err(FetchError::WrongLease {
@@ -581,17 +555,27 @@ impl Engine {
                 if let Some(e) = &task.error {
                     return Err(FetchError::Pipeline(e.clone()));
                 }
-                let moved = move_cursor(task, from, &self.shared.generations);
+                let (moved, discarded) = move_cursor(task, from, &self.shared.generations);
                 let mut elements = Vec::new();
                 let mut bytes = 0usize;
                 let mut i = from;
+                let mut sends = Vec::new();
                 while (elements.len() as u32) < max.max(1)
                     && (elements.is_empty() || bytes < max_bytes)
                 {
                     let Some(e) = task.buffer.get(&i) else { break };
-                    bytes += cachew_proto::element_bytes(e);
+                    let size = cachew_proto::element_bytes(e);
+                    sends.push((i >= task.sent_upto, size as u64));
+                    bytes += size;
                     elements.push(e.clone());
                     i += 1;
+                }
+                task.sent_upto = task.sent_upto.max(i);
+                if let Some((reason, n)) = discarded {
+                    st.ledger.discard(reason, n);
+                }
+                for (first, size) in sends {
+                    st.ledger.sent(first, size);
                 }
                 let end = i == task.len;
                 if moved {
@@ -636,11 +620,17 @@ impl Engine {
     }
 }
 
-/// Moves a task's fetch cursor; returns whether compute threads may have new room.
-fn move_cursor(task: &mut Task, from: u32, generations: &AtomicU64) -> bool {
+/// Moves a task's fetch cursor; returns whether compute threads may have new room, and the
+/// unsent elements it threw away (skipped, or rewound).
+fn move_cursor(
+    task: &mut Task,
+    from: u32,
+    generations: &AtomicU64,
+) -> (bool, Option<(Discard, u64)>) {
     if from == task.acked {
-        return false;
+        return (false, None);
     }
+    let discarded;
     if from > task.acked {
         // Positions never claimed are skipped: a chunk being written still needs their records.
         if let Some(cache) = &task.cache
@@ -651,18 +641,26 @@ fn move_cursor(task: &mut Task, from: u32, generations: &AtomicU64) -> bool {
                 .collect();
             cache.skipped(&skipped);
         }
-        task.buffer = task.buffer.split_off(&from);
+        let kept = task.buffer.split_off(&from);
+        let passed = std::mem::replace(&mut task.buffer, kept);
+        discarded = (
+            Discard::Skipped,
+            passed.range(task.sent_upto..).count() as u64,
+        );
+        task.sent_upto = task.sent_upto.max(from);
         task.acked = from;
         task.next_claim = task.next_claim.max(from);
     } else {
         // The client went back (a resumed client): recompute from there.
         task.generation = generations.fetch_add(1, Ordering::Relaxed);
+        discarded = (Discard::Rewound, task.unsent());
         task.buffer.clear();
+        task.sent_upto = from;
         task.acked = from;
         task.next_claim = from;
         task.sent_end = false;
     }
-    true
+    (true, Some(discarded).filter(|(_, n)| *n > 0))
 }
 
 struct Claim {
@@ -752,7 +750,7 @@ fn compute_loop(shared: &Shared) {
             None => &NoCache,
         };
         let started = std::time::Instant::now();
-        let result = claimed.prepared.pipeline.produce_with(
+        let result = claimed.prepared.pipeline.produce_observed(
             &claimed.prepared.dataset,
             claimed.seed,
             claimed.key.epoch,
@@ -760,7 +758,10 @@ fn compute_loop(shared: &Shared) {
             &claimed.order,
             claimed.range.clone(),
             cache,
+            shared.ops.0.as_ref(),
         );
+        // Elements of a task or generation gone meanwhile are produced and discarded at once.
+        let count = result.as_ref().map_or(0, |e| e.len() as u64);
         let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
         st.share.settle(
             claimed.key.job,
@@ -769,9 +770,11 @@ fn compute_loop(shared: &Shared) {
             claimed.range.len() as u32,
         );
         let Some(task) = st.tasks.get_mut(&claimed.key) else {
+            st.ledger.produced_stale(count);
             continue;
         };
         if task.generation != claimed.generation {
+            st.ledger.produced_stale(count);
             continue;
         }
         if let Some(c) = &claimed.cache {
@@ -782,10 +785,13 @@ fn compute_loop(shared: &Shared) {
             c.after_chunk(all_claimed);
             st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
         }
+        let st = &mut *st;
         let Some(task) = st.tasks.get_mut(&claimed.key) else {
+            st.ledger.produced_stale(count);
             continue;
         };
         if task.generation != claimed.generation {
+            st.ledger.produced_stale(count);
             continue;
         }
         match result {
@@ -795,9 +801,15 @@ fn compute_loop(shared: &Shared) {
                 shared
                     .produced
                     .fetch_add(elements.len() as u64, Ordering::Relaxed);
+                st.ledger.produced += count;
                 for e in elements {
-                    if e.id.index >= task.acked {
-                        task.buffer.insert(e.id.index, e);
+                    // Below the cursor, or already there (a range claimed again after a
+                    // transient failure while its first claim was in flight): never sent.
+                    let index = e.id.index;
+                    if index < task.acked || task.buffer.contains_key(&index) {
+                        st.ledger.discard(Discard::Stale, 1);
+                    } else {
+                        task.buffer.insert(index, e);
                     }
                 }
             }
@@ -837,49 +849,6 @@ mod tests {
         tf_sample_prepared()
     }
 
-    #[test]
-    fn a_task_definition_gives_its_spec_and_key() {
-        let def = v1::TaskDef {
-            key: Some(v1::TaskKey::new(3, 7, 11)),
-            lease: 9,
-            split: 5,
-            dataset_id: "ab12".into(),
-            seed: 42,
-            start_index: 4,
-            cache_mode: v1::CacheMode::Put.into(),
-        };
-        let spec = TaskSpec::from_def(def.clone()).expect("a keyed definition");
-        let key = TaskKey {
-            job: 3,
-            epoch: 7,
-            position: 11,
-        };
-        assert_eq!(spec.key, key);
-        assert_eq!(
-            (spec.lease, spec.split, spec.seed, spec.start_index),
-            (9, 5, 42, 4)
-        );
-        assert_eq!(spec.dataset_id, "ab12");
-        assert_eq!(spec.cache_mode, CacheMode::Put);
-        assert_eq!(v1::TaskKey::from(key), v1::TaskKey::new(3, 7, 11));
-        let keyless = v1::TaskDef {
-            key: None,
-            ..def.clone()
-        };
-        assert!(TaskSpec::from_def(keyless).is_err());
-        // A task is never AUTO, and a mode this worker does not know is refused, not computed.
-        let refusal = |mode: i32| {
-            let def = v1::TaskDef {
-                cache_mode: mode,
-                ..def.clone()
-            };
-            TaskSpec::from_def(def).expect_err("refused")
-        };
-        assert!(refusal(v1::CacheMode::Auto.into()).contains("never auto"));
-        assert!(refusal(v1::CacheMode::Unspecified.into()).contains("has no cache mode"));
-        assert!(refusal(99).contains("cache mode 99 is unknown"));
-    }
-
     fn spec(lease: u64) -> TaskSpec {
         TaskSpec {
             key: TaskKey {
@@ -894,6 +863,133 @@ mod tests {
             start_index: 0,
             cache_mode: CacheMode::Compute,
         }
+    }
+
+    /// The engine's accounts once `done` holds (checking the identity on every look).
+    async fn accounts_when(engine: &Engine, done: impl Fn(&Accounts) -> bool) -> Accounts {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let a = engine.accounts();
+            assert!(a.balanced(), "{a:?}");
+            if done(&a) {
+                return a;
+            }
+            assert!(std::time::Instant::now() < deadline, "never reached: {a:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn every_produced_element_is_served_discarded_or_buffered() {
+        let (engine, _threads) = Engine::start(EngineConfig {
+            threads: 2,
+            max_tasks: 2,
+            ahead: 16,
+            chunk: 4,
+            idle_after: Duration::from_secs(60),
+        });
+        let key = spec(7).key;
+        let wait = Duration::from_secs(10);
+        // The identity holds at every moment, also while the compute threads run.
+        let watcher = {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                for _ in 0..2000 {
+                    let a = engine.accounts();
+                    assert!(a.balanced(), "{a:?}");
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        engine.add_task(spec(7), prepared());
+        let full = accounts_when(&engine, |a| a.tasks_in(TaskState::Full) == 1).await;
+        assert_eq!(full.buffered_elements, 16);
+        assert_eq!(full.ledger.produced, 16);
+        assert!(full.buffered_bytes > 0);
+        // First sends.
+        let got = engine.fetch(key, 7, 0, 4, usize::MAX, wait).await.unwrap();
+        assert_eq!(got.elements.len(), 4);
+        let a = engine.accounts();
+        assert_eq!((a.ledger.served, a.ledger.resent), (4, 0));
+        let bytes: u64 = got
+            .elements
+            .iter()
+            .map(|e| cachew_proto::element_bytes(e) as u64)
+            .sum();
+        assert_eq!(a.ledger.served_bytes, bytes);
+        // The same fetch again (a broken stream): resends, nothing new served.
+        engine.fetch(key, 7, 0, 4, usize::MAX, wait).await.unwrap();
+        let a = engine.accounts();
+        assert_eq!((a.ledger.served, a.ledger.resent), (4, 4));
+        assert_eq!(a.ledger.served_bytes, 2 * bytes);
+        // A jump forward past 4..10 (never sent): skipped.
+        let got = engine.fetch(key, 7, 10, 2, usize::MAX, wait).await.unwrap();
+        assert_eq!(got.elements[0].id.index, 10);
+        let a = accounts_when(&engine, |a| a.ledger.produced >= 16 + 10).await;
+        assert_eq!(a.ledger.discarded(Discard::Skipped), 6);
+        assert_eq!(a.ledger.served, 6);
+        // Wait for the buffer to fill again past the cursor, then go back: rewound.
+        accounts_when(&engine, |a| a.tasks_in(TaskState::Full) == 1).await;
+        engine.fetch(key, 7, 2, 1, usize::MAX, wait).await.unwrap();
+        let a = engine.accounts();
+        // 10..26 were buffered, 10..12 sent: 14 thrown away unsent.
+        assert_eq!(a.ledger.discarded(Discard::Rewound), 14);
+        // Element 2 computed again and sent again: a new production, served anew.
+        assert_eq!(a.ledger.served, 7);
+        // The same task under a newer lease: the old one's unsent elements are fenced.
+        let before = accounts_when(&engine, |a| a.tasks_in(TaskState::Full) == 1).await;
+        engine.add_task(spec(8), prepared());
+        let a = engine.accounts();
+        assert_eq!(
+            a.ledger.discarded(Discard::Fenced),
+            before.buffered_elements
+        );
+        // Dropping it throws its unsent elements away as dropped.
+        let before = accounts_when(&engine, |a| a.buffered_elements > 0).await;
+        let dropped_before = before.ledger.discarded(Discard::Dropped);
+        engine.drop_task(&key, 8);
+        let a = accounts_when(&engine, |a| a.tasks.iter().sum::<u64>() == 0).await;
+        assert_eq!(a.buffered_elements, 0);
+        assert_eq!(a.buffered_bytes, 0);
+        assert!(a.ledger.discarded(Discard::Dropped) >= dropped_before + before.buffered_elements);
+        // Chunks in flight for the dropped task end as stale; then everything is accounted.
+        let a = accounts_when(&engine, |a| {
+            a.ledger.produced == a.ledger.served + a.ledger.discarded_total()
+        })
+        .await;
+        assert!(a.balanced());
+        watcher.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unread_task_is_idle_and_a_fully_sent_one_sent() {
+        let (engine, _threads) = Engine::start(EngineConfig {
+            threads: 1,
+            max_tasks: 2,
+            ahead: 64,
+            chunk: 16,
+            idle_after: Duration::from_millis(50),
+        });
+        engine.add_task(spec(7), prepared());
+        let key = spec(7).key;
+        let wait = Duration::from_secs(10);
+        // Unread with a full buffer for longer than idle_after: idle.
+        accounts_when(&engine, |a| a.tasks_in(TaskState::Idle) == 1).await;
+        let mut from = 0;
+        loop {
+            let got = engine
+                .fetch(key, 7, from, 64, usize::MAX, wait)
+                .await
+                .unwrap();
+            from += got.elements.len() as u32;
+            if got.end_of_split {
+                break;
+            }
+        }
+        let a = engine.accounts();
+        assert_eq!(a.tasks_in(TaskState::Sent), 1, "{a:?}");
+        assert_eq!(a.ledger.served, u64::from(from));
+        assert!(a.balanced());
     }
 
     #[tokio::test]

@@ -2,7 +2,10 @@
 //! serves the produced elements to clients.
 //!
 //! # Layout
+//! - [`task`]: the vocabulary of tasks (keys, assignments, reports, fetch results).
 //! - [`engine`]: tasks, the bounded compute pool and the element buffers (no sockets).
+//! - [`ledger`]: where every produced element went (served, discarded, buffered).
+//! - [`metrics`]: the worker's Prometheus metrics and readiness (`--metrics-listen`).
 //! - [`schedule`]: how the worker shares compute and task slots between jobs (pure decisions).
 //! - [`service`]: the gRPC data service (`GetElements`).
 //! - [`control`]: registration and heartbeats with the dispatcher.
@@ -23,9 +26,12 @@ pub mod control;
 pub mod disk;
 pub mod drain;
 pub mod engine;
+pub mod ledger;
+pub mod metrics;
 pub mod prepared;
 pub mod schedule;
 pub mod service;
+pub mod task;
 
 /// A size-limited tmpfs for tests of a full disk (shared with the store crate's tests).
 #[cfg(test)]
@@ -85,6 +91,9 @@ pub struct WorkerConfig {
     pub cache: Option<cache::CacheSettings>,
     /// How long a drain may take before the worker stops anyway (`--drain-timeout-ms`).
     pub drain_timeout: std::time::Duration,
+    /// Where the worker's metrics and readiness go (component `worker`); served over HTTP only
+    /// if its owner serves it (`--metrics-listen`).
+    pub metrics: cachew_metrics::Exporter,
 }
 
 /// Runs a worker: serves `listener` and talks to the dispatcher. When `shutdown` completes, or
@@ -96,7 +105,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
-    let (engine, _threads) = Engine::start_with_cache(config.engine, config.cache.clone());
+    let metrics = metrics::WorkerMetrics::register(&config.metrics);
+    let (engine, _threads) = Engine::start_observed(
+        config.engine,
+        config.cache.clone(),
+        metrics.ops.clone(),
+        metrics.cache.clone(),
+    );
+    metrics::WorkerMetrics::watch_engine(&config.metrics, engine.accounts_source());
     let cache = Arc::new(engine::PreparedCache::default());
     let info: checkpoint::SharedInfo = Arc::default();
     let (restored, _checkpointer) = match &config.checkpoint_dir {
@@ -113,6 +129,7 @@ pub async fn run(
                 config.control.advertise.clone(),
                 config.checkpoint_interval,
                 info.clone(),
+                metrics.checkpoint.clone(),
             )?;
             (restored, Some(c))
         }
@@ -129,9 +146,12 @@ pub async fn run(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = cachew_proto::server()
         .add_service(
-            WorkerServer::new(service::WorkerService::new(engine.clone(), config.started))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            WorkerServer::new(
+                service::WorkerService::new(engine.clone(), config.started)
+                    .with_metrics(metrics.fetch.clone()),
+            )
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(cachew_proto::incoming(listener), async {
             let _ = stopped.await;
@@ -144,13 +164,18 @@ pub async fn run(
         checkpoint: info,
         disks,
         drain: drain.clone(),
+        lifecycle: metrics.lifecycle.clone(),
     };
     let control = control::control_loop(config.control, parts);
     tokio::pin!(server);
     let ended = tokio::select! {
         served = &mut server => return served.map_err(WorkerError::from),
-        control = control => control,
+        control = control => {
+            metrics.lifecycle.left();
+            control
+        }
         _ = drain.expired() => {
+            metrics.lifecycle.left();
             tracing::warn!(
                 timeout_ms = drain.timeout().as_millis() as u64,
                 "the drain did not finish in time (dispatcher unreachable?); stopping anyway"

@@ -6,6 +6,7 @@ use cachew_proto::v1;
 use tonic::{Request, Response, Status};
 
 use crate::engine::{Engine, FetchError, TaskKey};
+use crate::metrics::{FetchMetrics, FetchOutcome};
 
 /// Serves elements from the engine.
 #[derive(Debug, Clone)]
@@ -13,6 +14,7 @@ pub struct WorkerService {
     engine: Engine,
     started: std::time::Instant,
     first_served: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    metrics: Option<FetchMetrics>,
 }
 
 impl WorkerService {
@@ -22,7 +24,38 @@ impl WorkerService {
             engine,
             started,
             first_served: Default::default(),
+            metrics: None,
         }
+    }
+
+    /// Times every call and counts its outcome in `metrics`.
+    pub fn with_metrics(self, metrics: FetchMetrics) -> WorkerService {
+        WorkerService {
+            metrics: Some(metrics),
+            ..self
+        }
+    }
+}
+
+/// The outcome label of a fetch's result.
+fn outcome(result: &Result<Response<v1::GetElementsResponse>, Status>) -> FetchOutcome {
+    match result {
+        Ok(_) => FetchOutcome::Ok,
+        Err(status) => match status.code() {
+            tonic::Code::NotFound => FetchOutcome::UnknownTask,
+            tonic::Code::OutOfRange => FetchOutcome::BadIndex,
+            tonic::Code::InvalidArgument => FetchOutcome::BadRequest,
+            // The held lease is attached to a wrong-lease refusal only.
+            tonic::Code::FailedPrecondition
+                if status
+                    .metadata()
+                    .contains_key(cachew_proto::HELD_LEASE_HEADER) =>
+            {
+                FetchOutcome::WrongLease
+            }
+            tonic::Code::FailedPrecondition => FetchOutcome::BadRequest,
+            _ => FetchOutcome::Failed,
+        },
     }
 }
 
@@ -35,7 +68,20 @@ impl cachew_proto::Worker for WorkerService {
         &self,
         request: Request<v1::GetElementsRequest>,
     ) -> Result<Response<v1::GetElementsResponse>, Status> {
-        let req = request.into_inner();
+        let started = std::time::Instant::now();
+        let result = self.serve(request.into_inner()).await;
+        if let Some(m) = &self.metrics {
+            m.done(outcome(&result), started.elapsed());
+        }
+        result
+    }
+}
+
+impl WorkerService {
+    async fn serve(
+        &self,
+        req: v1::GetElementsRequest,
+    ) -> Result<Response<v1::GetElementsResponse>, Status> {
         let key = TaskKey::from(
             req.key
                 .ok_or_else(|| Status::invalid_argument("missing task key"))?,

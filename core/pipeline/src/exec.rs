@@ -17,6 +17,7 @@ use crate::dataset::Dataset;
 use crate::error::{PipelineError, Result};
 use crate::example::{Example, Feature};
 use crate::image::{Image, NormalizeTable, decode_jpeg, resize, sample_crop};
+use crate::observe::{Laps, NoObserver, OpObserver, step};
 use crate::order::{ElementId, SplitPlan};
 use crate::rng::{RecordRng, Stream};
 use crate::spec::{ErrorPolicy, FeatureType, OpSpec, PipelineSpec};
@@ -145,14 +146,38 @@ impl Pipeline {
     /// Runs the whole pipeline on one record (everything but batching), every op with the
     /// record's own (seed, epoch, record id).
     pub fn process(&self, ctx: RecordCtx, payload: Bytes) -> Result<Vec<Tensor>> {
+        self.process_observed(ctx, payload, &mut Laps::start(&NoObserver))
+    }
+
+    fn process_observed(
+        &self,
+        ctx: RecordCtx,
+        payload: Bytes,
+        laps: &mut Laps<'_>,
+    ) -> Result<Vec<Tensor>> {
         let mut features = Features::default();
-        self.run_ops(0..self.spec.ops.len(), ctx, Some(payload), &mut features)?;
+        self.run_ops(
+            0..self.spec.ops.len(),
+            ctx,
+            Some(payload),
+            &mut features,
+            laps,
+        )?;
         self.outputs(ctx.record_id, features)
     }
 
     /// Runs the deterministic prefix: the ops before the cache point. Only a spec with a cache
     /// point has one (validation keeps random ops out of it); without, this is an error.
     pub fn run_prefix(&self, record_id: u64, payload: Bytes) -> Result<Features> {
+        self.run_prefix_observed(record_id, payload, &mut Laps::start(&NoObserver))
+    }
+
+    fn run_prefix_observed(
+        &self,
+        record_id: u64,
+        payload: Bytes,
+        laps: &mut Laps<'_>,
+    ) -> Result<Features> {
         let Some(point) = self.cache_point else {
             return Err(PipelineError::spec(
                 "ops",
@@ -166,14 +191,23 @@ impl Pipeline {
             epoch: 0,
             record_id,
         };
-        self.run_ops(0..point, ctx, Some(payload), &mut features)?;
+        self.run_ops(0..point, ctx, Some(payload), &mut features, laps)?;
         Ok(features)
     }
 
     /// Runs the ops after the cache point on the prefix's output and extracts the outputs.
-    pub fn run_suffix(&self, ctx: RecordCtx, mut features: Features) -> Result<Vec<Tensor>> {
+    pub fn run_suffix(&self, ctx: RecordCtx, features: Features) -> Result<Vec<Tensor>> {
+        self.run_suffix_observed(ctx, features, &mut Laps::start(&NoObserver))
+    }
+
+    fn run_suffix_observed(
+        &self,
+        ctx: RecordCtx,
+        mut features: Features,
+        laps: &mut Laps<'_>,
+    ) -> Result<Vec<Tensor>> {
         let after = self.cache_point.map_or(self.spec.ops.len(), |p| p + 1);
-        self.run_ops(after..self.spec.ops.len(), ctx, None, &mut features)?;
+        self.run_ops(after..self.spec.ops.len(), ctx, None, &mut features, laps)?;
         self.outputs(ctx.record_id, features)
     }
 
@@ -200,6 +234,7 @@ impl Pipeline {
         ctx: RecordCtx,
         mut payload: Option<Bytes>,
         features: &mut Features,
+        laps: &mut Laps<'_>,
     ) -> Result<()> {
         let record_id = ctx.record_id;
         let bad = |reason: String| PipelineError::BadExample { record_id, reason };
@@ -318,8 +353,9 @@ impl Pipeline {
                         .ok_or_else(|| bad(format!("cast: `{feature}` is not a tensor")))?;
                     features.put(feature, Value::Tensor(cast(t, *dtype)));
                 }
-                OpSpec::Cache | OpSpec::Batch { .. } => {}
+                OpSpec::Cache | OpSpec::Batch { .. } => continue,
             }
+            laps.lap(op.name());
         }
         Ok(())
     }
@@ -353,11 +389,45 @@ impl Pipeline {
         positions: Range<u32>,
         cache: &dyn PrefixCache,
     ) -> Result<Vec<Element>> {
+        self.produce_observed(
+            dataset,
+            seed,
+            epoch,
+            split,
+            order,
+            positions,
+            cache,
+            &NoObserver,
+        )
+    }
+
+    /// [`Pipeline::produce_with`] that tells `observer` how long each op took on each record
+    /// (and the read, cache look-up and cache hand-over steps, see [`crate::observe`]). The
+    /// elements are the same whatever the observer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn produce_observed(
+        &self,
+        dataset: &Dataset,
+        seed: u64,
+        epoch: u64,
+        split: u32,
+        order: &[u64],
+        positions: Range<u32>,
+        cache: &dyn PrefixCache,
+        observer: &dyn OpObserver,
+    ) -> Result<Vec<Element>> {
         let range = positions.start as usize..(positions.end as usize).min(order.len());
         let ids = order.get(range.clone()).unwrap_or(&[]);
+        let mut laps = Laps::start(observer);
         // Only a spec with a cache point has a prefix to cache.
         let cached: Vec<Option<([u8; 32], Features)>> = if self.cache_point.is_some() {
-            ids.iter().map(|&id| cache.cached(id)).collect()
+            ids.iter()
+                .map(|&id| {
+                    let hit = cache.cached(id);
+                    laps.lap(step::CACHE_GET);
+                    hit
+                })
+                .collect()
         } else {
             vec![None; ids.len()]
         };
@@ -367,7 +437,17 @@ impl Pipeline {
             .filter(|(_, c)| c.is_none())
             .map(|(&id, _)| id)
             .collect();
+        laps.restart();
+        let read_started = observer.enabled().then(std::time::Instant::now);
         let mut payloads = dataset.read_records(&to_read).into_iter();
+        if let Some(started) = read_started
+            && !to_read.is_empty()
+        {
+            let each = started.elapsed() / to_read.len() as u32;
+            for _ in &to_read {
+                observer.op_done(step::READ, each);
+            }
+        }
         let mut out = Vec::with_capacity(ids.len());
         for ((pos, &record_id), hit) in range.zip(ids).zip(cached) {
             let id = ElementId {
@@ -381,10 +461,11 @@ impl Pipeline {
                 record_id,
             };
             let mut record_sha256 = [0u8; 32];
+            laps.restart();
             let result = match hit {
                 Some((sha, features)) => {
                     record_sha256 = sha;
-                    self.run_suffix(ctx, features)
+                    self.run_suffix_observed(ctx, features, &mut laps)
                 }
                 None => {
                     let payload = payloads.next().unwrap_or_else(|| {
@@ -396,13 +477,15 @@ impl Pipeline {
                     if self.cache_point.is_none() {
                         payload.and_then(|payload| {
                             record_sha256 = Sha256::digest(&payload).into();
-                            self.process(ctx, payload)
+                            laps.restart();
+                            self.process_observed(ctx, payload, &mut laps)
                         })
                     } else {
                         let started = std::time::Instant::now();
                         let prefix = payload.and_then(|payload| {
                             record_sha256 = Sha256::digest(&payload).into();
-                            self.run_prefix(record_id, payload)
+                            laps.restart();
+                            self.run_prefix_observed(record_id, payload, &mut laps)
                         });
                         match prefix {
                             Ok(features) => {
@@ -412,7 +495,8 @@ impl Pipeline {
                                     &features,
                                     started.elapsed(),
                                 );
-                                self.run_suffix(ctx, features)
+                                laps.lap(step::CACHE_PUT);
+                                self.run_suffix_observed(ctx, features, &mut laps)
                             }
                             Err(e) => {
                                 cache.lost(record_id, &e);

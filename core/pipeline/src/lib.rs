@@ -12,6 +12,7 @@
 //! - [`exec`]: running the pipeline on records, split ranges and whole epochs; batching.
 //! - [`hashlog`]: the hash log (verification contract) and the exactly-once verdict.
 //! - [`manifest`]: MANIFEST files listing a dataset's reference hashes.
+//! - [`observe`]: the per-op timing hook (`OpObserver`) a service uses to export op durations.
 //! - [`cache`]: chunk files of a pipeline prefix's output (Cachew put / get).
 //!
 //! This crate does no networking and spawns no long-lived threads; the services build on it.
@@ -24,6 +25,7 @@ pub mod exec;
 pub mod hashlog;
 pub mod image;
 pub mod manifest;
+pub mod observe;
 pub mod order;
 pub mod rng;
 pub mod spec;

@@ -92,6 +92,7 @@ async fn the_scrape_counts_what_the_trainer_received() {
     assert_eq!(get(&address, "/readyz").await.0, 503);
 
     let spec = PipelineSpec::load(&common::tf_sample_spec()).unwrap();
+    let dispatcher_address = dispatcher.clone();
     let mut config = ClientConfig::new(dispatcher, "metrics-e2e", spec);
     config.num_epochs = 2;
     config.connect_timeout = Duration::from_secs(20);
@@ -130,6 +131,35 @@ async fn the_scrape_counts_what_the_trainer_received() {
     assert_eq!(code, 503);
     assert!(reason.contains("finished"), "{reason}");
     drop(client);
+
+    // The dispatcher keeps the client's time waiting for data and the status stream shows it.
+    let mut dispatcher_client = cachew_proto::connect_dispatcher(
+        &dispatcher_address,
+        Duration::from_secs(5),
+        cachew_proto::backoff::Backoff::new(Duration::from_millis(50), Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
+    let status = dispatcher_client
+        .watch_status(v1::WatchStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    let job = status
+        .jobs
+        .iter()
+        .find(|j| j.name == "metrics-e2e")
+        .unwrap();
+    let consumer = &job.consumers[0];
+    assert!(consumer.wait_seconds_total > 0.0, "{consumer:?}");
+    assert!(
+        (0.0..=1.0).contains(&consumer.input_wait_ratio),
+        "{consumer:?}"
+    );
 
     let (code, body) = get(&address, "/metrics").await;
     assert_eq!(code, 200);

@@ -342,3 +342,35 @@ impl Soft {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_input_wait_of_a_heartbeat_is_kept_within_what_it_can_mean() {
+        let req = |total: f64, ratio: f64| v1::ClientHeartbeatRequest {
+            wait_seconds_total: total,
+            input_wait_ratio: ratio,
+            ..Default::default()
+        };
+        assert_eq!(
+            InputWait::from_heartbeat(&req(12.5, 0.25)),
+            InputWait {
+                seconds_total: 12.5,
+                ratio: 0.25
+            }
+        );
+        assert_eq!(
+            InputWait::from_heartbeat(&req(-1.0, 7.0)),
+            InputWait {
+                seconds_total: 0.0,
+                ratio: 1.0
+            }
+        );
+        assert_eq!(
+            InputWait::from_heartbeat(&req(f64::NAN, f64::INFINITY)),
+            InputWait::default()
+        );
+    }
+}

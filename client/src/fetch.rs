@@ -226,10 +226,14 @@ pub async fn fetch_split(
                 backoff.reset();
                 pool.answered(&loc.worker_address);
                 let resp = resp.into_inner();
-                // Everything in the answer is received; what goes no further is discarded.
+                // The answer counts as received once handed to the consumer, or as received
+                // and discarded where it goes no further (a fetcher aborted meanwhile counts
+                // neither, so received == delivered + discarded holds exactly).
                 let arrived = resp.elements.len() as u64;
-                counts.received.inc_by(arrived);
-                let dropped = || counts.discarded.inc_by(arrived);
+                let dropped = || {
+                    counts.received.inc_by(arrived);
+                    counts.discarded.inc_by(arrived);
+                };
                 if resp.split_len != 0 && resp.split_len != job.len {
                     let _ = out
                         .send(Err(ClientError::Protocol(format!(
@@ -263,9 +267,12 @@ pub async fn fetch_split(
                     next += 1;
                     batch.push(e);
                 }
-                if !batch.is_empty() && out.send(Ok(batch)).await.is_err() {
-                    dropped();
-                    return;
+                if !batch.is_empty() {
+                    if out.send(Ok(batch)).await.is_err() {
+                        dropped();
+                        return;
+                    }
+                    counts.received.inc_by(arrived);
                 }
             }
             Ok(Err(status)) => {

@@ -175,9 +175,12 @@ struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.task.abort();
+        // Closed first, so a fetcher still running cannot add to what is counted here (its
+        // send fails and it counts the answer as discarded itself).
+        self.rx.close();
         let mut left = self.pending.len();
-        while let Ok(Ok(elements)) = self.rx.try_recv() {
-            left += elements.len();
+        while let Ok(message) = self.rx.try_recv() {
+            left += message.map_or(0, |elements| elements.len());
         }
         self.discarded.inc_by(left as u64);
     }

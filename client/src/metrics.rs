@@ -13,8 +13,10 @@
 //! its job, ready while attached, not ready ("finished", "stopping", "superseded") after.
 //!
 //! # The metrics (label `job` = the job name on all of them)
-//! - `cachew_client_elements_received_total`: elements received from workers, counted as each
-//!   fetch answer arrives (including those the client then discards).
+//! - `cachew_client_elements_received_total`: elements received from workers (including those
+//!   the client then discards), counted as each fetch answer is handed on to the consumer or
+//!   dropped (an answer in the hands of a fetcher aborted meanwhile counts nowhere, so the
+//!   balance below stays exact).
 //! - `cachew_client_elements_discarded_total`: received elements never handed to the trainer:
 //!   records the pipeline skipped (`on_error = "skip"`), examples a `drop_remainder` batcher
 //!   drops at an epoch's end, and elements still buffered when the client stops, is superseded
@@ -181,10 +183,11 @@ impl ClientMetrics {
     /// The handles of one client of job `job`, whose wait `clock` the scrape reads (a
     /// [`JobClient`](crate::JobClient) makes its own; public for tests of the fetcher).
     pub fn for_job(&self, job: &str, clock: &Arc<WaitClock>) -> JobMetrics {
-        self.clocks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((job.to_string(), Arc::downgrade(clock)));
+        let mut clocks = self.clocks.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded by the live clients even when nobody scrapes.
+        clocks.retain(|(_, c)| c.strong_count() > 0);
+        clocks.push((job.to_string(), Arc::downgrade(clock)));
+        drop(clocks);
         let l = &[job];
         // Shown from the start; a client that ends sets its last value.
         let ratio = self.ratio.with_label_values(l);

@@ -192,6 +192,10 @@ impl ClientMetrics {
         // Shown from the start; a client that ends sets its last value.
         let ratio = self.ratio.with_label_values(l);
         ratio.set(0.0);
+        // Every verdict from zero, so a rate over a first epoch is seen.
+        for verdict in VERDICTS {
+            self.epochs.with_label_values(&[job, verdict]);
+        }
         JobMetrics {
             job: job.to_string(),
             received: self.received.with_label_values(l),
@@ -229,6 +233,9 @@ pub struct JobMetrics {
     /// The finished epoch whose verdict the trainer has not reported yet.
     unreported: Arc<Mutex<Option<u64>>>,
 }
+
+/// The values of the `verdict` label.
+const VERDICTS: [&str; 3] = ["exactly_once", "violated", "unverified"];
 
 /// The `verdict` label of an epoch report.
 pub(crate) fn verdict_of(report: &cachew_proto::v1::EpochReport) -> &'static str {

@@ -52,8 +52,8 @@ fn count(body: &str, name: &str) -> f64 {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_scrape_counts_what_the_trainer_received() {
+/// Starts an in-process dispatcher and one worker; returns the dispatcher's address.
+async fn start_cluster() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dispatcher = listener.local_addr().unwrap().to_string();
     let config = cachew_dispatcher::DispatcherConfig {
@@ -83,6 +83,12 @@ async fn the_scrape_counts_what_the_trainer_received() {
         drain_timeout: Duration::from_secs(2),
     };
     tokio::spawn(cachew_worker::run(config, listener, std::future::pending()));
+    dispatcher
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scrape_counts_what_the_trainer_received() {
+    let dispatcher = start_cluster().await;
 
     let exporter = Exporter::new("client");
     let metrics = ClientMetrics::register(&exporter);
@@ -195,12 +201,77 @@ async fn the_scrape_counts_what_the_trainer_received() {
     assert!(count(&body, "cachew_client_fetch_seconds") >= 1.0);
     let ratio = value(&scrape, "cachew_client_input_wait_ratio", &job);
     assert!((0.0..=1.0).contains(&ratio), "{ratio}");
+    assert_eq!(verdict("violated"), 0.0);
+}
+
+/// Every metric of the contract, as the binary serves it with `--metrics-listen`.
+const NAMES: [&str; 11] = [
+    "cachew_client_elements_received_total",
+    "cachew_client_elements_discarded_total",
+    "cachew_client_elements_delivered_total",
+    "cachew_client_batches_total",
+    "cachew_client_wait_seconds",
+    "cachew_client_batching_seconds",
+    "cachew_client_epoch_seconds",
+    "cachew_client_epochs_total",
+    "cachew_client_fetch_retries_total",
+    "cachew_client_fetch_seconds",
+    "cachew_client_input_wait_ratio",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_its_metrics_while_it_runs() {
+    let dispatcher = start_cluster().await;
+    let address = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cachew-client"))
+        .args(["--dispatcher", &dispatcher, "--job", "bin-metrics"])
+        .args(["--epochs", "0", "--step-time-ms", "20"])
+        .args(["--metrics-listen", &address])
+        .arg("--spec")
+        .arg(common::tf_sample_spec())
+        .arg("--hash-log")
+        .arg(logs.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no delivery seen within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(mut stream) = TcpStream::connect(&address).await else {
+            continue;
+        };
+        drop(stream.shutdown().await);
+        let (code, body) = get(&address, "/metrics").await;
+        assert_eq!(code, 200);
+        if body.contains("cachew_client_batches_total{job=\"bin-metrics\"} ")
+            && !body.contains("cachew_client_batches_total{job=\"bin-metrics\"} 0\n")
+        {
+            break body;
+        }
+    };
+    let (ready, _) = get(&address, "/readyz").await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(ready, 200);
+    let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    for name in NAMES {
+        assert!(
+            body.contains(&format!("# TYPE {name} ")),
+            "{name} missing:\n{body}"
+        );
+    }
+    let job = [("job", "bin-metrics")];
+    assert!(value(&scrape, "cachew_client_elements_delivered_total", &job) > 0.0);
     assert!(
-        !scrape
-            .samples
-            .iter()
-            .any(|s| s.metric == "cachew_client_epochs_total"
-                && s.labels.get("verdict") == Some("violated")),
-        "no epoch was violated"
+        body.contains("cachew_build_info{component=\"client\""),
+        "{body}"
     );
 }

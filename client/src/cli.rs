@@ -26,7 +26,7 @@ use cachew_proto::v1;
 use clap::Parser;
 
 use crate::cursor::{CursorError, SavedCursor};
-use crate::{ClientConfig, ClientEvent, DiskReporter, JobClient};
+use crate::{ClientConfig, ClientEvent, ClientMetrics, DiskReporter, JobClient};
 
 /// Cachew-rs training client: streams a job's epochs from the cluster.
 #[derive(Parser, Debug)]
@@ -90,6 +90,10 @@ pub struct Args {
     /// measuring, then get or compute, whichever is cheaper). Workers need --cache-dir.
     #[arg(long, default_value = "compute", value_parser = cache_policy)]
     pub cache_policy: v1::CacheMode,
+    /// Serve the client's metrics (`/metrics`, Prometheus text format), `/healthz` and `/readyz`
+    /// (ready while attached to the job) on HOST:PORT. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub log: cachew_proto::daemon::LogFlags,
     /// Keepalive pings that notice a silent peer (a cut link).
@@ -192,6 +196,12 @@ async fn run(args: Args) -> anyhow::Result<Ending> {
     config.connect_timeout = Duration::from_millis(args.connect_timeout_ms);
     config.prefetch_splits = args.prefetch_splits as usize;
     config.cache_policy = args.cache_policy;
+    if let Some(address) = &args.metrics_listen {
+        let exporter = cachew_metrics::Exporter::new("client");
+        config.metrics = Some(ClientMetrics::register(&exporter));
+        exporter.health().set_not_ready("connecting");
+        cachew_metrics::spawn(cachew_metrics::bind(address).await?, exporter);
+    }
     let save_path = args
         .save_cursor
         .clone()

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
 
 use crate::ClientError;
+use crate::metrics::JobMetrics;
 
 /// Where the dispatcher says each upcoming split is served.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -144,12 +145,14 @@ pub struct SplitJob {
 }
 
 /// Fetches `job`'s split into `out` from `start` to its end. Returns when done, when the
-/// consumer went away, or on a fatal error (sent through `out` as well).
+/// consumer went away, or on a fatal error (sent through `out` as well). Counts each fetch's
+/// duration, retries, and the elements received (and those it drops) into `counts`.
 pub async fn fetch_split(
     job: SplitJob,
     pool: WorkerPool,
     mut locations: watch::Receiver<Locations>,
     poke: Arc<tokio::sync::Notify>,
+    counts: JobMetrics,
     out: mpsc::Sender<Result<Vec<Element>, ClientError>>,
 ) {
     let key = v1::TaskKey::new(job.job_id, job.epoch, job.position);
@@ -212,15 +215,25 @@ pub async fn fetch_split(
         let result = tokio::select! {
             r = tokio::time::timeout(fetch_deadline(), client.get_elements(req)) => r,
             () = moved => {
+                counts.fetch_retries.inc();
                 tracing::debug!(worker = %loc.worker_address, lease = loc.lease, "{key} moved while fetching; following it");
                 continue;
             }
         };
+        counts.fetch.observe(sent.elapsed().as_secs_f64());
         match result {
             Ok(Ok(resp)) => {
                 backoff.reset();
                 pool.answered(&loc.worker_address);
                 let resp = resp.into_inner();
+                // The answer counts as received once handed to the consumer, or as received
+                // and discarded where it goes no further (a fetcher aborted meanwhile counts
+                // neither, so received == delivered + discarded holds exactly).
+                let arrived = resp.elements.len() as u64;
+                let dropped = || {
+                    counts.received.inc_by(arrived);
+                    counts.discarded.inc_by(arrived);
+                };
                 if resp.split_len != 0 && resp.split_len != job.len {
                     let _ = out
                         .send(Err(ClientError::Protocol(format!(
@@ -228,6 +241,7 @@ pub async fn fetch_split(
                             loc.worker_address, job.split, resp.split_len, job.len
                         ))))
                         .await;
+                    dropped();
                     return;
                 }
                 let mut batch = Vec::with_capacity(resp.elements.len());
@@ -236,6 +250,7 @@ pub async fn fetch_split(
                         Ok(e) => e,
                         Err(err) => {
                             let _ = out.send(Err(ClientError::Protocol(err.to_string()))).await;
+                            dropped();
                             return;
                         }
                     };
@@ -246,13 +261,18 @@ pub async fn fetch_split(
                                 loc.worker_address, e.id, job.epoch, job.split
                             ))))
                             .await;
+                        dropped();
                         return;
                     }
                     next += 1;
                     batch.push(e);
                 }
-                if !batch.is_empty() && out.send(Ok(batch)).await.is_err() {
-                    return;
+                if !batch.is_empty() {
+                    if out.send(Ok(batch)).await.is_err() {
+                        dropped();
+                        return;
+                    }
+                    counts.received.inc_by(arrived);
                 }
             }
             Ok(Err(status)) => {
@@ -266,6 +286,7 @@ pub async fn fetch_split(
                     let _ = out.send(Err(ClientError::Pipeline(failure.reason))).await;
                     return;
                 }
+                counts.fetch_retries.inc();
                 tracing::debug!(worker = %loc.worker_address, lease = loc.lease, code = ?status.code(), "fetch of {key} failed: {}", status.message());
                 match status.code() {
                     // The worker holds another lease. Leases only grow: if the worker's is older it
@@ -298,6 +319,7 @@ pub async fn fetch_split(
                 poke.notify_one();
             }
             Err(_) => {
+                counts.fetch_retries.inc();
                 tracing::debug!(worker = %loc.worker_address, "fetch of {key} timed out");
                 pool.forget(&loc.worker_address);
                 pool.suspect(&loc.worker_address);

@@ -16,8 +16,9 @@ impl JobClient {
             return;
         }
         self.finished = true;
+        self.metrics.exporter().health().set_not_ready("stopping");
         self.pending_epoch_end = None;
-        self.in_flight.clear();
+        self.ended();
         self.release().await;
         tracing::info!(
             job = self.job_id,

@@ -8,6 +8,8 @@
 //! - [`fetch`]: per-split fetchers that follow a split across owners.
 //! - [`cli`]: the `cachew-client` consumer binary (hash log, verdicts, throughput).
 //! - [`leave`]: [`JobClient::leave`], releasing the consumer on every way out.
+//! - [`metrics`]: [`ClientMetrics`] (what a trainer exports) and the time spent waiting for data.
+//! - `heartbeat`: the consumer's reports to the dispatcher and the split locations it learns.
 //!
 //! Guarantees: elements are yielded strictly in the consumer's sequence (splits in epoch order,
 //! indices in split order); an element whose identity is not the one due is an error, never a
@@ -15,8 +17,11 @@
 
 pub mod cli;
 pub mod cursor;
+mod disks;
 pub mod fetch;
+mod heartbeat;
 pub mod leave;
+pub mod metrics;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -32,7 +37,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, watch};
 use tonic::transport::Channel;
 
+pub use disks::DiskReporter;
 use fetch::{Locations, SplitJob, WorkerPool, fetch_split};
+use heartbeat::{Reporting, heartbeat_loop, heartbeat_request};
+pub use metrics::ClientMetrics;
+use metrics::{JobMetrics, WaitClock};
 
 /// The place inside a [`ClientCursor`] (the dispatcher keeps the same type).
 pub use cachew_pipeline::ConsumerCursor;
@@ -85,6 +94,9 @@ pub struct ClientConfig {
     pub resume: Option<ClientCursor>,
     /// How the job uses the cache of its pipeline's prefix: compute, put, get or auto.
     pub cache_policy: v1::CacheMode,
+    /// Where the client counts (see [`metrics`]): the trainer's own, registered once on its
+    /// exporter, or `None` for one on a private exporter ([`JobClient::metrics`]).
+    pub metrics: Option<ClientMetrics>,
 }
 
 impl ClientConfig {
@@ -108,6 +120,7 @@ impl ClientConfig {
             fetch_elements: 16,
             resume: None,
             cache_policy: v1::CacheMode::Compute,
+            metrics: None,
         }
     }
 }
@@ -145,66 +158,6 @@ pub enum ClientEvent {
     EpochEnd(EpochSummary),
 }
 
-/// The client's own disks that do not take writes (its hash log, its cursor file), reported to
-/// the dispatcher with every heartbeat so the condition shows in the status stream and the
-/// dashboard. Cloned handles share one list (a default one reports to nobody).
-#[derive(Debug, Clone, Default)]
-pub struct DiskReporter {
-    conditions: Arc<Mutex<Vec<v1::DiskCondition>>>,
-    poke: Arc<Notify>,
-}
-
-impl DiskReporter {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<v1::DiskCondition>> {
-        self.conditions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A write to `store` at `path` failed (`disk_full`: for want of space); the client
-    /// `fallback`s meanwhile.
-    pub fn failing(&self, store: &str, path: &str, error: &str, disk_full: bool, fallback: &str) {
-        let mut list = self.lock();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let is_new = !list.iter().any(|c| c.store == store);
-        if is_new {
-            list.push(v1::DiskCondition {
-                store: store.to_string(),
-                path: path.to_string(),
-                since_unix_ms: now_ms,
-                fallback: fallback.to_string(),
-                ..Default::default()
-            });
-        }
-        if let Some(c) = list.iter_mut().find(|c| c.store == store) {
-            c.error = error.to_string();
-            c.disk_full = disk_full;
-            c.failures += 1;
-        }
-        drop(list);
-        if is_new {
-            self.poke.notify_one();
-        }
-    }
-
-    /// A write to `store` went through: its condition ends.
-    pub fn recovered(&self, store: &str) {
-        let mut list = self.lock();
-        let before = list.len();
-        list.retain(|c| c.store != store);
-        let changed = list.len() != before;
-        drop(list);
-        if changed {
-            self.poke.notify_one();
-        }
-    }
-
-    /// The conditions now.
-    pub fn conditions(&self) -> Vec<v1::DiskCondition> {
-        self.lock().clone()
-    }
-}
-
 /// One split being fetched.
 #[derive(Debug)]
 struct InFlight {
@@ -215,11 +168,21 @@ struct InFlight {
     rx: mpsc::Receiver<Result<Vec<Element>, ClientError>>,
     pending: VecDeque<Element>,
     task: tokio::task::JoinHandle<()>,
+    /// Counts what this split's buffers still hold when it is dropped unread.
+    discarded: cachew_metrics::prometheus::IntCounter,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.task.abort();
+        // Closed first, so a fetcher still running cannot add to what is counted here (its
+        // send fails and it counts the answer as discarded itself).
+        self.rx.close();
+        let mut left = self.pending.len();
+        while let Ok(message) = self.rx.try_recv() {
+            left += message.map_or(0, |elements| elements.len());
+        }
+        self.discarded.inc_by(left as u64);
     }
 }
 
@@ -243,9 +206,14 @@ pub struct JobClient {
     epoch_started: Instant,
     pool: WorkerPool,
     locations: watch::Receiver<Locations>,
-    shared_cursor: Arc<Mutex<(ClientCursor, u64)>>,
-    reports: Arc<Mutex<Vec<v1::EpochReport>>>,
-    disks: DiskReporter,
+    reporting: Reporting,
+    metrics: ClientMetrics,
+    counts: JobMetrics,
+    /// Blocked on fetched data, and assembling, since the last batch handed out.
+    batch_wait: Duration,
+    batching: Duration,
+    /// Examples in the batcher not yet handed out in a batch.
+    undelivered: u64,
     poke: Arc<Notify>,
     heartbeat: tokio::task::JoinHandle<()>,
     dispatcher: DispatcherClient<Channel>,
@@ -257,6 +225,7 @@ pub struct JobClient {
 impl Drop for JobClient {
     fn drop(&mut self) {
         self.heartbeat.abort();
+        self.ended();
     }
 }
 
@@ -308,6 +277,11 @@ impl JobClient {
                 "prefetch, buffer and fetch sizes must be at least 1".into(),
             ));
         }
+        let metrics = config
+            .metrics
+            .clone()
+            .unwrap_or_else(|| ClientMetrics::register(&cachew_metrics::Exporter::new("client")));
+        metrics.exporter().health().set_not_ready("connecting");
         let deadline = Instant::now() + config.connect_timeout;
         let mut dispatcher = connect_dispatcher(&config.dispatcher, config.connect_timeout).await?;
         let resume = config.resume;
@@ -378,20 +352,23 @@ impl JobClient {
             cursor.at.index
         );
         let (loc_tx, loc_rx) = watch::channel(Locations::default());
-        let shared_cursor = Arc::new(Mutex::new((cursor, 0)));
-        let reports = Arc::new(Mutex::new(Vec::new()));
         let poke = Arc::new(Notify::new());
-        let disks = DiskReporter {
-            conditions: Arc::default(),
-            poke: poke.clone(),
+        let reporting = Reporting {
+            cursor: Arc::new(Mutex::new((cursor, 0))),
+            reports: Arc::new(Mutex::new(Vec::new())),
+            disks: DiskReporter {
+                conditions: Arc::default(),
+                poke: poke.clone(),
+            },
+            wait: Arc::new(WaitClock::default()),
         };
+        let counts = metrics.for_job(&config.job_name, &reporting.wait);
+        metrics.exporter().health().set_ready();
         let pool = WorkerPool::default();
         let heartbeat = tokio::spawn(heartbeat_loop(
             (dispatcher.clone(), pool.clone()),
             (resp.job_id, resp.consumer_index, resp.consumer_generation),
-            shared_cursor.clone(),
-            reports.clone(),
-            disks.clone(),
+            reporting.clone(),
             loc_tx,
             poke.clone(),
         ));
@@ -416,9 +393,12 @@ impl JobClient {
             epoch_started: Instant::now(),
             pool,
             locations: loc_rx,
-            shared_cursor,
-            reports,
-            disks,
+            reporting,
+            metrics,
+            counts,
+            batch_wait: Duration::ZERO,
+            batching: Duration::ZERO,
+            undelivered: 0,
             poke,
             heartbeat,
             dispatcher,
@@ -447,7 +427,13 @@ impl JobClient {
 
     /// Where to report the client's own disks failing (the dispatcher shows them).
     pub fn disks(&self) -> DiskReporter {
-        self.disks.clone()
+        self.reporting.disks.clone()
+    }
+
+    /// The metrics this client counts into (see [`metrics`]): serve or encode
+    /// `metrics().exporter()`, or pass your own in [`ClientConfig::metrics`].
+    pub fn metrics(&self) -> &ClientMetrics {
+        &self.metrics
     }
 
     /// The cursor after the last batch handed out: save it with a model checkpoint and pass it
@@ -460,7 +446,12 @@ impl JobClient {
     /// [`cachew_proto::EPOCH_REPORTS_KEPT`] reports travel with every heartbeat until the client
     /// exits.
     pub fn report_epoch(&self, report: v1::EpochReport) {
-        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        self.counts.epoch_reported(&report);
+        let mut reports = self
+            .reporting
+            .reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         reports.retain(|r| r.epoch != report.epoch);
         reports.push(report);
         let excess = reports
@@ -532,6 +523,7 @@ impl JobClient {
                 self.pool.clone(),
                 self.locations.clone(),
                 self.poke.clone(),
+                self.counts.clone(),
                 tx,
             ));
             self.in_flight.push_back(InFlight {
@@ -542,18 +534,25 @@ impl JobClient {
                 rx,
                 pending: VecDeque::new(),
                 task,
+                discarded: self.counts.discarded.clone(),
             });
         }
     }
 
     fn publish_cursor(&self) {
-        let mut shared = self.shared_cursor.lock().unwrap_or_else(|p| p.into_inner());
+        let mut shared = self
+            .reporting
+            .cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *shared = (self.head_cursor, self.total_examples);
     }
 
     /// Ends the current epoch: flushes the last batch and moves to the next epoch.
     fn end_epoch(&mut self) -> Option<Batch> {
+        let assembling = Instant::now();
         let last = self.batcher.finish().ok().flatten();
+        self.batching += assembling.elapsed();
         let summary = EpochSummary {
             epoch: self.head_cursor.at.epoch,
             // Every example pushed into the batcher is in a batch now.
@@ -563,6 +562,13 @@ impl JobClient {
             elapsed: self.epoch_started.elapsed(),
         };
         self.total_examples += last.as_ref().map_or(0, |b| b.examples.len() as u64);
+        if let Some(b) = &last {
+            self.handed_out(b);
+        }
+        // A dropped remainder (or a batch that failed to assemble) never reaches the trainer.
+        self.counts.discarded.inc_by(self.undelivered);
+        self.undelivered = 0;
+        self.counts.epoch_ended(summary.epoch, summary.elapsed);
         self.head_cursor = ClientCursor {
             consumer_index: self.consumer,
             at: ConsumerCursor {
@@ -594,11 +600,13 @@ impl JobClient {
                 return Ok(None);
             }
             if self.locations.borrow().superseded {
+                self.metrics.exporter().health().set_not_ready("superseded");
                 return Err(ClientError::Superseded);
             }
             let num_epochs = self.order.num_epochs();
             if num_epochs > 0 && self.head_cursor.at.epoch >= num_epochs {
                 self.finished = true;
+                self.metrics.exporter().health().set_not_ready("finished");
                 self.release().await;
                 continue;
             }
@@ -628,7 +636,18 @@ impl JobClient {
                 continue;
             }
             if head.pending.is_empty() {
-                match head.rx.recv().await {
+                // Only the time blocked on an empty buffer is waiting for data.
+                let received = match head.rx.try_recv() {
+                    Ok(r) => Some(r),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        self.reporting.wait.begin();
+                        let r = head.rx.recv().await;
+                        self.batch_wait += self.reporting.wait.end();
+                        r
+                    }
+                };
+                match received {
                     Some(Ok(elements)) => head.pending.extend(elements),
                     Some(Err(e)) => return Err(e),
                     // A fetcher stops without a word only when the locations feed ended, which
@@ -657,21 +676,51 @@ impl JobClient {
             head.next += 1;
             self.head_cursor.at.index = head.next;
             let is_example = matches!(element.body, ElementBody::Example(_));
+            let assembling = Instant::now();
             let batch = self
                 .batcher
                 .push(element)
                 .map_err(|e| ClientError::Protocol(format!("cannot batch: {e}")))?;
+            self.batching += assembling.elapsed();
             if is_example {
                 self.head_cursor.examples += 1;
+                self.undelivered += 1;
+            } else {
+                // A record the pipeline skipped: received, never handed out.
+                self.counts.discarded.inc();
             }
             if let Some(b) = batch {
                 self.head_cursor.batches = self.batcher.next_index();
                 self.total_examples += b.examples.len() as u64;
                 self.delivered = self.head_cursor;
                 self.publish_cursor();
+                self.handed_out(&b);
                 return Ok(Some(ClientEvent::Batch(b)));
             }
         }
+    }
+
+    /// Counts batch `b` handed to the trainer, with the waiting and assembling behind it.
+    fn handed_out(&mut self, b: &Batch) {
+        let examples = b.examples.len() as u64;
+        self.counts.delivered.inc_by(examples);
+        self.counts.batches.inc();
+        self.undelivered = self.undelivered.saturating_sub(examples);
+        self.counts.wait.observe(self.batch_wait.as_secs_f64());
+        self.counts.batching.observe(self.batching.as_secs_f64());
+        self.batch_wait = Duration::ZERO;
+        self.batching = Duration::ZERO;
+    }
+
+    /// The client ends (it leaves or is dropped): what it still holds is discarded, an epoch
+    /// without a verdict is unverified. Safe to call twice.
+    fn ended(&mut self) {
+        self.in_flight.clear();
+        self.counts.discarded.inc_by(self.undelivered);
+        self.undelivered = 0;
+        self.reporting.wait.end();
+        self.counts.ratio.set(self.reporting.wait.ratio());
+        self.counts.client_ended();
     }
 
     /// Tells the dispatcher this consumer leaves (best effort).
@@ -682,9 +731,7 @@ impl JobClient {
         // consumer it last saw inside the final epoch and never count the job as finished.
         let last = heartbeat_request(
             (self.job_id, self.consumer, self.generation),
-            &self.shared_cursor,
-            &self.reports,
-            &self.disks,
+            &self.reporting,
             Vec::new(),
             0,
         );
@@ -708,110 +755,6 @@ impl JobClient {
             self.dispatcher.release_consumer(req),
         )
         .await;
-    }
-}
-
-/// A heartbeat of consumer (job, index, generation) carrying what it has to report now: its
-/// cursor and delivered count, its epoch reports and its failing disks.
-fn heartbeat_request(
-    (job_id, consumer_index, consumer_generation): (u64, u32, u64),
-    cursor: &Mutex<(ClientCursor, u64)>,
-    reports: &Mutex<Vec<v1::EpochReport>>,
-    disks: &DiskReporter,
-    known: Vec<v1::TaskLease>,
-    wait_ms: u64,
-) -> v1::ClientHeartbeatRequest {
-    let (c, delivered) = *cursor.lock().unwrap_or_else(|p| p.into_inner());
-    v1::ClientHeartbeatRequest {
-        job_id,
-        consumer_index,
-        consumer_generation,
-        cursor: Some(to_wire(&c)),
-        wait_ms,
-        known,
-        delivered_examples: delivered,
-        reports: reports.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-        disks: disks.conditions(),
-        unreachable_workers: Vec::new(),
-    }
-}
-
-/// How long past its long-poll wait a heartbeat may take before it counts as failed.
-const HEARTBEAT_GRACE: Duration = Duration::from_secs(5);
-
-/// Reports the cursor to the dispatcher and keeps the split locations up to date.
-async fn heartbeat_loop(
-    (mut dispatcher, pool): (DispatcherClient<Channel>, WorkerPool),
-    (job_id, consumer, generation): (u64, u32, u64),
-    cursor: Arc<Mutex<(ClientCursor, u64)>>,
-    reports: Arc<Mutex<Vec<v1::EpochReport>>>,
-    disks: DiskReporter,
-    locations: watch::Sender<Locations>,
-    poke: Arc<Notify>,
-) {
-    let mut failures = 0u32;
-    loop {
-        let known = locations
-            .borrow()
-            .by_position
-            .values()
-            .map(|l| v1::TaskLease {
-                epoch: l.epoch,
-                position: l.position,
-                lease: l.lease,
-            })
-            .collect();
-        let mut req = heartbeat_request(
-            (job_id, consumer, generation),
-            &cursor,
-            &reports,
-            &disks,
-            known,
-            500,
-        );
-        req.unreachable_workers = pool.unreachable();
-        // A silent dispatcher (a cut link) must not hold the heartbeat forever.
-        let deadline = Duration::from_millis(req.wait_ms) + HEARTBEAT_GRACE;
-        let call = async {
-            match tokio::time::timeout(deadline, dispatcher.client_heartbeat(req)).await {
-                Ok(r) => r,
-                Err(_) => Err(tonic::Status::deadline_exceeded(format!(
-                    "no answer within {} ms",
-                    deadline.as_millis()
-                ))),
-            }
-        };
-        tokio::select! {
-            result = call => match result {
-                Ok(resp) => {
-                    let resp = resp.into_inner();
-                    if failures > 0 {
-                        tracing::info!("dispatcher reachable again after {failures} failed heartbeat(s)");
-                        failures = 0;
-                    }
-                    let superseded = resp.superseded;
-                    locations.send_modify(|l| {
-                        l.by_position = resp.locations.into_iter().map(|x| ((x.epoch, x.position), x)).collect();
-                        l.finished = resp.job_finished;
-                        l.superseded = superseded;
-                        l.dispatcher_down = false;
-                    });
-                    if superseded {
-                        tracing::warn!("another client took over consumer {consumer} of job {job_id}");
-                        return;
-                    }
-                }
-                Err(status) => {
-                    failures += 1;
-                    if failures == 1 || failures.is_multiple_of(20) {
-                        tracing::warn!("client heartbeat failed ({failures} in a row): {}", status.message());
-                    }
-                    locations.send_modify(|l| l.dispatcher_down = true);
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(5)))).await;
-                }
-            },
-            _ = poke.notified() => {}
-        }
     }
 }
 

@@ -27,6 +27,7 @@ fn help_lists_the_flags() {
         "--hash-log",
         "--verify",
         "--step-time-ms",
+        "--metrics-listen",
     ] {
         assert!(text.contains(flag), "{flag} missing from:\n{text}");
     }

@@ -13,7 +13,7 @@ use tonic::Status;
 
 use crate::long_poll::{Look, Round};
 use crate::service::{Core, DispatcherService};
-use crate::soft::DiskOwner;
+use crate::soft::{DiskOwner, InputWait};
 use crate::state::{CachePolicy, Command, Rejection};
 use crate::wire::{cursor_from_wire, rejection_status};
 
@@ -208,8 +208,8 @@ impl DispatcherService {
             .map_err(rejection_status)
     }
 
-    /// Takes in what the current consumer's heartbeat reports: examples delivered, its disks
-    /// and its epoch reports (new ones become events).
+    /// Takes in what the current consumer's heartbeat reports: examples delivered, its time
+    /// waiting for data, its disks and its epoch reports (new ones become events).
     fn take_in_report(&self, core: &mut Core, req: &v1::ClientHeartbeatRequest) {
         // Only a heartbeat of the current consumer counts (a superseded or bogus one must not
         // keep a consumer looking alive).
@@ -217,6 +217,9 @@ impl DispatcherService {
         core.soft
             .delivered_examples
             .insert(consumer, req.delivered_examples);
+        core.soft
+            .input_wait
+            .insert(consumer, InputWait::from_heartbeat(req));
         core.soft.consumer_seen.insert(consumer, Instant::now());
         core.soft.record_disks(
             &mut core.events,

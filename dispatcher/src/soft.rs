@@ -32,6 +32,30 @@ pub struct Reported {
     pub idle: bool,
 }
 
+/// A trainer's time waiting for data, as its consumer's latest heartbeat said: the input-bound
+/// signal (a trainer that waits is starved by its input pipeline and wants more workers; one
+/// that never waits has enough). The autoscaler reads it here; the status stream carries it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct InputWait {
+    /// Seconds the trainer's calls for the next batch spent blocked on fetched data since the
+    /// client started.
+    pub seconds_total: f64,
+    /// The fraction of wall time spent waiting over the client's last ~10 s, 0 to 1.
+    pub ratio: f64,
+}
+
+impl InputWait {
+    /// From a heartbeat, clamped to what the fields can mean (a client's bogus value never
+    /// reaches a scaling decision as a negative or NaN).
+    pub fn from_heartbeat(req: &v1::ClientHeartbeatRequest) -> InputWait {
+        let finite = |v: f64| if v.is_finite() { v.max(0.0) } else { 0.0 };
+        InputWait {
+            seconds_total: finite(req.wait_seconds_total),
+            ratio: finite(req.input_wait_ratio).min(1.0),
+        }
+    }
+}
+
 /// (job, epoch, position): one task.
 pub type TaskRef = (JobId, u64, u32);
 
@@ -108,6 +132,8 @@ pub struct Soft {
     /// Cache measurements and commits reported by workers, per job.
     pub cache: HashMap<JobId, CacheSoft>,
     pub delivered_examples: HashMap<(JobId, u32), u64>,
+    /// Each consumer's time waiting for data (the input-bound signal), per (job, consumer).
+    pub input_wait: HashMap<(JobId, u32), InputWait>,
     /// When each consumer last reported.
     pub consumer_seen: HashMap<(JobId, u32), Instant>,
     /// When the liveness check last ran (a long gap means the dispatcher itself stalled).
@@ -197,6 +223,7 @@ impl Soft {
         });
         self.cache.retain(|j, _| state.jobs.contains_key(j));
         self.delivered_examples.retain(|k, _| consumer(k));
+        self.input_wait.retain(|k, _| consumer(k));
         self.consumer_seen.retain(|k, _| consumer(k));
         self.reports.retain(|k, _| consumer(k));
         self.disks.retain(|owner, _| match owner {
@@ -215,6 +242,7 @@ impl Soft {
             + self.produced.len()
             + self.cache.len()
             + self.delivered_examples.len()
+            + self.input_wait.len()
             + self.consumer_seen.len()
             + self.reports.values().map(|r| r.len().max(1)).sum::<usize>()
             + self.disks.len()
@@ -312,5 +340,37 @@ impl Soft {
         if !now.is_empty() {
             self.disks.insert(owner, now.to_vec());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_input_wait_of_a_heartbeat_is_kept_within_what_it_can_mean() {
+        let req = |total: f64, ratio: f64| v1::ClientHeartbeatRequest {
+            wait_seconds_total: total,
+            input_wait_ratio: ratio,
+            ..Default::default()
+        };
+        assert_eq!(
+            InputWait::from_heartbeat(&req(12.5, 0.25)),
+            InputWait {
+                seconds_total: 12.5,
+                ratio: 0.25
+            }
+        );
+        assert_eq!(
+            InputWait::from_heartbeat(&req(-1.0, 7.0)),
+            InputWait {
+                seconds_total: 0.0,
+                ratio: 1.0
+            }
+        );
+        assert_eq!(
+            InputWait::from_heartbeat(&req(f64::NAN, f64::INFINITY)),
+            InputWait::default()
+        );
     }
 }

@@ -148,7 +148,8 @@ impl StatusView<'_> {
             consumers: j
                 .consumers
                 .iter()
-                .map(|c| v1::ConsumerStatus {
+                .map(|c| (c, soft.input_wait.get(&(j.id, c.index)).copied()))
+                .map(|(c, wait)| v1::ConsumerStatus {
                     index: c.index,
                     generation: c.generation,
                     attached: c.attached,
@@ -168,6 +169,8 @@ impl StatusView<'_> {
                         .get(&DiskOwner::Consumer(j.id, c.index))
                         .cloned()
                         .unwrap_or_default(),
+                    wait_seconds_total: wait.map_or(0.0, |w| w.seconds_total),
+                    input_wait_ratio: wait.map_or(0.0, |w| w.ratio),
                 })
                 .collect(),
             epochs: epochs(j),

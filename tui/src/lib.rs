@@ -4,7 +4,8 @@
 //! - [`model`]: the dashboard's state, changed only by updates from the feeds, clock ticks and
 //!   key presses; no I/O, no clock reads. Keys become [`model::Effect`]s for the caller.
 //! - [`view`]: a pure function of the model into a ratatui buffer, one `render_*` per panel
-//!   (nodes, job and epochs, splits, checkpoints, journal, events), snapshot-tested.
+//!   (nodes, job and epochs, splits, checkpoints, journal, events), one file per panel group
+//!   under `view/`, snapshot-tested.
 //! - [`keys`]: the key table (footer, help screen, README) and key-press mapping.
 //! - [`feed`]: background tasks that follow the dispatcher's `WatchStatus` stream (reconnecting
 //!   with backoff) and poll cluster control's `ListNodes`, and the `Act` call behind the keys.

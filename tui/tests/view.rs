@@ -73,6 +73,17 @@ fn healthy() {
     snapshot("healthy", &common::healthy());
 }
 
+/// The job panel shows the trainer's time waiting for data beside its throughput.
+#[test]
+fn input_bound() {
+    let model = common::input_bound();
+    snapshot("input_bound", &model);
+    let text = rows(render(&model, 80, 24).backend().buffer()).join("\n");
+    assert!(text.contains("· waiting 37%"), "{text}");
+    let healthy = rows(render(&common::healthy(), 80, 24).backend().buffer()).join("\n");
+    assert!(!healthy.contains("waiting"), "{healthy}");
+}
+
 #[test]
 fn worker_dead() {
     snapshot("worker_dead", &common::worker_dead());

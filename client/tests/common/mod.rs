@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use cachew_client::ClientError;
 use cachew_client::fetch::{Locations, SplitJob, WorkerPool, fetch_split};
+use cachew_client::metrics::{ClientMetrics, WaitClock};
 use cachew_pipeline::Element;
 use cachew_proto::v1;
 use cachew_worker::cache::CacheMode;
@@ -92,11 +93,14 @@ pub fn spawn_fetch(
         start: 0,
         max_elements: 16,
     };
+    let counts = ClientMetrics::register(&cachew_metrics::Exporter::new("client"))
+        .for_job("test", &Arc::new(WaitClock::default()));
     let fetcher = tokio::spawn(fetch_split(
         job,
         WorkerPool::default(),
         locations,
         Arc::new(Notify::new()),
+        counts,
         out_tx,
     ));
     (fetcher, out_rx)

@@ -60,6 +60,8 @@ pub struct Snapshot {
     pub journal: Option<v1::JournalStatus>,
     /// Epochs with a verdict (all verified exactly-once).
     pub verdicts: u64,
+    /// The client's share of time waiting for data (None: a client that does not report it).
+    pub wait_ratio: Option<f64>,
 }
 
 pub fn event(seq: u64, at: u64, kind: v1::EventKind, message: &str, worker: u64) -> v1::Event {
@@ -168,6 +170,8 @@ impl Snapshot {
                 }),
                 delivered_examples: self.delivered,
                 reports,
+                wait_seconds_total: self.wait_ratio.map_or(0.0, |r| 60.0 * r),
+                input_wait_ratio: self.wait_ratio.unwrap_or(0.0),
             }],
             epochs: vec![
                 v1::EpochStatus {
@@ -435,6 +439,7 @@ pub fn healthy_model(standby: bool, journal_on: bool) -> (Model, Snapshot) {
             events: if k == 0 { history(standby) } else { Vec::new() },
             journal: if journal_on { journal() } else { None },
             verdicts: 7,
+            wait_ratio: None,
         };
         model.apply(Update::Nodes(node_list.clone()), at);
         model.apply(Update::Status(Box::new(snap.status())), at + 5);
@@ -447,6 +452,17 @@ pub fn healthy_model(standby: bool, journal_on: bool) -> (Model, Snapshot) {
 /// Healthy: three workers, a standby, a client in epoch 7 of a looping job, journal on.
 pub fn healthy() -> Model {
     healthy_model(true, true).0
+}
+
+/// Healthy, but the trainer waits for data 37% of the time (its input pipeline is too slow).
+pub fn input_bound() -> Model {
+    let (mut model, mut snap) = healthy_model(true, true);
+    snap.at += 1000;
+    snap.delivered += 612;
+    snap.wait_ratio = Some(0.37);
+    model.apply(Update::Status(Box::new(snap.status())), snap.at + 5);
+    model.tick(T0 + 1100);
+    model
 }
 
 /// Worker 2 killed at T0 + 300 in a cluster without a standby: heartbeats missed, then declared

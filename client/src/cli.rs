@@ -94,6 +94,11 @@ pub struct Args {
     /// (ready while attached to the job) on HOST:PORT. Off by default.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// With --metrics-listen: once the job is done, keep serving the final counters this long
+    /// (ms) before exiting, so a scraper reads them (a short job would otherwise end between
+    /// two scrapes). Not after a stop signal.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub metrics_linger_ms: u64,
     #[command(flatten)]
     pub log: cachew_proto::daemon::LogFlags,
     /// Keepalive pings that notice a silent peer (a cut link).
@@ -119,7 +124,19 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    match runtime.block_on(run(args)) {
+    let linger = match args.metrics_listen {
+        Some(_) => Duration::from_millis(args.metrics_linger_ms),
+        None => Duration::ZERO,
+    };
+    let ending = runtime.block_on(async move {
+        let ending = run(args).await;
+        if matches!(ending, Ok(Ending::Done(_))) && !linger.is_zero() {
+            tracing::info!("serving the final metrics for {} ms", linger.as_millis());
+            tokio::time::sleep(linger).await;
+        }
+        ending
+    });
+    match ending {
         Ok(Ending::Done(true)) => ExitCode::SUCCESS,
         Ok(Ending::Done(false)) => ExitCode::from(3),
         Ok(Ending::Stopped(signal)) => ExitCode::from(signal.exit_code()),

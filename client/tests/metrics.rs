@@ -81,6 +81,7 @@ async fn start_cluster() -> String {
         started: Instant::now(),
         cache: None,
         drain_timeout: Duration::from_secs(2),
+        metrics: cachew_metrics::Exporter::new("worker"),
     };
     tokio::spawn(cachew_worker::run(config, listener, std::future::pending()));
     dispatcher

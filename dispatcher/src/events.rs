@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cachew_proto::names::Name;
 use cachew_proto::v1;
 
-use crate::metrics::DispatcherMetrics;
+use cachew_metrics::prometheus::IntCounterVec;
 
 /// How many events the log keeps.
 pub const EVENT_LOG_CAPACITY: usize = 1000;
@@ -34,15 +34,15 @@ pub struct EventLog {
     last_seq: u64,
     /// Message bytes held.
     bytes: usize,
-    /// Counts events by kind (`cachew_dispatcher_events_total`).
-    metrics: Option<DispatcherMetrics>,
+    /// Counts events by kind (`cachew_dispatcher_events_total`, label `kind`).
+    counter: Option<IntCounterVec>,
 }
 
 impl EventLog {
-    /// A log that counts its events in `metrics`.
-    pub(crate) fn counted(metrics: DispatcherMetrics) -> EventLog {
+    /// A log that counts its events by kind in `counter`.
+    pub(crate) fn counted(counter: IntCounterVec) -> EventLog {
         EventLog {
-            metrics: Some(metrics),
+            counter: Some(counter),
             ..EventLog::default()
         }
     }
@@ -78,8 +78,8 @@ impl EventLog {
             "{}",
             event.message
         );
-        if let Some(m) = &self.metrics {
-            m.event(kind);
+        if let Some(c) = &self.counter {
+            c.with_label_values(&[kind.name()]).inc();
         }
         self.events.push_back(event);
         while self.events.len() > EVENT_LOG_CAPACITY {

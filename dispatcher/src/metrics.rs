@@ -19,7 +19,7 @@ use cachew_proto::names::Name;
 use cachew_proto::v1;
 
 use crate::soft::Soft;
-use crate::state::{Command, JobRest, Outcome, State, WorkerEntry, WorkerLife};
+use crate::state::{Command, JobRest, Outcome, State};
 
 /// Why a split moved to another worker (the `reason` label of `splits_failed_over_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,9 +194,9 @@ impl DispatcherMetrics {
         }
     }
 
-    /// Counts one published event.
-    pub(crate) fn event(&self, kind: v1::EventKind) {
-        self.events.with_label_values(&[kind.name()]).inc();
+    /// The counter of published events by kind (the event log bumps it).
+    pub(crate) fn events(&self) -> IntCounterVec {
+        self.events.clone()
     }
 
     /// Counts a batch of `records` journal records made durable in `took`.
@@ -216,7 +216,7 @@ impl DispatcherMetrics {
             let n = state
                 .workers
                 .values()
-                .filter(|w| worker_state(w, soft) == s)
+                .filter(|w| soft.worker_state(w) == s)
                 .count();
             self.workers.with_label_values(&[s.name()]).set(n as i64);
         }
@@ -256,18 +256,6 @@ impl DispatcherMetrics {
     pub(crate) fn refresh_disk(&self) {
         let bytes = self.journal_dir.as_deref().map_or(0, disk_bytes);
         self.journal_bytes.set(bytes as i64);
-    }
-}
-
-/// A worker's state as the status stream and the metrics name it.
-pub(crate) fn worker_state(w: &WorkerEntry, soft: &Soft) -> v1::WorkerState {
-    match w.life {
-        WorkerLife::Dead => v1::WorkerState::Dead,
-        WorkerLife::Left => v1::WorkerState::Left,
-        WorkerLife::Draining => v1::WorkerState::Draining,
-        WorkerLife::Alive if soft.suspect.contains(&w.id) => v1::WorkerState::Suspect,
-        WorkerLife::Alive if w.standby => v1::WorkerState::Standby,
-        WorkerLife::Alive => v1::WorkerState::Alive,
     }
 }
 

@@ -175,7 +175,7 @@ impl DispatcherService {
                 core: Mutex::new(Core {
                     state,
                     soft,
-                    events: EventLog::counted(metrics.clone()),
+                    events: EventLog::counted(metrics.events()),
                     pending: Pending {
                         records: Vec::new(),
                         applied,

@@ -18,7 +18,7 @@ use cachew_proto::v1;
 use cachew_proto::v1::EventKind;
 
 use crate::events::EventLog;
-use crate::state::{JobId, JobRest, State, WorkerId};
+use crate::state::{JobId, JobRest, State, WorkerEntry, WorkerId, WorkerLife};
 
 /// What a worker last reported about one task.
 #[derive(Debug, Clone, Copy)]
@@ -174,6 +174,19 @@ impl Soft {
             }
         }
         soft
+    }
+
+    /// A worker's state as the status stream and the metrics name it: its life in the state,
+    /// refined by what this process saw (a late heartbeat makes an alive worker suspect).
+    pub fn worker_state(&self, w: &WorkerEntry) -> v1::WorkerState {
+        match w.life {
+            WorkerLife::Dead => v1::WorkerState::Dead,
+            WorkerLife::Left => v1::WorkerState::Left,
+            WorkerLife::Draining => v1::WorkerState::Draining,
+            WorkerLife::Alive if self.suspect.contains(&w.id) => v1::WorkerState::Suspect,
+            WorkerLife::Alive if w.standby => v1::WorkerState::Standby,
+            WorkerLife::Alive => v1::WorkerState::Alive,
+        }
     }
 
     /// Notes a heartbeat of `worker`; true if it was suspect.

@@ -10,7 +10,7 @@ use cachew_proto::v1;
 use crate::config::DispatcherConfig;
 use crate::events::{EventLog, unix_ms};
 use crate::soft::{DiskOwner, Soft};
-use crate::state::{Job, State, WorkerEntry, WorkerLife};
+use crate::state::{Job, State, WorkerEntry};
 
 /// Everything a status snapshot is made of.
 #[derive(Debug)]
@@ -63,14 +63,7 @@ impl StatusView<'_> {
             .last_seen
             .get(&w.id)
             .map_or(0, |t| now.duration_since(*t).as_millis() as u64);
-        let name = match w.life {
-            WorkerLife::Dead => v1::WorkerState::Dead,
-            WorkerLife::Left => v1::WorkerState::Left,
-            WorkerLife::Draining => v1::WorkerState::Draining,
-            WorkerLife::Alive if soft.suspect.contains(&w.id) => v1::WorkerState::Suspect,
-            WorkerLife::Alive if w.standby => v1::WorkerState::Standby,
-            WorkerLife::Alive => v1::WorkerState::Alive,
-        };
+        let name = soft.worker_state(w);
         let tasks = state
             .assignments_of(w.id)
             .into_iter()

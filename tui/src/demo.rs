@@ -110,6 +110,11 @@ impl Demo {
         let local = tokio::task::spawn_blocking(move || builder.start())
             .await
             .map_err(|e| TuiError::Invalid(e.to_string()))??;
+        // Where each node serves /metrics, /healthz and /readyz (the dashboard owns the terminal).
+        let _ = std::fs::write(
+            local.root().join("metrics-endpoints.txt"),
+            local.metrics_endpoints(),
+        );
         let control_address = local
             .control_address()
             .ok_or_else(|| TuiError::Invalid("the demo serves no cluster control".into()))?
@@ -179,4 +184,5 @@ pub fn cluster(options: &DemoOptions, pipeline: &Path, run_dir: &Path) -> LocalC
         .worker_flags(options.worker_args())
         .client(client)
         .control(true)
+        .metrics(true)
 }

@@ -330,7 +330,9 @@ async fn heartbeat_loop(
             lifecycle.registered();
         }
         if resp.reregister {
-            engine.drop_all();
+            // The dispatcher no longer counts this worker alive (declared dead, or restarted
+            // without it): every lease it held is void, its tasks fenced.
+            engine.drop_all(crate::ledger::Discard::Fenced);
             // A draining worker the dispatcher no longer knows has nothing to hand over.
             return if draining {
                 Ended::Left

@@ -394,13 +394,14 @@ impl Engine {
         self.shared.slots_freed.notified().await;
     }
 
-    pub fn drop_all(&self) {
+    /// Drops every task; their unsent elements count as discarded for `why`.
+    pub fn drop_all(&self, why: Discard) {
         let tasks = {
             let mut st = self.lock();
             st.share = FairShare::default();
             let tasks = std::mem::take(&mut st.tasks);
             let unsent = tasks.values().map(Task::unsent).sum();
-            st.ledger.discard(Discard::Dropped, unsent);
+            st.ledger.discard(why, unsent);
             tasks
         };
         for t in tasks.values() {

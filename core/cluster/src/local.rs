@@ -222,6 +222,15 @@ impl LocalCluster {
         }
     }
 
+    /// One line per node that serves metrics: `NAME http://ADDRESS/metrics`.
+    pub fn metrics_endpoints(&self) -> String {
+        lock(&self.cluster)
+            .nodes()
+            .into_iter()
+            .filter_map(|n| Some(format!("{} http://{}/metrics\n", n.name, n.metrics?)))
+            .collect()
+    }
+
     /// The dispatcher's address.
     pub fn dispatcher(&self) -> &str {
         &self.dispatcher

@@ -114,6 +114,7 @@ async fn run(args: Args, started: std::time::Instant) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot create --work-dir {}: {e}", dir.display()))?;
     }
     let metrics = cachew_metrics::Exporter::new("worker");
+    metrics.set_timing(args.metrics_listen.is_some());
     if let Some(address) = &args.metrics_listen {
         let listener = cachew_metrics::bind(address).await?;
         tracing::info!(address = %listener.local_addr()?, "metrics endpoint listening");

@@ -106,10 +106,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
     let metrics = metrics::WorkerMetrics::register(&config.metrics);
+    // Per-op timing only when someone can read it (see `Exporter::timing`).
+    let ops: Arc<dyn cachew_pipeline::observe::OpObserver + Send + Sync> =
+        match config.metrics.timing() {
+            true => metrics.ops.clone(),
+            false => Arc::new(cachew_pipeline::observe::NoObserver),
+        };
     let (engine, _threads) = Engine::start_observed(
         config.engine,
         config.cache.clone(),
-        metrics.ops.clone(),
+        ops,
         metrics.cache.clone(),
     );
     metrics::WorkerMetrics::watch_engine(&config.metrics, engine.accounts_source());

@@ -59,9 +59,8 @@ impl WorkerMetrics {
             op_buckets(),
         );
         let ops = Arc::new(OpTimes {
-            by_op: KNOWN_OPS
-                .iter()
-                .map(|&op| (op, op_seconds.with_label_values(&[op])))
+            by_op: known_ops()
+                .map(|op| (op, op_seconds.with_label_values(&[op])))
                 .collect(),
             other: op_seconds,
         });
@@ -164,20 +163,17 @@ impl WorkerMetrics {
     }
 }
 
-/// The op names every pipeline spec can use, and the steps around them (label values resolved
-/// once, so an observation is a lookup in a short list and an atomic add).
-const KNOWN_OPS: [&str; 10] = [
-    "parse_example",
-    "decode_jpeg",
-    "random_crop",
-    "random_flip",
-    "resize",
-    "normalize",
-    "cast",
-    cachew_pipeline::observe::step::READ,
-    cachew_pipeline::observe::step::CACHE_GET,
-    cachew_pipeline::observe::step::CACHE_PUT,
-];
+/// The steps a record goes through on a worker: every per-record op a spec can use, and the
+/// steps around them (label values resolved once, so an observation is a lookup in a short list
+/// and an atomic add).
+fn known_ops() -> impl Iterator<Item = &'static str> {
+    use cachew_pipeline::observe::step;
+    cachew_pipeline::spec::OpSpec::NAMES
+        .iter()
+        .copied()
+        .filter(|op| !matches!(*op, "cache" | "batch"))
+        .chain([step::READ, step::CACHE_GET, step::CACHE_PUT])
+}
 
 /// `cachew_worker_op_seconds{op}`: the pipeline's [`OpObserver`].
 #[derive(Debug)]

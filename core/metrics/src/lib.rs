@@ -18,6 +18,7 @@
 
 mod http;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -65,6 +66,7 @@ struct Inner {
     health: Health,
     hooks: Mutex<Vec<Hook>>,
     component: String,
+    timing: AtomicBool,
 }
 
 /// One process's (or one instance's) metrics and health; cheap to clone (shared).
@@ -94,6 +96,7 @@ impl Exporter {
                 health: Health::default(),
                 hooks: Mutex::new(Vec::new()),
                 component: component.to_string(),
+                timing: AtomicBool::new(true),
             }),
         };
         exporter.inner.health.set_not_ready("starting");
@@ -126,6 +129,17 @@ impl Exporter {
 
     pub fn health(&self) -> &Health {
         &self.inner.health
+    }
+
+    /// Whether components time their per-element steps (a clock read per step per element;
+    /// counters are kept either way). On by default; a binary whose metrics nobody can read
+    /// (no `--metrics-listen`) turns it off before its components register.
+    pub fn timing(&self) -> bool {
+        self.inner.timing.load(Ordering::Relaxed)
+    }
+
+    pub fn set_timing(&self, on: bool) {
+        self.inner.timing.store(on, Ordering::Relaxed);
     }
 
     /// Runs `hook` before every encoding (to set gauges from the current state). Hooks must not

@@ -213,7 +213,9 @@ impl OpSpec {
         matches!(self, OpSpec::RandomCrop { .. } | OpSpec::RandomFlip { .. })
     }
 
-    const NAMES: &'static [&'static str] = &[
+    /// Every op's name in a spec (`cache` and `batch` included: they mark points, they do not
+    /// run per record).
+    pub const NAMES: &'static [&'static str] = &[
         "parse_example",
         "decode_jpeg",
         "random_crop",

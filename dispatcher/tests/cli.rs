@@ -1,4 +1,4 @@
-//! The `cachew-dispatcher` binary: help, bad flags, a port that is taken.
+//! The `cachew-dispatcher` binary: help, bad flags, a port that is taken, JSON logs.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
@@ -48,4 +48,59 @@ fn a_taken_port_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
+
+/// `--log-format json`: every stderr line is one JSON object, and a status-stream event is
+/// logged with the status stream's own field names.
+#[test]
+fn json_logs_carry_the_event_fields() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--work-dir",
+        ])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = Vec::new();
+    let mut event = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(
+            value["timestamp"].is_string() && value["level"].is_string(),
+            "{line}"
+        );
+        if value["target"] == "cachew_dispatcher::event" {
+            event = Some(value);
+            break;
+        }
+        lines.push(line);
+        assert!(
+            lines.len() < 50,
+            "no event logged in:\n{}",
+            lines.join("\n")
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let event = event.expect("the journal replay is logged as an event");
+    assert_eq!(event["kind"], "journal_replayed", "{event}");
+    assert_eq!(event["seq"], 1, "{event}");
+    assert!(event["unix_ms"].as_u64().unwrap() > 0, "{event}");
+    assert!(
+        event["message"].as_str().unwrap().contains("journal"),
+        "{event}"
+    );
+    for field in ["worker_id", "job_id"] {
+        assert_eq!(event[field], 0, "{field}: {event}");
+    }
 }

@@ -226,9 +226,11 @@ pub async fn fetch_split(
                 backoff.reset();
                 pool.answered(&loc.worker_address);
                 let resp = resp.into_inner();
-                // The answer counts as received once handed to the consumer, or as received
-                // and discarded where it goes no further (a fetcher aborted meanwhile counts
-                // neither, so received == delivered + discarded holds exactly).
+                // The consumer counts an answer as received when it takes it from the channel
+                // (or drains it, discarded, when the split is dropped). One that goes no
+                // further counts as received and discarded here. An answer pushed into a channel
+                // already drained and dropped counts nowhere, so received == delivered +
+                // discarded holds exactly.
                 let arrived = resp.elements.len() as u64;
                 let dropped = || {
                     counts.received.inc_by(arrived);
@@ -267,12 +269,9 @@ pub async fn fetch_split(
                     next += 1;
                     batch.push(e);
                 }
-                if !batch.is_empty() {
-                    if out.send(Ok(batch)).await.is_err() {
-                        dropped();
-                        return;
-                    }
-                    counts.received.inc_by(arrived);
+                if !batch.is_empty() && out.send(Ok(batch)).await.is_err() {
+                    dropped();
+                    return;
                 }
             }
             Ok(Err(status)) => {

@@ -168,21 +168,25 @@ struct InFlight {
     rx: mpsc::Receiver<Result<Vec<Element>, ClientError>>,
     pending: VecDeque<Element>,
     task: tokio::task::JoinHandle<()>,
-    /// Counts what this split's buffers still hold when it is dropped unread.
+    /// Counts what this split's channel still holds when it is dropped unread (as received
+    /// and discarded) and what its taken buffer still holds (discarded).
+    received: cachew_metrics::prometheus::IntCounter,
     discarded: cachew_metrics::prometheus::IntCounter,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.task.abort();
-        // Closed first, so a fetcher still running cannot add to what is counted here (its
-        // send fails and it counts the answer as discarded itself).
+        // Closed first: a fetcher still running then fails to send (and counts its answer as
+        // received and discarded itself), or, if it already held a slot, its answer is dropped
+        // with the channel uncounted: never received by this client.
         self.rx.close();
-        let mut left = self.pending.len();
+        let mut drained = 0;
         while let Ok(message) = self.rx.try_recv() {
-            left += message.map_or(0, |elements| elements.len());
+            drained += message.map_or(0, |elements| elements.len());
         }
-        self.discarded.inc_by(left as u64);
+        self.received.inc_by(drained as u64);
+        self.discarded.inc_by((drained + self.pending.len()) as u64);
     }
 }
 
@@ -534,6 +538,7 @@ impl JobClient {
                 rx,
                 pending: VecDeque::new(),
                 task,
+                received: self.counts.received.clone(),
                 discarded: self.counts.discarded.clone(),
             });
         }
@@ -641,14 +646,17 @@ impl JobClient {
                     Ok(r) => Some(r),
                     Err(mpsc::error::TryRecvError::Disconnected) => None,
                     Err(mpsc::error::TryRecvError::Empty) => {
-                        self.reporting.wait.begin();
+                        let waiting = self.reporting.wait.waiting();
                         let r = head.rx.recv().await;
-                        self.batch_wait += self.reporting.wait.end();
+                        self.batch_wait += waiting.end();
                         r
                     }
                 };
                 match received {
-                    Some(Ok(elements)) => head.pending.extend(elements),
+                    Some(Ok(elements)) => {
+                        self.counts.received.inc_by(elements.len() as u64);
+                        head.pending.extend(elements);
+                    }
                     Some(Err(e)) => return Err(e),
                     // A fetcher stops without a word only when the locations feed ended, which
                     // it does when another client took over this consumer.

@@ -94,7 +94,7 @@ impl ClientMetrics {
     /// clashes (logged) and its counts stay unseen; share the returned value instead.
     pub fn register(exporter: &Exporter) -> ClientMetrics {
         let e = exporter;
-        let job = &["job"];
+        let job = &["job_name"];
         let ratio = e.gauge_vec(
             "cachew_client_input_wait_ratio",
             "Fraction of wall time the trainer spent waiting for data over the last ~10 seconds (0 to 1).",
@@ -143,7 +143,7 @@ impl ClientMetrics {
             epochs: e.counter_vec(
                 "cachew_client_epochs_total",
                 "Finished epochs, by exactly-once verdict (exactly_once, violated, unverified).",
-                &["job", "verdict"],
+                &["job_name", "verdict"],
             ),
             fetch_retries: e.counter_vec(
                 "cachew_client_fetch_retries_total",
@@ -300,6 +300,23 @@ struct WaitState {
     samples: VecDeque<(Instant, Duration)>,
 }
 
+/// A wait in progress ([`WaitClock::waiting`]).
+#[derive(Debug)]
+pub struct Waiting<'a>(&'a WaitClock);
+
+impl Waiting<'_> {
+    /// Ends the wait; returns how long it took.
+    pub fn end(self) -> Duration {
+        self.0.end()
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 impl Default for WaitClock {
     fn default() -> WaitClock {
         WaitClock::starting_at(Instant::now())
@@ -329,6 +346,14 @@ impl WaitClock {
     /// The wait ends; returns how long it took (zero if none was in progress).
     pub fn end(&self) -> Duration {
         self.end_at(Instant::now())
+    }
+
+    /// Begins a wait that ends when the returned guard is ended or dropped: a trainer that
+    /// cancels its call for the next batch (a `select!`, a timeout) does not leave the clock
+    /// counting its compute time as waiting.
+    pub fn waiting(&self) -> Waiting<'_> {
+        self.begin();
+        Waiting(self)
     }
 
     /// Seconds waited since the client started.
@@ -411,6 +436,25 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    #[test]
+    fn a_cancelled_wait_stops_counting() {
+        let clock = WaitClock::default();
+        {
+            let _waiting = clock.waiting();
+            std::thread::sleep(Duration::from_millis(5));
+            // Dropped here, as when the trainer's call for the next batch is cancelled.
+        }
+        assert!(clock.total_seconds() >= 0.005);
+        let after = clock.total_seconds();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            clock.total_seconds(),
+            after,
+            "no wait is in progress any more"
+        );
+        assert_eq!(clock.end(), Duration::ZERO);
+    }
 
     /// Runs `batches` trainer steps on a clock: each waits `wait` for data, then trains `step`.
     fn run(clock: &WaitClock, start: Instant, batches: u32, wait: Duration, step: Duration) {
@@ -527,7 +571,7 @@ mod tests {
         assert!(
             exporter
                 .encode()
-                .contains("cachew_client_input_wait_ratio{job=\"j\"} 0")
+                .contains("cachew_client_input_wait_ratio{job_name=\"j\"} 0")
         );
     }
 }

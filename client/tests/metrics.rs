@@ -44,7 +44,7 @@ fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 /// How many observations histogram `name` of the test's job holds (its `_count` line).
 fn count(body: &str, name: &str) -> f64 {
-    let prefix = format!("{name}_count{{job=\"metrics-e2e\"}} ");
+    let prefix = format!("{name}_count{{job_name=\"metrics-e2e\"}} ");
     body.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .unwrap_or_else(|| panic!("{prefix} missing from:\n{body}"))
@@ -171,7 +171,7 @@ async fn the_scrape_counts_what_the_trainer_received() {
     let (code, body) = get(&address, "/metrics").await;
     assert_eq!(code, 200);
     let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
-    let job = [("job", "metrics-e2e")];
+    let job = [("job_name", "metrics-e2e")];
     let received = value(&scrape, "cachew_client_elements_received_total", &job);
     let delivered = value(&scrape, "cachew_client_elements_delivered_total", &job);
     let discarded = value(&scrape, "cachew_client_elements_discarded_total", &job);
@@ -194,7 +194,7 @@ async fn the_scrape_counts_what_the_trainer_received() {
         value(
             &scrape,
             "cachew_client_epochs_total",
-            &[("job", "metrics-e2e"), ("verdict", v)],
+            &[("job_name", "metrics-e2e"), ("verdict", v)],
         )
     };
     assert_eq!(verdict("exactly_once"), 1.0);
@@ -252,8 +252,8 @@ async fn the_binary_serves_its_metrics_while_it_runs() {
         drop(stream.shutdown().await);
         let (code, body) = get(&address, "/metrics").await;
         assert_eq!(code, 200);
-        if body.contains("cachew_client_batches_total{job=\"bin-metrics\"} ")
-            && !body.contains("cachew_client_batches_total{job=\"bin-metrics\"} 0\n")
+        if body.contains("cachew_client_batches_total{job_name=\"bin-metrics\"} ")
+            && !body.contains("cachew_client_batches_total{job_name=\"bin-metrics\"} 0\n")
         {
             break body;
         }
@@ -269,7 +269,7 @@ async fn the_binary_serves_its_metrics_while_it_runs() {
             "{name} missing:\n{body}"
         );
     }
-    let job = [("job", "bin-metrics")];
+    let job = [("job_name", "bin-metrics")];
     assert!(value(&scrape, "cachew_client_elements_delivered_total", &job) > 0.0);
     assert!(
         body.contains("cachew_build_info{component=\"client\""),

@@ -98,7 +98,16 @@ impl crate::durable::WriterHost for JournalHost {
                     .metrics
                     .health()
                     .set_not_ready(format!("journal unavailable: {message}")),
-                EventKind::JournalRecovered => inner.config.metrics.health().set_ready(),
+                // Ready again, unless it became not ready for another reason (stopping).
+                EventKind::JournalRecovered => {
+                    let health = inner.config.metrics.health();
+                    if health
+                        .readiness()
+                        .is_err_and(|r| r.starts_with("journal unavailable"))
+                    {
+                        health.set_ready();
+                    }
+                }
                 _ => {}
             }
             {

@@ -1,6 +1,7 @@
 //! The dispatcher's settings ([`DispatcherConfig`]): heartbeat pace, the timeouts after which
 //! workers and consumers count as gone, the assignment window, the retention after which
-//! finished jobs, dead workers and unused datasets leave the state, and the addresses it shows.
+//! finished jobs, dead workers and unused datasets leave the state, the addresses it shows, and
+//! the autoscaler's settings.
 
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ pub struct DispatcherConfig {
     pub dataset_retention: Duration,
     /// Where the dispatcher's metrics and readiness go (served by `--metrics-listen`).
     pub metrics: cachew_metrics::Exporter,
+    /// The autoscaler: policy, period and actuator.
+    pub autoscale: crate::AutoscaleConfig,
 }
 
 impl Default for DispatcherConfig {
@@ -46,6 +49,7 @@ impl Default for DispatcherConfig {
             worker_retention: Duration::from_secs(600),
             dataset_retention: Duration::from_secs(600),
             metrics: cachew_metrics::Exporter::new("dispatcher"),
+            autoscale: crate::AutoscaleConfig::default(),
         }
     }
 }

@@ -54,6 +54,7 @@ impl StatusView<'_> {
             worker_timeout_ms: self.config.worker_timeout.as_millis() as u64,
             heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
             control_address: self.config.control_address.clone(),
+            autoscale: Some(crate::autoscale::status(&self.config.autoscale, self.state)),
         }
     }
 

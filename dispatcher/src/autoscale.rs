@@ -58,8 +58,8 @@ pub struct Autoscaler {
     scaler: Option<Scaler>,
     /// The running jobs the scaler measures; another set starts it over.
     jobs: BTreeSet<JobId>,
-    /// Each consumer's delivered examples at the previous period.
-    delivered: HashMap<(JobId, u32), u64>,
+    /// Each consumer's delivered examples and seconds waited for data at the previous period.
+    delivered: HashMap<(JobId, u32), (u64, f64)>,
     last_at: Option<Instant>,
     /// Periods with no job running.
     idle: u32,
@@ -120,22 +120,27 @@ impl DispatcherService {
             let (mut waits, mut consumers) = (0.0, 0u32);
             for c in j.consumers.iter().filter(|c| c.attached) {
                 let key = (job, c.index);
-                let now_delivered = core.soft.delivered_examples.get(&key).copied();
-                if let (Some(n), Some(before), Some(dt)) =
-                    (now_delivered, auto.delivered.get(&key), elapsed)
-                {
-                    // A restarted client counts from 0 again: that period says nothing.
-                    if n >= *before && dt > Duration::ZERO {
-                        rate += (n - before) as f64 / dt.as_secs_f64();
-                    }
+                let (Some(&n), Some(w)) = (
+                    core.soft.delivered_examples.get(&key),
+                    core.soft.input_wait.get(&key),
+                ) else {
+                    continue;
+                };
+                delivered.insert(key, (n, w.seconds_total));
+                // Over this period: examples taken, and the fraction of it spent waiting (the
+                // heartbeat's own ratio spans ~10 s, too slow for a period of 1 s). A client that
+                // restarted counts from 0 again: that period says nothing about it.
+                let (Some(&(before, waited)), Some(dt)) = (auto.delivered.get(&key), elapsed)
+                else {
+                    continue;
+                };
+                let dt = dt.as_secs_f64();
+                if n < before || w.seconds_total < waited || dt <= 0.0 {
+                    continue;
                 }
-                if let Some(n) = now_delivered {
-                    delivered.insert(key, n);
-                }
-                if let Some(w) = core.soft.input_wait.get(&key) {
-                    waits += w.ratio;
-                    consumers += 1;
-                }
+                rate += (n - before) as f64 / dt;
+                waits += ((w.seconds_total - waited) / dt).min(1.0);
+                consumers += 1;
             }
             if consumers > 0 {
                 wait = wait.max(waits / f64::from(consumers));
@@ -174,6 +179,7 @@ impl DispatcherService {
             rate,
             wait,
         };
+        tracing::debug!(target = scaler.target(), "autoscale: {sample}");
         let decision = scaler.observe(sample, policy)?;
         Some((decision.from, decision.target, decision.why))
     }

@@ -11,8 +11,10 @@
 //! - **Then hill-climb one worker at a time**: a step up is kept while the delivered rate gains
 //!   more than `up_gain` (7%) and the trainer still waits; a step that gained less is undone and
 //!   sets a ceiling that is not probed again until a stable period has passed.
-//! - **Probe down after a stable period**: one worker fewer is kept while the rate loses less
-//!   than `down_loss` (3%) and the trainer does not start waiting; a step that cost more is undone.
+//! - **Probe down after a stable period**: one worker fewer is kept while the trainer's time
+//!   waiting for data grows by less than `down_loss` (3 points) and stays under `input_bound`; a
+//!   step that cost more is undone. The wait is measured to the millisecond where the delivered
+//!   rate moves in whole batches, so a slow trainer's rate noise cannot undo a good step.
 //! - **No flapping on noise**: every size change is measured only after `settle_periods` (the
 //!   workers warm up and the buffers refill), changes within the thresholds are not acted on, a
 //!   fleet the actuator has not reached yet is never measured, and each undone probe doubles the
@@ -104,8 +106,9 @@ impl Decision {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
-    /// No measurement yet: the first one decides from the estimate.
-    Start,
+    /// Measuring a new load: after `settle_periods` samples (the workers warm up) the next
+    /// one decides from the estimate.
+    Start { seen: u32 },
     /// A size change being measured against the sample taken before it.
     Probe {
         from: u32,
@@ -143,7 +146,7 @@ impl Scaler {
     /// Starts at `target` workers (the journaled target, or the fleet as it is).
     pub fn new(target: u32) -> Scaler {
         Scaler {
-            phase: Phase::Start,
+            phase: Phase::Start { seen: 0 },
             target,
             ceiling: None,
             patience: 1,
@@ -183,7 +186,11 @@ impl Scaler {
             self.ceiling = (periods > 1).then_some((size, periods - 1));
         }
         match self.phase {
-            Phase::Start => {
+            Phase::Start { seen } if seen < p.settle_periods => {
+                self.phase = Phase::Start { seen: seen + 1 };
+                None
+            }
+            Phase::Start { .. } => {
                 let d = self.estimate(s, p);
                 if d.is_none() {
                     self.phase = Phase::Stable { periods: 0 };
@@ -246,7 +253,8 @@ impl Scaler {
             return None;
         }
         let busy = (1.0 - s.wait).max(0.05);
-        let estimate = (f64::from(n) / busy).ceil() as u32;
+        // 4.0001x is 4 workers, not 5: the measurement is not that exact.
+        let estimate = (f64::from(n) / busy - 0.05).ceil() as u32;
         let mut to = p.clamp(estimate.max(n + 1));
         if let Some(size) = ceiling {
             to = to.min(size);
@@ -277,7 +285,10 @@ impl Scaler {
         s: Sample,
         p: &ScalePolicy,
     ) -> Option<Decision> {
-        let gain = gain(before.rate, s.rate);
+        // The trainer's gain: in examples per second, or in the time it no longer waits (a
+        // trainer of constant step time speeds up by (1 - w1) / (1 - w0)); either may show it.
+        let by_wait = (1.0 - s.wait) / (1.0 - before.wait).max(0.05) - 1.0;
+        let gain = gain(before.rate, s.rate).max(by_wait);
         if gain <= p.up_gain {
             // The step did not pay: back to where it was, and not tried again for a while.
             let hold = p.stable_periods.max(1).saturating_mul(4 * self.up_patience);
@@ -317,19 +328,20 @@ impl Scaler {
         s: Sample,
         p: &ScalePolicy,
     ) -> Option<Decision> {
-        let loss = -gain(before.rate, s.rate);
-        let starved = s.wait > p.input_bound && before.wait <= p.input_bound;
-        if loss >= p.down_loss || starved {
+        // What one worker fewer costs the trainer is the time it now waits for data: its wait
+        // is measured to the millisecond, where the delivered rate moves in whole batches (a
+        // trainer taking 5 batches a second shows +-20% from one second to the next).
+        let waits_more = s.wait - before.wait;
+        if waits_more >= p.down_loss || s.wait > p.input_bound {
             let d = self.change(
                 to,
                 from,
                 s,
                 p,
                 format!(
-                    "{from} -> {to} worker(s) lost {:.1}% (kept under {:.0}%){}: undone; now {s}",
-                    loss * 100.0,
+                    "{from} -> {to} worker(s) made the trainer wait {:+.1} points (kept under {:.0}): undone; now {s}",
+                    waits_more * 100.0,
                     p.down_loss * 100.0,
-                    if starved { ", the trainer waits" } else { "" }
                 ),
             );
             self.patience = (self.patience * 2).min(MAX_PATIENCE);
@@ -569,6 +581,8 @@ mod tests {
             rate: 100.0,
             wait: 0.75,
         };
+        // The first sample of a new load only lets the workers warm up.
+        assert_eq!(scaler.observe(input_bound, &p), None);
         let d = scaler.observe(input_bound, &p).expect("a step up");
         assert_eq!(d.target, 4);
         // The fleet stays at 2 (no room for more): no decision is measured against it...

@@ -82,18 +82,14 @@ impl DispatcherService {
         let config = self.config().autoscale.clone();
         let mut guard = self.lock();
         let core = &mut *guard;
-        if config.enabled {
-            if let Some(decision) = self.measure_and_decide(core, auto, &config.policy, now) {
-                tracing::info!(
-                    from = decision.0,
-                    target = decision.1,
-                    "autoscale: {}",
-                    decision.2
-                );
-                let (from, target, why) = decision;
-                if let Err(e) = self.execute(core, Command::Scale { from, target, why }) {
-                    tracing::warn!("scale refused: {e}");
-                }
+        let decision = config
+            .enabled
+            .then(|| self.measure_and_decide(core, auto, &config.policy, now))
+            .flatten();
+        if let Some((from, target, why)) = decision {
+            tracing::info!(from, target, "autoscale: {why}");
+            if let Err(e) = self.execute(core, Command::Scale { from, target, why }) {
+                tracing::warn!("scale refused: {e}");
             }
         }
         self.shrink(core);
@@ -222,12 +218,10 @@ impl DispatcherService {
         &self,
         req: &v1::PinWorkersRequest,
     ) -> Result<(v1::PinWorkersResponse, u64), Status> {
-        if let Some(n) = req.workers {
-            if n == 0 || n > MAX_PINNED_WORKERS {
-                return Err(Status::invalid_argument(format!(
-                    "workers: a pinned count must be 1 to {MAX_PINNED_WORKERS}, got {n}"
-                )));
-            }
+        if let Some(n) = req.workers.filter(|n| *n == 0 || *n > MAX_PINNED_WORKERS) {
+            return Err(Status::invalid_argument(format!(
+                "workers: a pinned count must be 1 to {MAX_PINNED_WORKERS}, got {n}"
+            )));
         }
         let mut core = self.lock();
         self.execute(

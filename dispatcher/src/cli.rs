@@ -129,12 +129,10 @@ impl AutoscaleFlags {
                 return Err(format!("{name} must be a fraction from 0 to 1, got {v}"));
             }
         }
-        if let Some(c) = &self.scale_command {
-            if !c.contains("{n}") {
-                return Err(format!(
-                    "--scale-command must contain {{n}} (the replicas wanted): {c:?}"
-                ));
-            }
+        if let Some(c) = self.scale_command.as_ref().filter(|c| !c.contains("{n}")) {
+            return Err(format!(
+                "--scale-command must contain {{n}} (the replicas wanted): {c:?}"
+            ));
         }
         Ok(crate::AutoscaleConfig {
             enabled: self.autoscale,

@@ -94,10 +94,9 @@ async fn follow(cluster: SharedCluster, dispatcher: String, worker_flags: Vec<St
         if missing == 0 {
             continue;
         }
-        let mut next = next_index(&names);
-        for _ in 0..missing {
-            let name = format!("worker-{next}");
-            next += 1;
+        let first = next_index(&names);
+        for index in first..first + missing {
+            let name = format!("worker-{index}");
             let started = cluster
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

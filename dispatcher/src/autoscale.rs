@@ -12,7 +12,7 @@
 //! the pin is applied the same way, with or without `--autoscale`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cachew_proto::v1;
 use tonic::Status;
@@ -24,32 +24,6 @@ use crate::wire::rejection_status;
 
 /// The most workers a pin may ask for.
 pub const MAX_PINNED_WORKERS: u32 = 1024;
-
-/// The autoscaler's settings (the dispatcher's `--autoscale*` and `--scale-command*` flags).
-#[derive(Debug, Clone)]
-pub struct AutoscaleConfig {
-    /// Run the policy (without it the fleet size changes only by a pin).
-    pub enabled: bool,
-    pub policy: ScalePolicy,
-    /// How often the jobs are measured and the policy consulted.
-    pub period: Duration,
-    /// `sh -c` command run with `{n}` replaced by the workers wanted (`scale_command.rs`).
-    pub scale_command: Option<String>,
-    /// A scale command running longer is killed and counts as failed.
-    pub command_timeout: Duration,
-}
-
-impl Default for AutoscaleConfig {
-    fn default() -> Self {
-        AutoscaleConfig {
-            enabled: false,
-            policy: ScalePolicy::default(),
-            period: Duration::from_secs(10),
-            scale_command: None,
-            command_timeout: Duration::from_secs(30),
-        }
-    }
-}
 
 /// What the autoscaler remembers between periods (soft: a restarted dispatcher starts over from
 /// the journaled target).
@@ -233,34 +207,11 @@ impl DispatcherService {
         .map_err(rejection_status)?;
         self.shrink(&mut core);
         let response = v1::PinWorkersResponse {
-            autoscale: Some(status(&self.config().autoscale, &core.state)),
+            autoscale: Some(crate::status::autoscale(
+                &self.config().autoscale,
+                &core.state,
+            )),
         };
         Ok((response, Self::visible(&core)))
-    }
-}
-
-/// The status stream's `autoscale`.
-pub(crate) fn status(config: &AutoscaleConfig, state: &State) -> v1::Autoscale {
-    {
-        let draining = state
-            .workers
-            .values()
-            .filter(|w| w.life == WorkerLife::Draining)
-            .count() as u32;
-        v1::Autoscale {
-            enabled: config.enabled,
-            target: state.scale.wanted().unwrap_or(0),
-            pinned: state.scale.pinned,
-            active: state.active_workers() as u32,
-            draining,
-            min_workers: config.policy.min_workers,
-            max_workers: config.policy.max_workers,
-            last_decision: state.scale.last_decision.clone(),
-            actuator: if config.scale_command.is_some() {
-                "command".into()
-            } else {
-                String::new()
-            },
-        }
     }
 }

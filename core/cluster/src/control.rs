@@ -1,5 +1,7 @@
 //! The cluster-control endpoint: other processes (the dashboard, a second runner) drive the
-//! nodes of a cluster this process launched, over gRPC on a local port.
+//! nodes of a cluster over gRPC: a cluster this process launched ([`LocalBackend`]), or a
+//! deployment through its orchestrator ([`Compose`](crate::docker::Compose),
+//! [`Kubernetes`](crate::kube::Kubernetes)). Each is a [`Backend`].
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -8,7 +10,9 @@ use cachew_proto::{names, v1};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
+use crate::backend::{Backend, LocalBackend, SharedBackend};
 use crate::cluster::{Cluster, NodeInfo, NodeState, Signal};
+use crate::netns::{Cut, Direction};
 use crate::role::Role;
 
 /// Drains a worker through the dispatcher's admin `DrainWorker` RPC (by id, or by its address
@@ -53,6 +57,7 @@ pub fn node_to_wire(n: &NodeInfo) -> v1::NodeInfo {
         restarts: n.restarts,
         standby: n.standby,
         log_path: n.log.display().to_string(),
+        disconnected: false,
     }
 }
 
@@ -84,19 +89,23 @@ pub fn node_state_from_wire(n: &v1::NodeInfo) -> Option<NodeState> {
     }
 }
 
-/// Serves [`cachew_proto::v1::cluster_control_server::ClusterControl`] for a shared cluster.
+/// Serves [`cachew_proto::v1::cluster_control_server::ClusterControl`] for a [`Backend`].
 #[derive(Debug, Clone)]
 pub struct ControlService {
-    cluster: SharedCluster,
-    /// Extra worker flags for standby workers started through the endpoint.
-    standby_args: Vec<String>,
+    backend: SharedBackend,
 }
 
 impl ControlService {
+    /// Control of a cluster this process launched (`standby_args`: extra worker flags for
+    /// standby workers started through the endpoint).
     pub fn new(cluster: SharedCluster, standby_args: Vec<String>) -> ControlService {
+        ControlService::with_backend(LocalBackend::new(cluster, standby_args))
+    }
+
+    /// Control of any backend (a deployment's orchestrator).
+    pub fn with_backend(backend: impl Backend) -> ControlService {
         ControlService {
-            cluster,
-            standby_args,
+            backend: std::sync::Arc::new(backend),
         }
     }
 }
@@ -184,6 +193,10 @@ pub fn act(
             v1::Action::Pause => cluster.pause(&name),
             v1::Action::Resume => cluster.resume(&name),
             v1::Action::Restart => cluster.restart(&name),
+            v1::Action::Disconnect | v1::Action::Connect => link(cluster, action, &name),
+            v1::Action::Scale => Err(crate::ClusterError::Invalid(
+                "a local cluster does not scale by count".into(),
+            )),
             v1::Action::StartStandby | v1::Action::Unspecified => {
                 Err(crate::ClusterError::Invalid("no action given".into()))
             }
@@ -195,19 +208,33 @@ pub fn act(
     errors
 }
 
+/// DISCONNECT cuts a node's whole link on the cluster's network (both ways); CONNECT lifts every
+/// cut of the node. A cluster on loopback has no network to cut.
+fn link(cluster: &mut Cluster, action: v1::Action, name: &str) -> crate::Result<()> {
+    cluster.info(name)?;
+    let net = cluster.network_mut().ok_or_else(|| {
+        crate::ClusterError::Invalid(
+            "the cluster runs on loopback: network actions need every node on a host of its own"
+                .into(),
+        )
+    })?;
+    if action == v1::Action::Disconnect {
+        net.cut(Cut::Node {
+            node: name.to_string(),
+            direction: Direction::Both,
+        })
+    } else {
+        net.heal(Some(name))
+    }
+}
+
 #[tonic::async_trait]
 impl v1::cluster_control_server::ClusterControl for ControlService {
     async fn list_nodes(
         &self,
         _: Request<v1::ListNodesRequest>,
     ) -> Result<Response<v1::ListNodesResponse>, Status> {
-        let cluster = self.cluster.clone();
-        let nodes = tokio::task::spawn_blocking(move || {
-            let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
-            c.nodes().iter().map(node_to_wire).collect()
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+        let nodes = self.backend.list().await.map_err(Status::unavailable)?;
         Ok(Response::new(v1::ListNodesResponse { nodes }))
     }
 
@@ -222,6 +249,12 @@ impl v1::cluster_control_server::ClusterControl for ControlService {
             return Err(Status::invalid_argument("no action given"));
         }
         let targets = match Targets::of_request(&req) {
+            Some(Targets::Role(role)) if action == v1::Action::Scale => Targets::Role(role),
+            _ if action == v1::Action::Scale => {
+                return Err(Status::invalid_argument(
+                    "scale takes a role (and a count), not node names",
+                ));
+            }
             Some(t) => t,
             None if action == v1::Action::StartStandby => Targets::Named(Vec::new()),
             None => {
@@ -230,16 +263,14 @@ impl v1::cluster_control_server::ClusterControl for ControlService {
                 ));
             }
         };
-        let cluster = self.cluster.clone();
-        let standby_args = self.standby_args.clone();
-        let (nodes, errors) = tokio::task::spawn_blocking(move || {
-            let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
-            let errors = act(&mut c, action, &targets, &standby_args);
-            let nodes = c.nodes().iter().map(node_to_wire).collect();
-            (nodes, errors)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+        let mut errors = self.backend.act(action, &targets, req.count).await;
+        let nodes = match self.backend.list().await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                errors.push(format!("cannot list the nodes after the action: {e}"));
+                Vec::new()
+            }
+        };
         Ok(Response::new(v1::ActResponse { nodes, errors }))
     }
 }

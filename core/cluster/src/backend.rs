@@ -1,6 +1,6 @@
 //! What cluster control drives: the [`Backend`] trait behind
-//! [`ControlService`](crate::control::ControlService), the local-process implementation
-//! ([`LocalBackend`], a [`Cluster`] this process launched), and [`run_command`], the one way the
+//! [`ControlService`](crate::control::ControlService) (the local-process implementation is
+//! [`LocalBackend`](crate::local_control::LocalBackend)), [`Targets`], and [`run_command`], the one way the
 //! orchestrator backends ([`Compose`](crate::docker::Compose),
 //! [`Kubernetes`](crate::kube::Kubernetes)) run an external command: with a timeout, its stderr
 //! in the error, never a panic on what it prints.
@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use cachew_proto::v1;
 
-use crate::cluster::NodeState;
-use crate::control::{SharedCluster, Targets, act, node_to_wire};
-use crate::netns::{Cut, Direction};
+use crate::cluster::Cluster;
 use crate::role::Role;
 
 /// A cluster cluster control can act on.
@@ -31,81 +29,54 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     async fn act(&self, action: v1::Action, targets: &Targets, count: u32) -> Vec<String>;
 }
 
-/// The nodes of a [`Cluster`](crate::Cluster) this process launched, shared with its owner.
-#[derive(Debug, Clone)]
-pub struct LocalBackend {
-    cluster: SharedCluster,
-    /// Extra worker flags for standby workers started through the endpoint.
-    standby_args: Vec<String>,
+/// Which nodes an action is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    Named(Vec<String>),
+    /// Every node of a role.
+    Role(Role),
+    /// Every node.
+    All,
 }
 
-impl LocalBackend {
-    pub fn new(cluster: SharedCluster, standby_args: Vec<String>) -> LocalBackend {
-        LocalBackend {
-            cluster,
-            standby_args,
+impl Targets {
+    /// The targets of a request; `None` if it names none (only START_STANDBY may).
+    pub fn of_request(req: &v1::ActRequest) -> Option<Targets> {
+        if !req.nodes.is_empty() {
+            Some(Targets::Named(req.nodes.clone()))
+        } else if req.every_role {
+            Some(Targets::All)
+        } else {
+            Role::from_wire(req.role).map(Targets::Role)
         }
     }
-}
 
-/// The wire form of the local cluster's nodes (a node is disconnected while its whole link is
-/// cut on the cluster's [`Network`](crate::netns::Network)).
-fn local_nodes(cluster: &mut crate::Cluster) -> Vec<v1::NodeInfo> {
-    let cut: Vec<String> = cluster
-        .network_mut()
-        .map(|net| {
-            net.cuts()
-                .iter()
-                .filter_map(|c| match c {
-                    Cut::Node {
-                        node,
-                        direction: Direction::Both,
-                    } => Some(node.clone()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    cluster
-        .nodes()
-        .iter()
-        .map(|n| {
-            let mut wire = node_to_wire(n);
-            wire.disconnected = cut.contains(&n.name) && n.state != NodeState::NotStarted;
-            wire
-        })
-        .collect()
-}
-
-#[tonic::async_trait]
-impl Backend for LocalBackend {
-    async fn list(&self) -> Result<Vec<v1::NodeInfo>, String> {
-        let cluster = self.cluster.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
-            local_nodes(&mut c)
-        })
-        .await
-        .map_err(|e| e.to_string())
+    /// A request for `action` on these targets.
+    pub fn request(&self, action: v1::Action) -> v1::ActRequest {
+        let mut req = v1::ActRequest {
+            action: action.into(),
+            ..Default::default()
+        };
+        match self {
+            Targets::Named(nodes) => req.nodes = nodes.clone(),
+            Targets::Role(role) => req.role = role.to_wire().into(),
+            Targets::All => req.every_role = true,
+        }
+        req
     }
 
-    async fn act(&self, action: v1::Action, targets: &Targets, _count: u32) -> Vec<String> {
-        if action == v1::Action::Scale {
-            return vec![
-                "scale: a local cluster does not scale by count (start a standby, or drain a \
-                 worker)"
-                    .into(),
-            ];
+    /// The names of the nodes these targets select now.
+    pub fn names(&self, cluster: &mut Cluster) -> Vec<String> {
+        match self {
+            Targets::Named(nodes) => nodes.clone(),
+            Targets::Role(role) => cluster
+                .nodes()
+                .into_iter()
+                .filter(|n| n.role == *role)
+                .map(|n| n.name)
+                .collect(),
+            Targets::All => cluster.nodes().into_iter().map(|n| n.name).collect(),
         }
-        let cluster = self.cluster.clone();
-        let standby_args = self.standby_args.clone();
-        let targets = targets.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
-            act(&mut c, action, &targets, &standby_args)
-        })
-        .await
-        .unwrap_or_else(|e| vec![e.to_string()])
     }
 }
 
@@ -297,8 +268,7 @@ mod tests {
         ];
         let err = run_command(Path::new("/bin/sh"), &args, Duration::from_secs(10))
             .await
-            .err()
-            .expect("it fails");
+            .expect_err("it fails");
         assert_eq!(err.code, Some(3));
         assert_eq!(err.stdout, "partial\n");
         assert!(err.to_string().contains("(exit 3): bad thing"), "{err}");
@@ -310,8 +280,7 @@ mod tests {
         let started = std::time::Instant::now();
         let err = run_command(Path::new("/bin/sh"), &args, Duration::from_millis(300))
             .await
-            .err()
-            .expect("it times out");
+            .expect_err("it times out");
         assert!(started.elapsed() < Duration::from_secs(10));
         assert_eq!(err.code, None);
         assert!(err.reason.contains("no answer in 0.3 s"), "{err}");
@@ -325,8 +294,7 @@ mod tests {
             Duration::from_secs(1),
         )
         .await
-        .err()
-        .expect("it cannot start");
+        .expect_err("it cannot start");
         assert!(err.reason.starts_with("cannot start it"), "{err}");
     }
 

@@ -4,16 +4,17 @@
 //! [`Kubernetes`](crate::kube::Kubernetes)). Each is a [`Backend`].
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 
 use cachew_proto::{names, v1};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
-use crate::backend::{Backend, LocalBackend, SharedBackend};
-use crate::cluster::{Cluster, NodeInfo, NodeState, Signal};
-use crate::netns::{Cut, Direction};
-use crate::role::Role;
+use crate::backend::{Backend, SharedBackend};
+use crate::cluster::NodeState;
+use crate::local_control::LocalBackend;
+
+pub use crate::backend::Targets;
+pub use crate::local_control::{SharedCluster, act, node_to_wire, process_state};
 
 /// Drains a worker through the dispatcher's admin `DrainWorker` RPC (by id, or by its address
 /// when the id is 0): its splits move at once and its next heartbeat tells it to drain and
@@ -33,44 +34,6 @@ pub async fn drain_worker(
             "the dispatcher did not answer in {} s",
             timeout.as_secs()
         )),
-    }
-}
-
-/// A cluster shared between its owner and the control endpoint.
-pub type SharedCluster = Arc<Mutex<Cluster>>;
-
-pub fn node_to_wire(n: &NodeInfo) -> v1::NodeInfo {
-    v1::NodeInfo {
-        name: n.name.clone(),
-        role: n.role.to_wire().into(),
-        address: n.listen.clone().unwrap_or_default(),
-        pid: n.pid.unwrap_or(0),
-        state: process_state(n.state).into(),
-        exit_code: match n.state {
-            NodeState::Exited { code, .. } => code,
-            _ => None,
-        },
-        signal: match n.state {
-            NodeState::Exited { signal, .. } => signal,
-            _ => None,
-        },
-        restarts: n.restarts,
-        standby: n.standby,
-        log_path: n.log.display().to_string(),
-        disconnected: false,
-    }
-}
-
-/// The wire name of a node's process state.
-pub fn process_state(state: NodeState) -> v1::ProcessState {
-    match state {
-        NodeState::NotStarted => v1::ProcessState::NotStarted,
-        NodeState::Running => v1::ProcessState::Running,
-        NodeState::Paused => v1::ProcessState::Paused,
-        NodeState::Exited {
-            signal: Some(_), ..
-        } => v1::ProcessState::Killed,
-        NodeState::Exited { .. } => v1::ProcessState::Exited,
     }
 }
 
@@ -107,124 +70,6 @@ impl ControlService {
         ControlService {
             backend: std::sync::Arc::new(backend),
         }
-    }
-}
-
-/// Which nodes an action is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Targets {
-    Named(Vec<String>),
-    /// Every node of a role.
-    Role(Role),
-    /// Every node.
-    All,
-}
-
-impl Targets {
-    /// The targets of a request; `None` if it names none (only START_STANDBY may).
-    pub fn of_request(req: &v1::ActRequest) -> Option<Targets> {
-        if !req.nodes.is_empty() {
-            Some(Targets::Named(req.nodes.clone()))
-        } else if req.every_role {
-            Some(Targets::All)
-        } else {
-            Role::from_wire(req.role).map(Targets::Role)
-        }
-    }
-
-    /// A request for `action` on these targets.
-    pub fn request(&self, action: v1::Action) -> v1::ActRequest {
-        let mut req = v1::ActRequest {
-            action: action.into(),
-            ..Default::default()
-        };
-        match self {
-            Targets::Named(nodes) => req.nodes = nodes.clone(),
-            Targets::Role(role) => req.role = role.to_wire().into(),
-            Targets::All => req.every_role = true,
-        }
-        req
-    }
-
-    /// The names of the nodes these targets select now.
-    pub fn names(&self, cluster: &mut Cluster) -> Vec<String> {
-        match self {
-            Targets::Named(nodes) => nodes.clone(),
-            Targets::Role(role) => cluster
-                .nodes()
-                .into_iter()
-                .filter(|n| n.role == *role)
-                .map(|n| n.name)
-                .collect(),
-            Targets::All => cluster.nodes().into_iter().map(|n| n.name).collect(),
-        }
-    }
-}
-
-/// Applies one action to its targets; returns errors per node.
-pub fn act(
-    cluster: &mut Cluster,
-    action: v1::Action,
-    targets: &Targets,
-    standby_args: &[String],
-) -> Vec<String> {
-    let targets = targets.names(cluster);
-    let mut errors = Vec::new();
-    if action == v1::Action::StartStandby {
-        if let Err(e) = cluster.add_standby(standby_args) {
-            errors.push(e.to_string());
-        }
-        return errors;
-    }
-    // Restart the dispatcher first and kill it last, so workers and clients see a consistent
-    // order when a whole role set is acted upon.
-    let mut ordered = targets;
-    ordered.sort_by_key(|name| {
-        let is_dispatcher = cluster.info(name).is_ok_and(|n| n.role == Role::Dispatcher);
-        match action {
-            v1::Action::Restart => !is_dispatcher,
-            _ => is_dispatcher,
-        }
-    });
-    for name in ordered {
-        let result = match action {
-            v1::Action::Kill => cluster.kill(&name, Signal::Kill),
-            v1::Action::Terminate => cluster.kill(&name, Signal::Term),
-            v1::Action::Pause => cluster.pause(&name),
-            v1::Action::Resume => cluster.resume(&name),
-            v1::Action::Restart => cluster.restart(&name),
-            v1::Action::Disconnect | v1::Action::Connect => link(cluster, action, &name),
-            v1::Action::Scale => Err(crate::ClusterError::Invalid(
-                "a local cluster does not scale by count".into(),
-            )),
-            v1::Action::StartStandby | v1::Action::Unspecified => {
-                Err(crate::ClusterError::Invalid("no action given".into()))
-            }
-        };
-        if let Err(e) = result {
-            errors.push(format!("{name}: {e}"));
-        }
-    }
-    errors
-}
-
-/// DISCONNECT cuts a node's whole link on the cluster's network (both ways); CONNECT lifts every
-/// cut of the node. A cluster on loopback has no network to cut.
-fn link(cluster: &mut Cluster, action: v1::Action, name: &str) -> crate::Result<()> {
-    cluster.info(name)?;
-    let net = cluster.network_mut().ok_or_else(|| {
-        crate::ClusterError::Invalid(
-            "the cluster runs on loopback: network actions need every node on a host of its own"
-                .into(),
-        )
-    })?;
-    if action == v1::Action::Disconnect {
-        net.cut(Cut::Node {
-            node: name.to_string(),
-            direction: Direction::Both,
-        })
-    } else {
-        net.heal(Some(name))
     }
 }
 

@@ -26,7 +26,8 @@
 //! a `docker kill -s KILL` shows as killed by signal 9, as on a local cluster.
 //!
 //! # Actions
-//! KILL `docker kill -s KILL`, TERMINATE `docker kill -s TERM`, PAUSE / RESUME `docker pause` /
+//! KILL `docker kill -s KILL` then `docker wait` (it returns once the container stopped; a
+//! container killed so is not restarted by its restart policy), TERMINATE `docker kill -s TERM`, PAUSE / RESUME `docker pause` /
 //! `docker unpause`, RESTART `docker unpause` (if paused), `docker kill -s KILL` (if it runs) and
 //! `docker start` (same container: same name, address and volumes), DISCONNECT `docker network
 //! disconnect` from each of its networks (this process remembers each network's aliases),
@@ -43,9 +44,9 @@ use cachew_proto::v1;
 use serde_json::Value;
 
 use crate::backend::{
-    Backend, action_name, dispatcher_order, role_from_label, role_from_name, run_command, select,
+    Backend, Targets, action_name, dispatcher_order, role_from_label, role_from_name, run_command,
+    select,
 };
-use crate::control::Targets;
 
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
 pub const SERVICE_LABEL: &str = "com.docker.compose.service";
@@ -320,7 +321,7 @@ impl Compose {
     async fn act_on(&self, action: v1::Action, c: &Container) -> Result<(), String> {
         let id = c.id.as_str();
         match action {
-            v1::Action::Kill => self.docker(&["kill", "-s", "KILL", id]).await.map(drop),
+            v1::Action::Kill => self.kill(id).await,
             v1::Action::Terminate => self.docker(&["kill", "-s", "TERM", id]).await.map(drop),
             v1::Action::Pause => self.docker(&["pause", id]).await.map(drop),
             v1::Action::Resume => self.docker(&["unpause", id]).await.map(drop),
@@ -329,7 +330,7 @@ impl Compose {
                     self.docker(&["unpause", id]).await?;
                 }
                 if matches!(c.status.as_str(), "running" | "paused") {
-                    self.docker(&["kill", "-s", "KILL", id]).await?;
+                    self.kill(id).await?;
                 }
                 self.docker(&["start", id]).await.map(drop)
             }
@@ -340,6 +341,13 @@ impl Compose {
                 action_name(action)
             )),
         }
+    }
+
+    /// SIGKILL, then waits until the container has stopped (`docker wait`), as a local kill
+    /// waits for the process to exit.
+    async fn kill(&self, id: &str) -> Result<(), String> {
+        self.docker(&["kill", "-s", "KILL", id]).await?;
+        self.docker(&["wait", id]).await.map(drop)
     }
 
     async fn disconnect(&self, c: &Container) -> Result<(), String> {

@@ -31,9 +31,9 @@ use cachew_proto::v1;
 use serde_json::Value;
 
 use crate::backend::{
-    Backend, action_name, dispatcher_order, role_from_label, role_from_name, run_command, select,
+    Backend, Targets, action_name, dispatcher_order, role_from_label, role_from_name, run_command,
+    select,
 };
-use crate::control::Targets;
 use crate::role::Role;
 
 /// What a [`Kubernetes`] backend drives.

@@ -11,8 +11,8 @@
 //! - [`free_port`]: loopback ports for nodes.
 //! - [`netns`]: every node on a host of its own (a network namespace) and silent link cuts.
 //! - [`control`]: the gRPC cluster-control endpoint other processes use to drive the nodes,
-//!   through a [`backend::Backend`]: the local cluster, or a deployment's orchestrator
-//!   ([`docker::Compose`], [`kube::Kubernetes`]).
+//!   through a [`backend::Backend`]: the local cluster ([`local_control::LocalBackend`]), or a
+//!   deployment's orchestrator ([`docker::Compose`], [`kube::Kubernetes`]).
 //! - [`follow`]: [`StatusFollower`], the dispatcher's status stream across restarts.
 //!
 //! It never leaves orphans: dropping a [`Cluster`] kills every node, and every node is started
@@ -27,6 +27,7 @@ pub mod follow;
 pub mod kube;
 mod launcher;
 mod local;
+pub mod local_control;
 pub mod netns;
 mod role;
 

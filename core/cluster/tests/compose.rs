@@ -355,7 +355,7 @@ async fn compose_containers_are_listed_paused_cut_off_killed_and_restarted_throu
     assert!(!fx.pings("dispatcher", "worker"));
     let healed = control.ok(v1::Action::Connect, "worker").await;
     assert!(!healed.disconnected);
-    assert_eq!(networks(&fx.inspect("worker")), [fx.network.clone()]);
+    assert_eq!(networks(&fx.inspect("worker")), [fx.network.as_str()]);
     assert!(
         fx.pings("dispatcher", "worker"),
         "reachable by its alias again"

@@ -7,12 +7,14 @@
 //! are listed with `docker ps -aq` and described with `docker inspect` (JSON), read tolerantly:
 //! a missing field is a default, never a panic. Labels a compose file can set for cluster
 //! control:
-//! - `cachew.role`: `dispatcher`, `worker` or `client`. Without it the role is guessed from the
-//!   service name (`dispatcher`, `worker-2`, `trainer`, ...); a container whose role is neither
-//!   given nor guessable is listed with no role (and no role-wide action selects it).
+//! - `cachew.role`: `dispatcher`, `worker` or `client`. Without it the role is the binary the
+//!   command runs (`cachew-worker ...`), else guessed from the service name (`dispatcher`,
+//!   `worker-2`, `trainer`, ...). A container whose role is none of these (an init service that
+//!   generates the dataset, say) is not a node: it is not listed.
 //! - `cachew.address`: the address the node advertises to the dispatcher (`worker-1:6000`),
 //!   which is how the dashboard matches a container to the dispatcher's worker. Or
-//!   `cachew.port`: the address is then `SERVICE:PORT`.
+//!   `cachew.port`: the address is then `SERVICE:PORT`. Without either, the value of the
+//!   command's `--advertise` flag, if it has one.
 //! - `cachew.standby=true`: the worker is a standby.
 //!
 //! A node is named after its service (`worker-1`) when it is the service's only container, else
@@ -47,6 +49,7 @@ use crate::backend::{
     Backend, Targets, action_name, dispatcher_order, role_from_label, role_from_name, run_command,
     select,
 };
+use crate::role::Role;
 
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
 pub const SERVICE_LABEL: &str = "com.docker.compose.service";
@@ -76,6 +79,8 @@ pub struct Container {
     pub labels: BTreeMap<String, String>,
     pub networks: Vec<Attachment>,
     pub network_mode: String,
+    /// The entrypoint and the command, as one argv.
+    pub command: Vec<String>,
 }
 
 impl Container {
@@ -95,6 +100,32 @@ impl Container {
     fn oneoff(&self) -> bool {
         self.label(ONEOFF_LABEL)
             .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
+    /// The role of the Cachew-rs binary the command runs (`cachew-worker ...`), if it runs one.
+    fn command_role(&self) -> Option<Role> {
+        self.command
+            .iter()
+            .find_map(|arg| match arg.rsplit('/').next().unwrap_or(arg.as_str()) {
+                "cachew-dispatcher" => Some(Role::Dispatcher),
+                "cachew-worker" => Some(Role::Worker),
+                "cachew-client" => Some(Role::Client),
+                _ => None,
+            })
+    }
+
+    /// The value of the command's `--advertise` flag (`--advertise=A` or `--advertise A`).
+    fn advertised(&self) -> Option<&str> {
+        let mut args = self.command.iter();
+        while let Some(arg) = args.next() {
+            if let Some(value) = arg.strip_prefix("--advertise=") {
+                return Some(value);
+            }
+            if arg == "--advertise" {
+                return args.next().map(String::as_str);
+            }
+        }
+        None
     }
 
     /// On no network although its network mode is a network (`docker network disconnect`).
@@ -182,6 +213,13 @@ fn parse_container(v: &Value) -> Option<Container> {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string(),
+        command: ["/Config/Entrypoint", "/Config/Cmd"]
+            .iter()
+            .filter_map(|p| v.pointer(p).and_then(Value::as_array))
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
     })
 }
 
@@ -223,16 +261,22 @@ pub fn node_names(containers: &[Container]) -> Vec<String> {
         .collect()
 }
 
+/// A container's role (see the module doc); `None`: it is not a node.
+pub fn container_role(c: &Container) -> Option<Role> {
+    c.label(ROLE_LABEL)
+        .and_then(role_from_label)
+        .or_else(|| c.command_role())
+        .or_else(|| role_from_name(c.service()))
+}
+
 /// The wire form of a container named `name`; `disconnected` if this process cut it off.
 pub fn container_to_wire(c: &Container, name: &str, disconnected: bool) -> v1::NodeInfo {
-    let role = c
-        .label(ROLE_LABEL)
-        .and_then(role_from_label)
-        .or_else(|| role_from_name(c.service()));
-    let address = match (c.label(ADDRESS_LABEL), c.label(PORT_LABEL)) {
-        (Some(a), _) => a.trim().to_string(),
-        (None, Some(port)) => format!("{}:{}", c.service(), port.trim()),
-        (None, None) => String::new(),
+    let role = container_role(c);
+    let address = match (c.label(ADDRESS_LABEL), c.label(PORT_LABEL), c.advertised()) {
+        (Some(a), _, _) => a.trim().to_string(),
+        (None, Some(port), _) => format!("{}:{}", c.service(), port.trim()),
+        (None, None, Some(a)) => a.to_string(),
+        (None, None, None) => String::new(),
     };
     let (state, exit_code, signal) = container_state(c);
     let alive = matches!(state, v1::ProcessState::Running | v1::ProcessState::Paused);
@@ -304,7 +348,9 @@ impl Compose {
             Err(e) => return Err(e.to_string()),
         };
         let mut containers = parse_inspect(&json)?;
-        containers.retain(|c| c.label(PROJECT_LABEL) == Some(self.project.as_str()));
+        containers.retain(|c| {
+            c.label(PROJECT_LABEL) == Some(self.project.as_str()) && container_role(c).is_some()
+        });
         containers.sort_by(|a, b| {
             (a.service(), a.number(), &a.id).cmp(&(b.service(), b.number(), &b.id))
         });

@@ -136,3 +136,47 @@ fn exit_codes_above_128_are_signals() {
         (v1::ProcessState::Exited, Some(255), None)
     );
 }
+
+#[test]
+fn the_role_and_address_come_from_the_command_without_labels() {
+    let container = |service: &str, command: &[&str]| Container {
+        id: "abc".into(),
+        status: "running".into(),
+        labels: [(SERVICE_LABEL.to_string(), service.to_string())].into(),
+        command: command.iter().map(|a| a.to_string()).collect(),
+        ..Container::default()
+    };
+    // As deploy/compose runs a worker: the service name says nothing about the role here.
+    let worker = container(
+        "node-a",
+        &[
+            "/usr/bin/tini",
+            "--",
+            "/usr/local/bin/cachew-worker",
+            "--listen=0.0.0.0:5051",
+            "--advertise",
+            "node-a:5051",
+        ],
+    );
+    let wire = container_to_wire(&worker, "node-a", false);
+    assert_eq!(wire.role, v1::NodeRole::Worker as i32);
+    assert_eq!(wire.address, "node-a:5051");
+    let labelled = Container {
+        labels: [
+            (SERVICE_LABEL.to_string(), "w".to_string()),
+            (ADDRESS_LABEL.to_string(), "10.0.0.9:7000".to_string()),
+        ]
+        .into(),
+        ..worker.clone()
+    };
+    assert_eq!(
+        container_to_wire(&labelled, "w", false).address,
+        "10.0.0.9:7000",
+        "the label wins"
+    );
+    let init = container(
+        "dataset",
+        &["sh", "-c", "cachew-fixtures generate --out /data"],
+    );
+    assert_eq!(container_role(&init), None, "not a node");
+}

@@ -6,7 +6,7 @@
 //! missing field is a default, never a panic. A node is a pod, named by the pod's name. Its role
 //! is the pod label `cachew.role` (`dispatcher`, `worker`, `client`), else guessed from the label
 //! `app.kubernetes.io/component`, then `app.kubernetes.io/name` (`cachew-worker`), then the pod
-//! name. Its address (matched against the dispatcher's worker addresses by the dashboard) is
+//! name; a pod whose role is none of these is not a node (not listed). Its address (matched against the dispatcher's worker addresses by the dashboard) is
 //! `POD_IP:PORT`, the port being the label or annotation `cachew.port`, else the first
 //! container's port named `grpc` or `data`, else its first port.
 //!
@@ -150,7 +150,7 @@ pub fn parse_pods(json: &str) -> Result<Vec<v1::NodeInfo>, String> {
     };
     Ok(pods
         .iter()
-        .filter(|p| !text(p, "/metadata/name").is_empty())
+        .filter(|p| !text(p, "/metadata/name").is_empty() && pod_role(p).is_some())
         .map(|pod| {
             let (state, exit_code, signal, restarts) = pod_state(pod);
             let ip = text(pod, "/status/podIP");

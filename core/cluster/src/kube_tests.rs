@@ -1,6 +1,6 @@
 //! Parsing of `kubectl get pods -o json` (a `v1.PodList` as the Kubernetes API reference
 //! describes it: a running StatefulSet pod, a crash-looping and a terminated Deployment pod, an
-//! unschedulable Job pod and a pod of something else).
+//! unschedulable Job pod, a completed pod on IPv6, and a pod of something else, not listed).
 
 use super::*;
 
@@ -21,10 +21,10 @@ fn a_pod_list_gives_each_pods_role_address_and_state() {
             "cachew-worker-7d9f8b6c5-x2k4q",
             "cachew-worker-7d9f8b6c5-pq8zn",
             "trainer-5b7x",
-            "metrics-agent-abc"
+            "cachew-client-once"
         ]
     );
-    let [dispatcher, looping, terminated, trainer, other] = nodes.as_slice() else {
+    let [dispatcher, looping, terminated, trainer, done] = nodes.as_slice() else {
         panic!("five nodes");
     };
     assert_eq!(dispatcher.role, v1::NodeRole::Dispatcher as i32);
@@ -54,9 +54,13 @@ fn a_pod_list_gives_each_pods_role_address_and_state() {
     assert_eq!(state(trainer), v1::ProcessState::NotStarted);
     assert_eq!(trainer.address, "", "no IP, no port");
 
-    assert_eq!(other.role, v1::NodeRole::Unspecified as i32);
-    assert_eq!(state(other), v1::ProcessState::Exited);
-    assert_eq!(other.exit_code, Some(0));
+    assert_eq!(done.role, v1::NodeRole::Client as i32);
+    assert_eq!(
+        done.address, "[fd00::5]:7000",
+        "the first port, IPv6 in brackets"
+    );
+    assert_eq!(state(done), v1::ProcessState::Exited);
+    assert_eq!(done.exit_code, Some(0));
 }
 
 #[test]
@@ -66,14 +70,14 @@ fn odd_output_is_an_error_or_a_default_never_a_panic() {
     assert!(parse_pods(r#"{"kind": "Status"}"#).is_err());
     assert_eq!(parse_pods(r#"{"items": []}"#), Ok(Vec::new()));
     let nodes = parse_pods(
-        r#"{"items": [{"metadata": {}}, 7, {"metadata": {"name": "p"}, "status": {"phase": "Weird", "containerStatuses": [{"restartCount": -1, "state": {"terminated": {"exitCode": "x"}}}]}}]}"#,
+        r#"{"items": [{"metadata": {}}, 7, {"metadata": {"name": "worker-p"}, "status": {"phase": "Weird", "containerStatuses": [{"restartCount": -1, "state": {"terminated": {"exitCode": "x"}}}]}}]}"#,
     )
     .expect("parses");
     assert_eq!(nodes.len(), 1);
     assert_eq!(state(&nodes[0]), v1::ProcessState::Exited);
     assert_eq!((nodes[0].exit_code, nodes[0].restarts), (None, 0));
     let single = parse_pods(
-        r#"{"kind": "Pod", "metadata": {"name": "one"}, "status": {"phase": "Unknown"}}"#,
+        r#"{"kind": "Pod", "metadata": {"name": "cachew-worker-1"}, "status": {"phase": "Unknown"}}"#,
     )
     .expect("parses");
     assert_eq!(state(&single[0]), v1::ProcessState::Unspecified);

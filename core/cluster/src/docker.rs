@@ -26,6 +26,7 @@
 //! `dead` and `removing` → exited with the container's exit code, any other → unspecified. An
 //! exit code 129..=192 is read as Docker reports a process killed by a signal (128 + signal), so
 //! a `docker kill -s KILL` shows as killed by signal 9, as on a local cluster.
+//! Restarts: Docker's `RestartCount` (its restart policy's) plus the RESTARTs this process did.
 //!
 //! # Actions
 //! KILL `docker kill -s KILL` then `docker wait` (it returns once the container stopped; a
@@ -269,8 +270,14 @@ pub fn container_role(c: &Container) -> Option<Role> {
         .or_else(|| role_from_name(c.service()))
 }
 
-/// The wire form of a container named `name`; `disconnected` if this process cut it off.
-pub fn container_to_wire(c: &Container, name: &str, disconnected: bool) -> v1::NodeInfo {
+/// The wire form of a container named `name`; `disconnected` if this process cut it off;
+/// `restarted`: RESTARTs this process did (Docker counts only its restart policy's).
+pub fn container_to_wire(
+    c: &Container,
+    name: &str,
+    disconnected: bool,
+    restarted: u32,
+) -> v1::NodeInfo {
     let role = container_role(c);
     let address = match (c.label(ADDRESS_LABEL), c.label(PORT_LABEL), c.advertised()) {
         (Some(a), _, _) => a.trim().to_string(),
@@ -290,7 +297,7 @@ pub fn container_to_wire(c: &Container, name: &str, disconnected: bool) -> v1::N
         state: state.into(),
         exit_code,
         signal,
-        restarts: c.restarts,
+        restarts: c.restarts.saturating_add(restarted),
         standby: c
             .label(STANDBY_LABEL)
             .is_some_and(|v| v.eq_ignore_ascii_case("true")),
@@ -307,6 +314,8 @@ pub struct Compose {
     timeout: Duration,
     /// The networks of each container this process disconnected, by container id.
     detached: Mutex<BTreeMap<String, Vec<Attachment>>>,
+    /// How many times this process restarted each container, by container id.
+    restarted: Mutex<BTreeMap<String, u32>>,
 }
 
 impl Compose {
@@ -317,6 +326,7 @@ impl Compose {
             docker,
             timeout,
             detached: Mutex::new(BTreeMap::new()),
+            restarted: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -378,7 +388,14 @@ impl Compose {
                 if matches!(c.status.as_str(), "running" | "paused") {
                     self.kill(id).await?;
                 }
-                self.docker(&["start", id]).await.map(drop)
+                self.docker(&["start", id]).await?;
+                *self
+                    .restarted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(c.id.clone())
+                    .or_default() += 1;
+                Ok(())
             }
             v1::Action::Disconnect => self.disconnect(c).await,
             v1::Action::Connect => self.connect(c).await,
@@ -464,9 +481,17 @@ impl Backend for Compose {
     async fn list(&self) -> Result<Vec<v1::NodeInfo>, String> {
         let containers = self.containers().await?;
         let detached = self.detached().clone();
+        let restarted = self
+            .restarted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         Ok(containers
             .iter()
-            .map(|(name, c)| container_to_wire(c, name, detached.contains_key(&c.id)))
+            .map(|(name, c)| {
+                let restarts = restarted.get(&c.id).copied().unwrap_or(0);
+                container_to_wire(c, name, detached.contains_key(&c.id), restarts)
+            })
             .collect())
     }
 
@@ -484,7 +509,7 @@ impl Backend for Compose {
         };
         let wire: Vec<v1::NodeInfo> = containers
             .iter()
-            .map(|(name, c)| container_to_wire(c, name, false))
+            .map(|(name, c)| container_to_wire(c, name, false, 0))
             .collect();
         let (mut names, missing) = select(&wire, targets);
         let mut errors: Vec<String> = missing

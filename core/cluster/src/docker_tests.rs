@@ -20,7 +20,7 @@ fn node(name: &str) -> v1::NodeInfo {
         .iter()
         .find(|(n, _)| n == name)
         .unwrap_or_else(|| panic!("no node {name} in {all:?}"));
-    container_to_wire(c, n, false)
+    container_to_wire(c, n, false, 0)
 }
 
 #[test]
@@ -78,7 +78,7 @@ fn odd_output_is_an_error_or_a_default_never_a_panic() {
     let odd = parse_inspect(r#"[1, {"Name": "x"}, {"Id": "abc", "State": {"Status": "frozen", "Pid": -4, "ExitCode": 99999999999}}]"#)
         .expect("parses");
     assert_eq!(odd.len(), 1);
-    let wire = container_to_wire(&odd[0], "abc", false);
+    let wire = container_to_wire(&odd[0], "abc", false, 0);
     assert_eq!(wire.state, v1::ProcessState::Unspecified as i32);
     assert_eq!(wire.role, v1::NodeRole::Unspecified as i32);
     assert_eq!((wire.pid, wire.exit_code), (0, None));
@@ -158,7 +158,7 @@ fn the_role_and_address_come_from_the_command_without_labels() {
             "node-a:5051",
         ],
     );
-    let wire = container_to_wire(&worker, "node-a", false);
+    let wire = container_to_wire(&worker, "node-a", false, 0);
     assert_eq!(wire.role, v1::NodeRole::Worker as i32);
     assert_eq!(wire.address, "node-a:5051");
     let labelled = Container {
@@ -170,7 +170,7 @@ fn the_role_and_address_come_from_the_command_without_labels() {
         ..worker.clone()
     };
     assert_eq!(
-        container_to_wire(&labelled, "w", false).address,
+        container_to_wire(&labelled, "w", false, 0).address,
         "10.0.0.9:7000",
         "the label wins"
     );

@@ -384,6 +384,7 @@ async fn compose_containers_are_listed_paused_cut_off_killed_and_restarted_throu
     assert_eq!((s.as_str(), code), ("exited", 137));
     let restarted = control.ok(v1::Action::Restart, "worker").await;
     assert_eq!(state(&restarted), v1::ProcessState::Running);
+    assert_eq!(restarted.restarts, 1, "counted by cluster control");
     assert_eq!(status(&fx.inspect("worker")).0, "running");
     assert!(
         fx.pings("dispatcher", "worker"),

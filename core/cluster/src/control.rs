@@ -73,6 +73,35 @@ impl ControlService {
     }
 }
 
+/// At most this many node names in one request.
+pub const MAX_NODES_PER_REQUEST: usize = 1024;
+/// At most this long a node name (a Kubernetes pod name is at most 253 characters).
+pub const MAX_NODE_NAME: usize = 253;
+/// At most this many nodes of a role SCALE may ask for.
+pub const MAX_SCALE_COUNT: u32 = 10_000;
+
+/// Refuses a request whose fields exceed the bounds above, before anything is done with it.
+pub fn check_bounds(req: &v1::ActRequest) -> Result<(), Status> {
+    if req.nodes.len() > MAX_NODES_PER_REQUEST {
+        return Err(Status::invalid_argument(format!(
+            "{} node names: at most {MAX_NODES_PER_REQUEST} in one request",
+            req.nodes.len()
+        )));
+    }
+    if req.nodes.iter().any(|n| n.len() > MAX_NODE_NAME) {
+        return Err(Status::invalid_argument(format!(
+            "a node name is at most {MAX_NODE_NAME} bytes"
+        )));
+    }
+    if req.count > MAX_SCALE_COUNT {
+        return Err(Status::invalid_argument(format!(
+            "scale to {}: at most {MAX_SCALE_COUNT}",
+            req.count
+        )));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl v1::cluster_control_server::ClusterControl for ControlService {
     async fn list_nodes(
@@ -93,6 +122,7 @@ impl v1::cluster_control_server::ClusterControl for ControlService {
         if action == v1::Action::Unspecified {
             return Err(Status::invalid_argument("no action given"));
         }
+        check_bounds(&req)?;
         let targets = match Targets::of_request(&req) {
             Some(Targets::Role(role)) if action == v1::Action::Scale => Targets::Role(role),
             _ if action == v1::Action::Scale => {
@@ -132,4 +162,37 @@ pub async fn serve(
         ))
         .serve_with_incoming_shutdown(cachew_proto::incoming(listener), shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_beyond_the_bounds_are_refused() {
+        let ok = v1::ActRequest {
+            nodes: vec!["worker-1".into(); MAX_NODES_PER_REQUEST],
+            count: MAX_SCALE_COUNT,
+            ..Default::default()
+        };
+        assert!(check_bounds(&ok).is_ok());
+        let many = v1::ActRequest {
+            nodes: vec!["w".into(); MAX_NODES_PER_REQUEST + 1],
+            ..Default::default()
+        };
+        assert_eq!(
+            check_bounds(&many).map_err(|s| s.code()),
+            Err(tonic::Code::InvalidArgument)
+        );
+        let long = v1::ActRequest {
+            nodes: vec!["w".repeat(MAX_NODE_NAME + 1)],
+            ..Default::default()
+        };
+        assert!(check_bounds(&long).is_err());
+        let huge = v1::ActRequest {
+            count: MAX_SCALE_COUNT + 1,
+            ..Default::default()
+        };
+        assert!(check_bounds(&huge).is_err());
+    }
 }

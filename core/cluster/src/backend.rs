@@ -1,7 +1,7 @@
 //! What cluster control drives: the [`Backend`] trait behind
 //! [`ControlService`](crate::control::ControlService) (the local-process implementation is
-//! [`LocalBackend`](crate::local_control::LocalBackend)), [`Targets`], and [`run_command`], the one way the
-//! orchestrator backends ([`Compose`](crate::docker::Compose),
+//! [`LocalBackend`](crate::local_control::LocalBackend)), [`Targets`], and [`run_command`], the
+//! one way the orchestrator backends ([`Compose`](crate::docker::Compose),
 //! [`Kubernetes`](crate::kube::Kubernetes)) run an external command: with a timeout, its stderr
 //! in the error, never a panic on what it prints.
 //!
@@ -18,7 +18,7 @@ use cachew_proto::v1;
 use crate::cluster::Cluster;
 use crate::role::Role;
 
-/// A cluster cluster control can act on.
+/// A cluster that cluster control acts on.
 #[tonic::async_trait]
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Every node, as cluster control lists it.

@@ -30,8 +30,8 @@
 //!
 //! # Actions
 //! KILL `docker kill -s KILL` then `docker wait` (it returns once the container stopped; a
-//! container killed so is not restarted by its restart policy), TERMINATE `docker kill -s TERM`, PAUSE / RESUME `docker pause` /
-//! `docker unpause`, RESTART `docker unpause` (if paused), `docker kill -s KILL` (if it runs) and
+//! container killed so is not restarted by its restart policy), TERMINATE `docker kill -s TERM`,
+//! PAUSE / RESUME `docker pause` / `docker unpause`, RESTART `docker unpause` (if paused), `docker kill -s KILL` (if it runs) and
 //! `docker start` (same container: same name, address and volumes), DISCONNECT `docker network
 //! disconnect` from each of its networks (this process remembers each network's aliases),
 //! CONNECT `docker network connect --alias ...` back to them (after a restart of this process:

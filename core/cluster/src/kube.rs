@@ -6,9 +6,10 @@
 //! missing field is a default, never a panic. A node is a pod, named by the pod's name. Its role
 //! is the pod label `cachew.role` (`dispatcher`, `worker`, `client`), else guessed from the label
 //! `app.kubernetes.io/component`, then `app.kubernetes.io/name` (`cachew-worker`), then the pod
-//! name; a pod whose role is none of these is not a node (not listed). Its address (matched against the dispatcher's worker addresses by the dashboard) is
-//! `POD_IP:PORT`, the port being the label or annotation `cachew.port`, else the first
-//! container's port named `grpc` or `data`, else its first port.
+//! name; a pod whose role is none of these is not a node (not listed). Its address (matched
+//! against the dispatcher's worker addresses by the dashboard) is `POD_IP:PORT`, the port being
+//! the label or annotation `cachew.port`, else the first container's port named `grpc` or
+//! `data`, else its first port.
 //!
 //! # States
 //! From the first container's status: `running` → running, `waiting` → not started,

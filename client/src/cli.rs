@@ -66,6 +66,11 @@ pub struct Args {
     /// Simulated training step per batch, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub step_time_ms: u64,
+    /// A trainer whose step time changes: after this process has taken EXAMPLES examples, each
+    /// step takes MS milliseconds (repeatable; the last one reached holds). Simulates a
+    /// trainer that slows down or speeds up mid-run (the autoscaler's scenarios).
+    #[arg(long, value_name = "EXAMPLES:MS", value_parser = parse_step_change)]
+    pub step_time_after: Vec<(u64, u64)>,
     /// How long (ms) to wait for the dispatcher to come up.
     #[arg(long, default_value_t = 60_000)]
     pub connect_timeout_ms: u64,
@@ -272,7 +277,8 @@ async fn run(args: Args) -> anyhow::Result<Ending> {
         cursor: client.cursor(),
     };
     let mut since_save = 0u64;
-    let step = Duration::from_millis(args.step_time_ms);
+    let mut step = Duration::from_millis(args.step_time_ms);
+    let mut taken = 0u64;
     let mut all_ok = true;
     let mut log: Option<HashLogWriter> = None;
     let consumed = async {
@@ -374,6 +380,15 @@ async fn run(args: Args) -> anyhow::Result<Ending> {
                             Err(e) => return Err(e.into()),
                         }
                     }
+                }
+                taken += batch.examples.len() as u64;
+                if let Some(&(_, ms)) = args
+                    .step_time_after
+                    .iter()
+                    .filter(|(after, _)| taken >= *after)
+                    .max_by_key(|(after, _)| *after)
+                {
+                    step = Duration::from_millis(ms);
                 }
                 if !step.is_zero() {
                     tokio::time::sleep(step).await;
@@ -589,6 +604,19 @@ fn prune_hash_logs(dir: &std::path::Path, last_old: u64) {
             tracing::warn!("cannot remove the hash log of epoch {epoch}: {e}");
         }
     }
+}
+
+/// `EXAMPLES:MS` of `--step-time-after`.
+fn parse_step_change(s: &str) -> Result<(u64, u64), String> {
+    let (examples, ms) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected EXAMPLES:MS, got {s:?}"))?;
+    let examples = examples
+        .trim()
+        .parse()
+        .map_err(|e| format!("EXAMPLES in {s:?}: {e}"))?;
+    let ms = ms.trim().parse().map_err(|e| format!("MS in {s:?}: {e}"))?;
+    Ok((examples, ms))
 }
 
 #[cfg(test)]

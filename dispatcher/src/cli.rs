@@ -63,10 +63,93 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
     #[command(flatten)]
+    pub autoscale: AutoscaleFlags,
+    #[command(flatten)]
     pub log: cachew_proto::daemon::LogFlags,
     /// Keepalive pings that notice a silent peer (a cut link).
     #[command(flatten)]
     pub net: cachew_proto::net::NetFlags,
+}
+
+/// The autoscaler (see the README's "Autoscaling").
+#[derive(clap::Args, Debug, Clone)]
+pub struct AutoscaleFlags {
+    /// Size the worker fleet so the trainers are not input-bound and no worker idles. Without
+    /// it the fleet changes only when an operator pins a count.
+    #[arg(long)]
+    pub autoscale: bool,
+    /// The fewest workers the autoscaler keeps.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub min_workers: u32,
+    /// The most workers the autoscaler asks for.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_workers: u32,
+    /// How often (ms) the jobs are measured and the policy consulted.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub autoscale_period_ms: u64,
+    /// Periods a new fleet size runs before it is measured.
+    #[arg(long, default_value_t = 1)]
+    pub autoscale_settle_periods: u32,
+    /// Periods of a stable fleet before one worker fewer is tried.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+    pub autoscale_stable_periods: u32,
+    /// A step up is kept when the delivered rate gained more than this fraction.
+    #[arg(long, default_value_t = 0.07)]
+    pub scale_up_gain: f64,
+    /// A step down is kept when the delivered rate lost less than this fraction.
+    #[arg(long, default_value_t = 0.03)]
+    pub scale_down_loss: f64,
+    /// A trainer waiting for data more than this fraction of its time is input-bound.
+    #[arg(long, default_value_t = 0.10)]
+    pub input_bound: f64,
+    /// Run `sh -c CMD` with `{n}` replaced by the worker replicas wanted whenever that number
+    /// changes (e.g. 'kubectl scale deployment/cachew-worker --replicas={n}').
+    #[arg(long, value_name = "CMD")]
+    pub scale_command: Option<String>,
+    /// A scale command running longer (ms) is killed, and retried.
+    #[arg(long, default_value_t = 30_000)]
+    pub scale_command_timeout_ms: u64,
+}
+
+impl AutoscaleFlags {
+    /// The settings, or why they are inconsistent.
+    pub fn config(&self) -> Result<crate::AutoscaleConfig, String> {
+        if self.min_workers > self.max_workers {
+            return Err(format!(
+                "--min-workers ({}) is larger than --max-workers ({})",
+                self.min_workers, self.max_workers
+            ));
+        }
+        for (name, v) in [
+            ("--scale-up-gain", self.scale_up_gain),
+            ("--scale-down-loss", self.scale_down_loss),
+            ("--input-bound", self.input_bound),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(format!("{name} must be a fraction from 0 to 1, got {v}"));
+            }
+        }
+        if let Some(c) = self.scale_command.as_ref().filter(|c| !c.contains("{n}")) {
+            return Err(format!(
+                "--scale-command must contain {{n}} (the replicas wanted): {c:?}"
+            ));
+        }
+        Ok(crate::AutoscaleConfig {
+            enabled: self.autoscale,
+            policy: crate::ScalePolicy {
+                min_workers: self.min_workers,
+                max_workers: self.max_workers,
+                up_gain: self.scale_up_gain,
+                down_loss: self.scale_down_loss,
+                input_bound: self.input_bound,
+                settle_periods: self.autoscale_settle_periods,
+                stable_periods: self.autoscale_stable_periods,
+            },
+            period: Duration::from_millis(self.autoscale_period_ms),
+            scale_command: self.scale_command.clone(),
+            command_timeout: Duration::from_millis(self.scale_command_timeout_ms),
+        })
+    }
 }
 
 /// Entry point of the binary (and of multi-call hosts): parses `args`, runs until SIGINT/SIGTERM.
@@ -85,11 +168,18 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let autoscale = match args.autoscale.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cachew-dispatcher: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match cachew_proto::daemon::runtime("cachew-dispatcher", None) {
         Ok(r) => r,
         Err(code) => return code,
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, autoscale)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cachew-dispatcher: {e:#}");
@@ -98,7 +188,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, autoscale: crate::AutoscaleConfig) -> anyhow::Result<()> {
     // Metrics first: a probe hears the process (and why it is not ready) during a long replay.
     let metrics = cachew_metrics::Exporter::new("dispatcher");
     if let Some(address) = &args.metrics_listen {
@@ -121,6 +211,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         worker_retention: Duration::from_millis(args.worker_retention_ms),
         dataset_retention: Duration::from_millis(args.dataset_retention_ms),
         metrics,
+        autoscale,
     };
     if let Some(dir) = &args.work_dir {
         std::fs::create_dir_all(dir)

@@ -1,8 +1,11 @@
 //! The dispatcher's settings ([`DispatcherConfig`]): heartbeat pace, the timeouts after which
 //! workers and consumers count as gone, the assignment window, the retention after which
-//! finished jobs, dead workers and unused datasets leave the state, and the addresses it shows.
+//! finished jobs, dead workers and unused datasets leave the state, the addresses it shows, and
+//! the autoscaler's settings.
 
 use std::time::Duration;
+
+use crate::policy::autoscale::ScalePolicy;
 
 /// Dispatcher settings.
 #[derive(Debug, Clone)]
@@ -30,6 +33,8 @@ pub struct DispatcherConfig {
     pub dataset_retention: Duration,
     /// Where the dispatcher's metrics and readiness go (served by `--metrics-listen`).
     pub metrics: cachew_metrics::Exporter,
+    /// The autoscaler: policy, period and actuator.
+    pub autoscale: AutoscaleConfig,
 }
 
 impl Default for DispatcherConfig {
@@ -46,6 +51,33 @@ impl Default for DispatcherConfig {
             worker_retention: Duration::from_secs(600),
             dataset_retention: Duration::from_secs(600),
             metrics: cachew_metrics::Exporter::new("dispatcher"),
+            autoscale: AutoscaleConfig::default(),
+        }
+    }
+}
+
+/// The autoscaler's settings (the dispatcher's `--autoscale*` and `--scale-command*` flags).
+#[derive(Debug, Clone)]
+pub struct AutoscaleConfig {
+    /// Run the policy (without it the fleet size changes only by a pin).
+    pub enabled: bool,
+    pub policy: ScalePolicy,
+    /// How often the jobs are measured and the policy consulted.
+    pub period: Duration,
+    /// `sh -c` command run with `{n}` replaced by the workers wanted (`scale_command.rs`).
+    pub scale_command: Option<String>,
+    /// A scale command running longer is killed and counts as failed.
+    pub command_timeout: Duration,
+}
+
+impl Default for AutoscaleConfig {
+    fn default() -> Self {
+        AutoscaleConfig {
+            enabled: false,
+            policy: ScalePolicy::default(),
+            period: Duration::from_secs(10),
+            scale_command: None,
+            command_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -17,6 +17,9 @@
 //! - `workers` and `clients`: what a worker's registration and heartbeats and a client's job,
 //!   heartbeats and release do; `long_poll` is the wait both heartbeats share; `rpc` is the
 //!   `cachew_proto::Dispatcher` impl, thin handlers over them.
+//! - `autoscale`: the autoscaler's periods (measure, decide through `policy::autoscale`, drain
+//!   the workers a smaller fleet leaves over) and the operator's pin; `scale_command` runs
+//!   `--scale-command` when the replicas wanted change.
 //! - [`durable`]: the journal of commands (group commit, replay, snapshots).
 //! - `config`: [`DispatcherConfig`]. [`cli`]: flags and the process entry point used by the
 //!   binary.
@@ -24,6 +27,7 @@
 //! [`run`] serves on an already-bound listener until `shutdown` resolves, so tests can run many
 //! dispatchers in one process on port 0.
 
+mod autoscale;
 pub mod cli;
 mod clients;
 mod config;
@@ -36,6 +40,7 @@ mod metrics;
 mod policy;
 mod reconcile;
 mod rpc;
+mod scale_command;
 pub mod service;
 mod soft;
 pub mod state;
@@ -48,7 +53,9 @@ use std::future::Future;
 use cachew_proto::{DispatcherServer, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
 
-pub use config::DispatcherConfig;
+pub use autoscale::{Autoscaler, MAX_PINNED_WORKERS};
+pub use config::{AutoscaleConfig, DispatcherConfig};
+pub use policy::autoscale::{Decision, Sample, ScalePolicy, Scaler};
 pub use service::DispatcherService;
 
 /// Errors that stop the dispatcher.
@@ -118,6 +125,26 @@ pub async fn serve(
             keeper.check_retention();
         }
     });
+    let scaling = service.config().autoscale.clone();
+    let scaler = service.clone();
+    let autoscale = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(scaling.period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut auto = Autoscaler::default();
+        loop {
+            interval.tick().await;
+            scaler.autoscale_tick(&mut auto, std::time::Instant::now());
+        }
+    });
+    let command = service
+        .config()
+        .autoscale
+        .scale_command
+        .clone()
+        .map(|template| {
+            let timeout = service.config().autoscale.command_timeout;
+            tokio::spawn(service.clone().run_scale_command(template, timeout))
+        });
     let watcher = service.clone();
     let health = service.config().metrics.clone();
     health.health().set_ready();
@@ -151,5 +178,9 @@ pub async fn serve(
     };
     liveness.abort();
     retention.abort();
+    autoscale.abort();
+    if let Some(c) = command {
+        c.abort();
+    }
     result
 }

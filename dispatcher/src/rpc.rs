@@ -95,6 +95,15 @@ impl cachew_proto::Dispatcher for DispatcherService {
         Ok(Response::new(response))
     }
 
+    async fn pin_workers(
+        &self,
+        request: Request<v1::PinWorkersRequest>,
+    ) -> Result<Response<v1::PinWorkersResponse>, Status> {
+        let (response, visible) = self.pin(&request.into_inner())?;
+        self.durable(visible).await?;
+        Ok(Response::new(response))
+    }
+
     type WatchStatusStream = StatusStream;
 
     /// A snapshot at once, then one per change: at most 10 a second, at least one a second.

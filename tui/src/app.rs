@@ -97,6 +97,18 @@ pub async fn run<B: Backend>(
                                 let _ = tx.send(done).await;
                             });
                         }
+                        Some(Effect::Pin { workers, label }) => {
+                            let (tx, dispatcher) = (tx.clone(), model.target().to_string());
+                            tokio::spawn(async move {
+                                let result = cachew_cluster::pin_workers(
+                                    &dispatcher,
+                                    workers,
+                                    feed::ACT_TIMEOUT,
+                                )
+                                .await;
+                                let _ = tx.send(Update::PinDone { label, result }).await;
+                            });
+                        }
                         Some(Effect::Act(command)) => match model.control_address() {
                             Some(address) => {
                                 let tx = tx.clone();

@@ -45,6 +45,14 @@ pub struct DemoOptions {
     /// A worker silent this long (ms) is declared dead and its splits fail over.
     #[arg(long, default_value_t = 2000)]
     pub worker_timeout_ms: u64,
+    /// The dispatcher autoscales the workers (up to N; 0: off) and the demo starts the ones it
+    /// wants; `+` / `-` pin a count, `a` gives it back to the autoscaler.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub autoscale: u32,
+    /// Computed elements per second per worker (0: as fast as the cores allow): paced workers
+    /// behave like a fleet of small machines, so autoscaling has something to find.
+    #[arg(long, default_value_t = 0)]
+    pub max_elements_per_sec: u32,
 }
 
 impl DemoOptions {
@@ -74,10 +82,17 @@ impl DemoOptions {
     }
 
     fn worker_args(&self) -> Vec<String> {
-        match self.worker_threads {
+        let mut args = match self.worker_threads {
             Some(n) => vec!["--threads".into(), n.to_string()],
             None => Vec::new(),
+        };
+        if self.max_elements_per_sec > 0 {
+            args.extend([
+                "--max-elements-per-sec".into(),
+                self.max_elements_per_sec.to_string(),
+            ]);
         }
+        args
     }
 }
 
@@ -177,11 +192,25 @@ pub fn cluster(options: &DemoOptions, pipeline: &Path, run_dir: &Path) -> LocalC
         "--step-time-ms".into(),
         options.step_time_ms.to_string(),
     ]);
+    let autoscale = (options.autoscale > 0).then(|| {
+        [
+            "--autoscale",
+            "--max-workers",
+            &options.autoscale.to_string(),
+            "--autoscale-period-ms",
+            "2000",
+            "--autoscale-stable-periods",
+            "10",
+        ]
+        .map(String::from)
+    });
     LocalCluster::builder(run_dir)
         .liveness(options.heartbeat_interval_ms, options.worker_timeout_ms)
         .workers(options.workers)
         .standby(options.standby)
         .worker_flags(options.worker_args())
+        .dispatcher_flags(autoscale.into_iter().flatten())
+        .autoscale(options.autoscale > 0)
         .client(client)
         .control(true)
         .metrics(true)

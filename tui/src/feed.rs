@@ -21,7 +21,7 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(3);
 pub const NODES_INTERVAL: Duration = Duration::from_millis(500);
 /// How long one cluster-control request may take (restarting a dispatcher waits until it
 /// listens, up to 20 s).
-const ACT_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const ACT_TIMEOUT: Duration = Duration::from_secs(60);
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the status feed follows the dispatcher: 250 ms between attempts, doubling up to 4 s.

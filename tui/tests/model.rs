@@ -521,3 +521,57 @@ fn drain_asks_the_dispatcher_even_without_cluster_control() {
         EventLabel::Dashboard(DashboardEvent::Action)
     );
 }
+
+/// `+` and `-` pin the worker count one away from what is wanted now, `a` unpins; each goes to
+/// the dispatcher (`PinWorkers`) and its answer reaches the log. Never below 1.
+#[test]
+fn pin_keys_move_the_wanted_worker_count() {
+    let mut m = Model::new(Mode::Attach, DISPATCHER, None, T0);
+    let (_, snap) = healthy_model(false, false);
+    let mut status = snap.status();
+    status.autoscale = Some(v1::Autoscale {
+        enabled: true,
+        target: 3,
+        active: 3,
+        ..Default::default()
+    });
+    m.apply(Update::Status(Box::new(status.clone())), T0 + 10);
+    let Some(Effect::Pin { workers, label }) = m.on_key(Key::PinMore) else {
+        panic!("no pin")
+    };
+    assert_eq!(workers, Some(4));
+    assert_eq!(m.pending_actions(), 1);
+    m.apply(
+        Update::PinDone {
+            label: label.clone(),
+            result: Ok(v1::Autoscale {
+                target: 4,
+                pinned: Some(4),
+                active: 3,
+                ..Default::default()
+            }),
+        },
+        T0 + 20,
+    );
+    assert_eq!(m.pending_actions(), 0);
+    assert_eq!(
+        m.notice().unwrap().text,
+        format!("{label}: target 4, 3 active")
+    );
+    let Some(Effect::Pin { workers, .. }) = m.on_key(Key::PinFewer) else {
+        panic!("no pin")
+    };
+    assert_eq!(workers, Some(2));
+    let Some(Effect::Pin { workers, .. }) = m.on_key(Key::Unpin) else {
+        panic!("no unpin")
+    };
+    assert_eq!(workers, None);
+    status.autoscale = Some(v1::Autoscale {
+        target: 1,
+        active: 1,
+        ..Default::default()
+    });
+    m.apply(Update::Status(Box::new(status)), T0 + 30);
+    assert_eq!(m.on_key(Key::PinFewer), None);
+    assert!(m.notice().unwrap().text.contains("below 1"));
+}

@@ -40,6 +40,11 @@ pub struct Args {
     /// most --max-tasks such splits are set aside, so memory stays bounded).
     #[arg(long, default_value_t = 1000)]
     pub idle_task_ms: u64,
+    /// Compute at most this many elements per second (0: as fast as the cores allow). Makes
+    /// this worker as fast as a smaller machine: to share a host fairly, or to emulate a fleet
+    /// of separate machines on one host.
+    #[arg(long, default_value_t = 0)]
+    pub max_elements_per_sec: u32,
     /// Directory for worker state; checkpoints go to `DIR/checkpoints` unless --checkpoint-dir
     /// says otherwise.
     #[arg(long)]
@@ -134,6 +139,7 @@ async fn run(args: Args, started: std::time::Instant) -> anyhow::Result<()> {
             ahead: args.buffer_elements,
             chunk: defaults.chunk,
             idle_after: Duration::from_millis(args.idle_task_ms),
+            max_elements_per_sec: args.max_elements_per_sec,
         },
         checkpoint_dir: if args.checkpoint_interval_ms == 0 {
             None

@@ -148,6 +148,8 @@ struct Shared {
     state: Mutex<EngineState>,
     work: Condvar,
     config: EngineConfig,
+    /// `config.max_elements_per_sec`.
+    pacer: crate::task::Pacer,
     stop: AtomicBool,
     /// Source of task generations: results computed for an older generation are discarded.
     generations: AtomicU64,
@@ -226,6 +228,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             state: Mutex::new(EngineState::default()),
             work: Condvar::new(),
+            pacer: crate::task::Pacer::new(config.max_elements_per_sec),
             config,
             stop: AtomicBool::new(false),
             generations: AtomicU64::new(1),
@@ -763,6 +766,10 @@ fn compute_loop(shared: &Shared) {
         );
         // Elements of a task or generation gone meanwhile are produced and discarded at once.
         let count = result.as_ref().map_or(0, |e| e.len() as u64);
+        let pause = shared.pacer.book(count);
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
         let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
         st.share.settle(
             claimed.key.job,
@@ -888,6 +895,7 @@ mod tests {
             ahead: 16,
             chunk: 4,
             idle_after: Duration::from_secs(60),
+            max_elements_per_sec: 0,
         });
         let key = spec(7).key;
         let wait = Duration::from_secs(10);
@@ -970,6 +978,7 @@ mod tests {
             ahead: 64,
             chunk: 16,
             idle_after: Duration::from_millis(50),
+            max_elements_per_sec: 0,
         });
         engine.add_task(spec(7), prepared());
         let key = spec(7).key;
@@ -1001,6 +1010,7 @@ mod tests {
             ahead: 64,
             chunk: 8,
             idle_after: Duration::from_secs(1),
+            max_elements_per_sec: 0,
         });
         engine.add_task(spec(7), prepared());
         let key = spec(7).key;
@@ -1051,6 +1061,7 @@ mod tests {
             ahead: 64,
             chunk: 8,
             idle_after: Duration::from_secs(1),
+            max_elements_per_sec: 0,
         });
         let key = spec(9).key;
         // The client learned of lease 9 before this worker did: the fetch waits for the task.
@@ -1109,6 +1120,7 @@ mod tests {
             ahead: 4,
             chunk: 2,
             idle_after: Duration::from_millis(100),
+            max_elements_per_sec: 0,
         });
         let task = |job: u64, position: u32, lease: u64| TaskSpec {
             key: TaskKey {
@@ -1174,6 +1186,7 @@ mod tests {
                 ahead: 4,
                 chunk: 2,
                 idle_after: Duration::from_secs(1),
+                max_elements_per_sec: 0,
             },
             Some(CacheSettings {
                 dir: dir.path().to_path_buf(),

@@ -78,6 +78,41 @@ pub struct EngineConfig {
     pub chunk: u32,
     /// How long a task with a full buffer goes unfetched before it gives its slot back.
     pub idle_after: Duration,
+    /// Elements computed per second at most, over every compute thread (0: no limit). Makes
+    /// one worker as fast as a smaller machine: sharing a host fairly, or emulating a fleet of
+    /// separate machines on one host (the autoscaler's scenarios and benchmark).
+    pub max_elements_per_sec: u32,
+}
+
+/// Paces the compute threads to [`EngineConfig::max_elements_per_sec`]: each computed chunk
+/// books its elements' time slots, and the thread sleeps until its booking ends.
+#[derive(Debug)]
+pub struct Pacer {
+    interval: Option<Duration>,
+    next: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Pacer {
+    pub fn new(max_per_sec: u32) -> Pacer {
+        Pacer {
+            interval: (max_per_sec > 0).then(|| Duration::from_secs(1) / max_per_sec),
+            next: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    /// How long the caller, who just computed `n` elements, must wait (blocking callers sleep).
+    pub fn book(&self, n: u64) -> Duration {
+        let Some(interval) = self.interval else {
+            return Duration::ZERO;
+        };
+        let now = std::time::Instant::now();
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        // Idle time is not saved up: a burst after a pause is paced too.
+        let start = (*next).max(now);
+        let due = start + interval * u32::try_from(n).unwrap_or(u32::MAX);
+        *next = due;
+        due - now
+    }
 }
 
 impl Default for EngineConfig {
@@ -88,6 +123,7 @@ impl Default for EngineConfig {
             ahead: 128,
             chunk: 8,
             idle_after: Duration::from_secs(1),
+            max_elements_per_sec: 0,
         }
     }
 }
@@ -137,6 +173,24 @@ pub struct Fetched {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_pacer_books_each_element_a_slot() {
+        use std::time::Duration;
+        let unlimited = super::Pacer::new(0);
+        assert_eq!(unlimited.book(1000), Duration::ZERO);
+        let pacer = super::Pacer::new(1000);
+        let first = pacer.book(100);
+        assert!(
+            first <= Duration::from_millis(100) && first > Duration::from_millis(90),
+            "{first:?}"
+        );
+        // The next chunk waits for the first one's slots too.
+        let second = pacer.book(50);
+        assert!(
+            second > Duration::from_millis(140) && second <= Duration::from_millis(150),
+            "{second:?}"
+        );
+    }
     use super::*;
 
     #[test]

@@ -135,6 +135,7 @@ async fn a_worker_exposes_balanced_element_accounts_and_its_readiness() {
             ahead: 32,
             chunk: 8,
             idle_after: Duration::from_secs(1),
+            max_elements_per_sec: 0,
         },
         checkpoint_dir: None,
         checkpoint_interval: Duration::from_secs(1),

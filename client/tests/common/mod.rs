@@ -40,6 +40,7 @@ pub fn engine() -> (Engine, EngineThreads) {
         ahead: 64,
         chunk: 8,
         idle_after: Duration::from_secs(1),
+        max_elements_per_sec: 0,
     })
 }
 

@@ -24,12 +24,14 @@ mod launcher;
 mod local;
 pub mod netns;
 mod role;
+mod scaler;
 
 pub use cluster::{Cluster, ClusterSpec, NodeInfo, NodeSpec, NodeState, Signal, free_port};
 pub use follow::{FollowOptions, Followed, StatusFollower};
 pub use launcher::Launcher;
 pub use local::{LocalCluster, LocalClusterBuilder, TrainingClient};
 pub use role::Role;
+pub use scaler::{LocalScaler, pin_workers};
 
 /// Errors of cluster control.
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,7 @@ use crate::Result;
 use crate::cluster::{Cluster, ClusterSpec, NodeInfo};
 use crate::control::{ControlService, SharedCluster, serve};
 use crate::launcher::Launcher;
+use crate::scaler::LocalScaler;
 
 /// How long [`LocalCluster::stop`] lets cluster-control requests in flight finish.
 const CONTROL_GRACE: Duration = Duration::from_secs(5);
@@ -76,6 +77,7 @@ pub struct LocalClusterBuilder {
     control: bool,
     hosts: bool,
     metrics: bool,
+    autoscale: bool,
 }
 
 impl LocalClusterBuilder {
@@ -147,6 +149,13 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// Whether this process starts workers when the dispatcher's autoscaler wants more
+    /// ([`LocalScaler`]; the dispatcher needs `--autoscale`, or a pin). Default: no.
+    pub fn autoscale(mut self, on: bool) -> Self {
+        self.autoscale = on;
+        self
+    }
+
     /// Binds the control endpoint (if asked), launches the cluster (waiting until the
     /// dispatcher accepts connections), then serves control. Blocks.
     pub fn start(self) -> Result<LocalCluster> {
@@ -187,11 +196,21 @@ impl LocalClusterBuilder {
             )?),
             None => None,
         };
+        let scaler = if self.autoscale {
+            Some(LocalScaler::spawn(
+                cluster.clone(),
+                dispatcher.clone(),
+                spec.worker_args.clone(),
+            )?)
+        } else {
+            None
+        };
         Ok(LocalCluster {
             cluster,
             dispatcher,
             root: spec.root,
             control,
+            scaler,
         })
     }
 }
@@ -203,6 +222,7 @@ pub struct LocalCluster {
     dispatcher: String,
     root: PathBuf,
     control: Option<ControlEndpoint>,
+    scaler: Option<LocalScaler>,
 }
 
 impl LocalCluster {
@@ -219,6 +239,7 @@ impl LocalCluster {
             control: false,
             hosts: false,
             metrics: false,
+            autoscale: false,
         }
     }
 
@@ -259,6 +280,8 @@ impl LocalCluster {
     /// Stops the control endpoint (requests in flight get a few seconds), then every node
     /// (SIGTERM, SIGKILL after `grace`), and reaps them. Returns the nodes' final states. Blocks.
     pub fn stop(mut self, grace: Duration) -> Vec<NodeInfo> {
+        // No worker may be started while the cluster stops.
+        drop(self.scaler.take());
         if let Some(control) = &mut self.control {
             control.stop(CONTROL_GRACE);
         }
@@ -270,6 +293,7 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
+        drop(self.scaler.take());
         if let Some(control) = &mut self.control {
             control.stop(Duration::ZERO);
         }

@@ -164,6 +164,10 @@ vocabulary!(EventKind, "event kind",
     Expired => "expired",
     WorkerDraining => "worker_draining",
     WorkerLeft => "worker_left",
+    ScaleUp => "scale_up",
+    ScaleDown => "scale_down",
+    ScalePinned => "scale_pinned",
+    ScaleCommandFailed => "scale_command_failed",
 );
 
 vocabulary!(NodeRole, "node role",

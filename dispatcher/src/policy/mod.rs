@@ -5,9 +5,11 @@
 //! and every decision path is testable without sockets, clocks or disks.
 //!
 //! - [`liveness`]: dead and late workers, silent consumers, the dispatcher's own stalls.
+//! - [`autoscale`]: how many workers the fleet needs (`Scaler::observe`).
 //! - [`cache`]: when `auto` chooses between reading the cache and computing.
 //! - [`retention`]: which finished or abandoned jobs, dead workers and unused datasets leave.
 
+pub mod autoscale;
 pub mod cache;
 pub mod liveness;
 pub mod retention;

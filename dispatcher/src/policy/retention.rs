@@ -243,6 +243,7 @@ mod tests {
             next_worker_id: 3,
             next_job_id: 3,
             next_lease: 1,
+            ..State::default()
         }
     }
 

@@ -108,6 +108,17 @@ pub enum Command {
     WorkerLeft {
         worker: WorkerId,
     },
+    /// The autoscaler decided a fleet size (`policy/autoscale.rs`); `why` carries the
+    /// measurements behind it (shown in the `scale_up` / `scale_down` event).
+    Scale {
+        from: u32,
+        target: u32,
+        why: String,
+    },
+    /// An operator pinned the worker count (None: back to the autoscaler).
+    PinWorkers {
+        pinned: Option<u32>,
+    },
 }
 
 impl Command {
@@ -126,6 +137,8 @@ impl Command {
             Command::ConsumerUnreachable { .. } => "consumer_unreachable",
             Command::DrainWorker { .. } => "drain_worker",
             Command::WorkerLeft { .. } => "worker_left",
+            Command::Scale { .. } => "scale",
+            Command::PinWorkers { .. } => "pin_workers",
         }
     }
 }

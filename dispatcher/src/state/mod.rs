@@ -15,6 +15,7 @@
 //! - `fair`: `AssignFairly`, a worker's free slots shared between jobs;
 //! - `handover`: moving a departing worker's splits (shared by death and drain);
 //! - `drain`: a worker leaving on purpose (`DrainWorker`, `WorkerLeft`);
+//! - `scale`: the fleet size wanted (`Scale`, `PinWorkers`);
 //! - here: [`State`] and its transitions.
 
 mod command;
@@ -23,6 +24,7 @@ mod expire;
 mod fair;
 mod handover;
 mod model;
+mod scale;
 mod split_order;
 mod unreachable;
 
@@ -38,6 +40,7 @@ pub use model::{
     Assignment, CacheDecision, CachePolicy, Consumer, Cursor, DatasetEntry, Job, JobId,
     WorkerEntry, WorkerId, WorkerLife,
 };
+pub use scale::Scale;
 pub use split_order::{split_at, split_order};
 
 /// The dispatcher's durable state.
@@ -49,6 +52,9 @@ pub struct State {
     pub next_worker_id: u64,
     pub next_job_id: u64,
     pub next_lease: u64,
+    /// The fleet size wanted (`scale`); absent in journals written before autoscaling.
+    #[serde(default)]
+    pub scale: Scale,
 }
 
 impl State {
@@ -221,6 +227,8 @@ impl State {
             } => self.consumer_unreachable(*job, *consumer, *generation, workers),
             Command::DrainWorker { worker, resume_at } => self.drain_worker(*worker, resume_at),
             Command::WorkerLeft { worker } => self.worker_left(*worker, false),
+            Command::Scale { from, target, why } => Ok(self.scale_to(*from, *target, why)),
+            Command::PinWorkers { pinned } => Ok(self.pin_workers(*pinned)),
         }
     }
 

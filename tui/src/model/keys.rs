@@ -76,6 +76,7 @@ impl Model {
                 };
             }
             Key::Restart => return self.act_on_selected(&rows, i, v1::Action::Restart, "restart"),
+            Key::PinMore | Key::PinFewer | Key::Unpin => return self.pin(key),
             Key::StartStandby => {
                 if let Some(e) = self.require_control() {
                     self.notify(Level::Error, e);
@@ -203,6 +204,36 @@ impl Model {
         self.pending += 1;
         self.notify(Level::Info, format!("{label}…"));
         Some(Effect::Drain { worker_id, label })
+    }
+
+    /// Pins go to the dispatcher (`PinWorkers`): the count moves from what is wanted now (the
+    /// target, or the active workers before any target).
+    fn pin(&mut self, key: Key) -> Option<Effect> {
+        let scale = self
+            .status()
+            .and_then(|s| s.autoscale.clone())
+            .unwrap_or_default();
+        let now = if scale.target > 0 {
+            scale.target
+        } else {
+            scale.active
+        };
+        let workers = match key {
+            Key::PinMore => Some(now + 1),
+            Key::PinFewer if now <= 1 => {
+                self.notify(Level::Error, "the worker count cannot go below 1".into());
+                return None;
+            }
+            Key::PinFewer => Some(now - 1),
+            _ => None,
+        };
+        let label = match workers {
+            Some(n) => format!("pin the worker count at {n}"),
+            None => "unpin the worker count (autoscaler)".to_string(),
+        };
+        self.pending += 1;
+        self.notify(Level::Info, format!("{label}…"));
+        Some(Effect::Pin { workers, label })
     }
 
     fn act(&mut self, command: ActCommand) -> Effect {

@@ -202,6 +202,11 @@ pub enum Effect {
         worker_id: u64,
         label: String,
     },
+    /// Ask the dispatcher to pin the worker count (`PinWorkers`; None: unpin).
+    Pin {
+        workers: Option<u32>,
+        label: String,
+    },
     /// Leave the dashboard; in a demo, `stop_cluster` says whether to stop the nodes.
     Quit {
         stop_cluster: bool,
@@ -234,6 +239,11 @@ pub enum Update {
     DrainDone {
         label: String,
         result: Result<v1::DrainWorkerResponse, String>,
+    },
+    /// The dispatcher's answer to a pin.
+    PinDone {
+        label: String,
+        result: Result<v1::Autoscale, String>,
     },
     /// Checkpoint facts by worker address from a source other than the status stream (the seam
     /// for the checkpoint-directory watcher).
@@ -493,6 +503,23 @@ impl Model {
                 if let Control::Available { error, .. } = &mut self.control {
                     *error = Some(e);
                 }
+            }
+            Update::PinDone { label, result } => {
+                self.pending = self.pending.saturating_sub(1);
+                let (kind, level, text) = match result {
+                    Ok(a) => (
+                        DashboardEvent::Action,
+                        Level::Ok,
+                        format!("{label}: target {}, {} active", a.target, a.active),
+                    ),
+                    Err(e) => (
+                        DashboardEvent::ActionFailed,
+                        Level::Error,
+                        format!("{label}: {e}"),
+                    ),
+                };
+                self.log_local(now_ms, kind, text.clone());
+                self.notify(level, text);
             }
             Update::DrainDone { label, result } => {
                 self.pending = self.pending.saturating_sub(1);

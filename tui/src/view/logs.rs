@@ -41,7 +41,8 @@ fn event_style(kind: EventLabel) -> Style {
             | K::VerdictFailed
             | K::DiskFailing
             | K::JournalUnavailable
-            | K::ConsumerTimeout => bad,
+            | K::ConsumerTimeout
+            | K::ScaleCommandFailed => bad,
             K::Failover => moved,
             K::JobCreated
             | K::ConsumerAttached
@@ -51,6 +52,9 @@ fn event_style(kind: EventLabel) -> Style {
             | K::CacheDecision
             | K::WorkerDraining
             | K::WorkerLeft
+            | K::ScaleUp
+            | K::ScaleDown
+            | K::ScalePinned
             | K::Expired => membership,
             K::EpochDone | K::EpochReport => progress,
             K::Unspecified => Style::new(),

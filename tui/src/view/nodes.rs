@@ -11,9 +11,31 @@ use crate::model::{Link, Model, NodeRow};
 
 use super::{dim, health_style, title, title_block};
 
+/// The fleet size in the nodes panel's title: active workers, what is wanted and by whom.
+fn fleet(a: &cachew_proto::v1::Autoscale) -> String {
+    let draining = if a.draining > 0 {
+        format!(", {} draining", a.draining)
+    } else {
+        String::new()
+    };
+    match (a.pinned, a.target, a.enabled) {
+        (Some(n), _, _) => format!(
+            "workers {} of {n} pinned{draining} (a: autoscale)",
+            a.active
+        ),
+        (None, 0, true) => format!("workers {} · autoscale measuring{draining}", a.active),
+        (None, 0, false) => format!("workers {}{draining}", a.active),
+        (None, t, true) => format!("workers {} of {t} autoscaled{draining}", a.active),
+        (None, t, false) => format!("workers {} of {t}{draining}", a.active),
+    }
+}
+
 pub(super) fn render_nodes(model: &Model, rows: &[NodeRow], area: Rect, buf: &mut Buffer) {
     let heading = match (model.link(), model.last_status_ms()) {
-        (Link::Up { .. }, _) => " Nodes ".to_string(),
+        (Link::Up { .. }, _) => match model.status().and_then(|s| s.autoscale.as_ref()) {
+            Some(a) => format!(" Nodes · {} ", fleet(a)),
+            None => " Nodes ".to_string(),
+        },
         (_, Some(t)) => format!(
             " Nodes · dispatcher down: worker states as of {} ago ",
             fmt::age_ms(model.now_ms().saturating_sub(t))

@@ -201,6 +201,7 @@ impl Snapshot {
             worker_timeout_ms: TIMEOUT_MS,
             heartbeat_interval_ms: HEARTBEAT_MS,
             control_address: CONTROL.into(),
+            autoscale: None,
         }
     }
 }

@@ -36,7 +36,7 @@ image PROFILE="release":
 # The Compose deployment through a worker kill and a network cut, checked (root, Docker; as CI).
 deploy-test:
     cargo test --workspace --no-run
-    cargo test --workspace --test deploy -- --ignored --nocapture
+    cargo test --workspace --test deploy -- --ignored --nocapture --test-threads 1
 
 fmt:
     cargo fmt --all

@@ -70,6 +70,12 @@ pub struct Args {
     /// dispatcher is unreachable. A second signal exits at once.
     #[arg(long, default_value_t = 5_000)]
     pub drain_timeout_ms: u64,
+    /// After the dispatcher drained this worker (the autoscaler shrank the fleet), stay up,
+    /// not ready, until SIGINT/SIGTERM instead of exiting: under an orchestrator that restarts
+    /// exited containers (a Kubernetes Deployment) the drained replica is then the one removed
+    /// when the replica count goes down (not-ready pods go first), not restarted.
+    #[arg(long)]
+    pub stay_after_drain: bool,
     /// Serve /metrics (Prometheus), /healthz and /readyz on this HOST:PORT (off by default).
     /// It answers from the start; /readyz is 200 once registered and until the drain.
     #[arg(long)]
@@ -165,14 +171,23 @@ async fn run(args: Args, started: std::time::Instant) -> anyhow::Result<()> {
         metrics,
     };
     tracing::info!(address = %bound, dispatcher = %args.dispatcher, threads = config.engine.threads, "worker listening");
-    let stop = async {
+    let signalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = signalled.clone();
+    let stop = async move {
         let signal = cachew_proto::daemon::graceful_stop_signal("cachew-worker").await;
+        seen.store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(
             "{}: draining (a second signal exits at once)",
             signal.name()
         );
     };
     crate::run(config, listener, stop).await?;
+    if args.stay_after_drain && !signalled.load(std::sync::atomic::Ordering::SeqCst) {
+        tracing::info!(
+            "drained by the dispatcher: staying up, not ready, until SIGINT/SIGTERM (--stay-after-drain)"
+        );
+        cachew_proto::daemon::shutdown_signal().await;
+    }
     tracing::info!("worker stopped");
     Ok(())
 }

@@ -36,7 +36,7 @@ impl MoveReason {
     fn of(command: &Command) -> Option<MoveReason> {
         match command {
             Command::DeclareDead { .. } => Some(MoveReason::Dead),
-            Command::DrainWorker { .. } => Some(MoveReason::Drain),
+            Command::DrainWorker { .. } | Command::Shrink { .. } => Some(MoveReason::Drain),
             Command::ConsumerUnreachable { .. } => Some(MoveReason::Unreachable),
             _ => None,
         }

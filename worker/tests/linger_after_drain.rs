@@ -1,7 +1,7 @@
-//! `cachew-worker --stay-after-drain`: a worker the dispatcher drained (the autoscaler shrank
-//! the fleet) stays up and not ready instead of exiting, so an orchestrator that restarts exited
-//! containers removes it rather than restarting it; SIGTERM then ends it with status 0. Without
-//! the flag, the drained worker exits by itself.
+//! `cachew-worker --linger-after-drain-ms`: a worker the dispatcher drained (the autoscaler
+//! shrank the fleet) stays up and not ready instead of exiting, so an orchestrator that restarts
+//! exited containers removes it rather than restarting it; SIGTERM, or the end of the linger,
+//! ends it with status 0. Without the flag, the drained worker exits by itself at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -43,7 +43,7 @@ impl Drop for Worker {
     }
 }
 
-fn start_worker(dispatcher: SocketAddr, metrics: SocketAddr, stay: bool) -> (Worker, String) {
+fn start_worker(dispatcher: SocketAddr, metrics: SocketAddr, linger_ms: u64) -> (Worker, String) {
     let listen = free_address().to_string();
     let mut c = Command::new(env!("CARGO_BIN_EXE_cachew-worker"));
     c.args(["--listen", &listen, "--dispatcher", &dispatcher.to_string()])
@@ -51,9 +51,7 @@ fn start_worker(dispatcher: SocketAddr, metrics: SocketAddr, stay: bool) -> (Wor
         .args(["--drain-timeout-ms", "2000"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    if stay {
-        c.arg("--stay-after-drain");
-    }
+    c.args(["--linger-after-drain-ms", &linger_ms.to_string()]);
     (Worker(c.spawn().unwrap()), listen)
 }
 
@@ -102,9 +100,10 @@ async fn a_drained_worker_stays_not_ready_until_sigterm() {
         std::future::pending(),
     ));
 
-    // With the flag: drained, still running, /readyz 503, /healthz 200; SIGTERM ends it with 0.
+    // With a long linger: drained, still running, /readyz 503, /healthz 200; SIGTERM ends it
+    // with 0.
     let metrics = free_address();
-    let (mut worker, address) = start_worker(dispatcher, metrics, true);
+    let (mut worker, address) = start_worker(dispatcher, metrics, 60_000);
     drain_when_registered(&svc, &address).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while svc
@@ -118,7 +117,7 @@ async fn a_drained_worker_stays_not_ready_until_sigterm() {
     assert_eq!(
         exit_within(&mut worker, Duration::from_secs(3)),
         None,
-        "a drained worker with --stay-after-drain exited"
+        "a drained worker with --linger-after-drain-ms exited"
     );
     assert_eq!(status_of(metrics, "/readyz").await, Some(503));
     assert_eq!(status_of(metrics, "/healthz").await, Some(200));
@@ -130,8 +129,14 @@ async fn a_drained_worker_stays_not_ready_until_sigterm() {
     let status = exit_within(&mut worker, Duration::from_secs(10)).expect("SIGTERM ends it");
     assert_eq!(status.code(), Some(0));
 
+    // A short linger ends by itself, with 0.
+    let (mut worker, address) = start_worker(dispatcher, free_address(), 1_500);
+    drain_when_registered(&svc, &address).await;
+    let status = exit_within(&mut worker, Duration::from_secs(15)).expect("it exits");
+    assert_eq!(status.code(), Some(0));
+
     // Without it: the drained worker exits by itself, with 0.
-    let (mut worker, address) = start_worker(dispatcher, free_address(), false);
+    let (mut worker, address) = start_worker(dispatcher, free_address(), 0);
     drain_when_registered(&svc, &address).await;
     let status = exit_within(&mut worker, Duration::from_secs(15)).expect("it exits");
     assert_eq!(status.code(), Some(0));

@@ -271,9 +271,12 @@ impl Scaler {
         if to <= s.workers {
             return None;
         }
-        // The load changed: down-probes start patient again.
-        self.patience = 1;
-        self.undone_at = None;
+        // A new load: down-probes start patient again. Not right after an undone down-probe: the
+        // trainer waits then because the fleet was too small a moment ago, not because its load
+        // changed (that is what the smoothed rate in `undone_at` tells).
+        if self.undone_at.is_none() {
+            self.patience = 1;
+        }
         Some(self.change(
             s.workers,
             to,

@@ -28,6 +28,16 @@ soak MINUTES="5" *ARGS:
 bench:
     cargo bench --workspace
 
+# The image cachew-rs:dev from this host's release (or: just image debug) binaries; README, Deploy.
+image PROFILE="release":
+    cargo build --workspace --bins {{ if PROFILE == "release" { "--release" } else { "" } }}
+    deploy/image/build-image.sh --profile {{PROFILE}}
+
+# The Compose deployment through a worker kill and a network cut, checked (root, Docker; as CI).
+deploy-test:
+    cargo test --workspace --no-run
+    cargo test --workspace --test deploy -- --ignored --nocapture --test-threads 1
+
 fmt:
     cargo fmt --all
 

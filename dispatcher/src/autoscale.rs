@@ -12,7 +12,7 @@
 //! the pin is applied the same way, with or without `--autoscale`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cachew_proto::v1;
 use tonic::Status;
@@ -25,32 +25,6 @@ use crate::wire::rejection_status;
 /// The most workers a pin may ask for.
 pub const MAX_PINNED_WORKERS: u32 = 1024;
 
-/// The autoscaler's settings (the dispatcher's `--autoscale*` and `--scale-command*` flags).
-#[derive(Debug, Clone)]
-pub struct AutoscaleConfig {
-    /// Run the policy (without it the fleet size changes only by a pin).
-    pub enabled: bool,
-    pub policy: ScalePolicy,
-    /// How often the jobs are measured and the policy consulted.
-    pub period: Duration,
-    /// `sh -c` command run with `{n}` replaced by the workers wanted (`scale_command.rs`).
-    pub scale_command: Option<String>,
-    /// A scale command running longer is killed and counts as failed.
-    pub command_timeout: Duration,
-}
-
-impl Default for AutoscaleConfig {
-    fn default() -> Self {
-        AutoscaleConfig {
-            enabled: false,
-            policy: ScalePolicy::default(),
-            period: Duration::from_secs(10),
-            scale_command: None,
-            command_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
 /// What the autoscaler remembers between periods (soft: a restarted dispatcher starts over from
 /// the journaled target).
 #[derive(Debug, Default)]
@@ -58,9 +32,9 @@ pub struct Autoscaler {
     scaler: Option<Scaler>,
     /// The running jobs the scaler measures; another set starts it over.
     jobs: BTreeSet<JobId>,
-    /// Each consumer's delivered examples and seconds waited for data at the previous period.
-    delivered: HashMap<(JobId, u32), (u64, f64)>,
-    last_at: Option<Instant>,
+    /// Each consumer's delivered examples, seconds waited for data, and when its heartbeat
+    /// said so, at the previous period.
+    delivered: HashMap<(JobId, u32), (u64, f64, Instant)>,
     /// Periods with no job running.
     idle: u32,
 }
@@ -82,18 +56,14 @@ impl DispatcherService {
         let config = self.config().autoscale.clone();
         let mut guard = self.lock();
         let core = &mut *guard;
-        if config.enabled {
-            if let Some(decision) = self.measure_and_decide(core, auto, &config.policy, now) {
-                tracing::info!(
-                    from = decision.0,
-                    target = decision.1,
-                    "autoscale: {}",
-                    decision.2
-                );
-                let (from, target, why) = decision;
-                if let Err(e) = self.execute(core, Command::Scale { from, target, why }) {
-                    tracing::warn!("scale refused: {e}");
-                }
+        let decision = config
+            .enabled
+            .then(|| self.measure_and_decide(core, auto, &config.policy, now))
+            .flatten();
+        if let Some((from, target, why)) = decision {
+            tracing::info!(from, target, "autoscale: {why}");
+            if let Err(e) = self.execute(core, Command::Scale { from, target, why }) {
+                tracing::warn!("scale refused: {e}");
             }
         }
         self.shrink(core);
@@ -109,10 +79,10 @@ impl DispatcherService {
     ) -> Option<(u32, u32, String)> {
         let jobs = running_jobs(&core.state);
         let workers = core.state.active_workers() as u32;
-        let elapsed = auto.last_at.replace(now).map(|t| now.duration_since(t));
         let mut delivered = HashMap::new();
         let mut rate = 0.0;
         let mut wait: f64 = 0.0;
+        let mut measured = 0u32;
         for &job in &jobs {
             let Some(j) = core.state.jobs.get(&job) else {
                 continue;
@@ -126,16 +96,24 @@ impl DispatcherService {
                 ) else {
                     continue;
                 };
-                delivered.insert(key, (n, w.seconds_total));
+                // The counters are as of the consumer's last heartbeat (they come up to 500 ms
+                // apart), so they are divided by the time between those heartbeats, not by the
+                // period: at a 1 s period the difference would be up to +-50%.
+                let seen = core.soft.consumer_seen.get(&key).copied().unwrap_or(now);
+                delivered.insert(key, (n, w.seconds_total, seen));
                 // Over this period: examples taken, and the fraction of it spent waiting (the
                 // heartbeat's own ratio spans ~10 s, too slow for a period of 1 s). A client that
                 // restarted counts from 0 again: that period says nothing about it.
-                let (Some(&(before, waited)), Some(dt)) = (auto.delivered.get(&key), elapsed)
-                else {
+                let Some(&(before, waited, then)) = auto.delivered.get(&key) else {
                     continue;
                 };
-                let dt = dt.as_secs_f64();
-                if n < before || w.seconds_total < waited || dt <= 0.0 {
+                let dt = seen.saturating_duration_since(then).as_secs_f64();
+                if n < before || w.seconds_total < waited {
+                    continue;
+                }
+                if dt < 0.05 {
+                    // No new heartbeat worth measuring: the older values stay the baseline.
+                    delivered.insert(key, (before, waited, then));
                     continue;
                 }
                 rate += (n - before) as f64 / dt;
@@ -145,6 +123,7 @@ impl DispatcherService {
             if consumers > 0 {
                 wait = wait.max(waits / f64::from(consumers));
             }
+            measured += consumers;
         }
         auto.delivered = delivered;
         let wanted = core.state.scale.target;
@@ -171,6 +150,12 @@ impl DispatcherService {
             return None;
         }
         if core.state.scale.pinned.is_some() {
+            // Pinned: the policy starts over from the estimate once unpinned.
+            auto.scaler = None;
+            return None;
+        }
+        if measured == 0 {
+            // No consumer reported since the last period: nothing to judge by.
             return None;
         }
         let scaler = auto.scaler.as_mut()?;
@@ -185,7 +170,9 @@ impl DispatcherService {
     }
 
     /// Drains the active workers beyond the wanted count, the ones holding the fewest
-    /// assignments first (ties: the newest).
+    /// assignments first (ties: the newest). A worker whose heartbeats are late (suspect: often
+    /// a process that died, whose replacement may already be registering) is not counted, so a
+    /// replacement is never drained for a worker that is about to be declared dead.
     fn shrink(&self, core: &mut Core) {
         let Some(wanted) = core.state.scale.wanted() else {
             return;
@@ -195,6 +182,7 @@ impl DispatcherService {
             .workers
             .values()
             .filter(|w| w.life == WorkerLife::Alive && !w.standby)
+            .filter(|w| !core.soft.suspect.contains(&w.id))
             .map(|w| {
                 (
                     core.state.assignments_of(w.id).len(),
@@ -210,7 +198,7 @@ impl DispatcherService {
         for (_, std::cmp::Reverse(worker)) in active.into_iter().take(excess) {
             let resume_at = core.soft.resume_points(worker);
             tracing::info!(worker, wanted, "autoscale: draining worker {worker}");
-            if let Err(e) = self.execute(core, Command::DrainWorker { worker, resume_at }) {
+            if let Err(e) = self.execute(core, Command::Shrink { worker, resume_at }) {
                 tracing::warn!(worker, "autoscale drain refused: {e}");
             }
         }
@@ -222,12 +210,10 @@ impl DispatcherService {
         &self,
         req: &v1::PinWorkersRequest,
     ) -> Result<(v1::PinWorkersResponse, u64), Status> {
-        if let Some(n) = req.workers {
-            if n == 0 || n > MAX_PINNED_WORKERS {
-                return Err(Status::invalid_argument(format!(
-                    "workers: a pinned count must be 1 to {MAX_PINNED_WORKERS}, got {n}"
-                )));
-            }
+        if let Some(n) = req.workers.filter(|n| *n == 0 || *n > MAX_PINNED_WORKERS) {
+            return Err(Status::invalid_argument(format!(
+                "workers: a pinned count must be 1 to {MAX_PINNED_WORKERS}, got {n}"
+            )));
         }
         let mut core = self.lock();
         self.execute(
@@ -239,34 +225,11 @@ impl DispatcherService {
         .map_err(rejection_status)?;
         self.shrink(&mut core);
         let response = v1::PinWorkersResponse {
-            autoscale: Some(status(&self.config().autoscale, &core.state)),
+            autoscale: Some(crate::status::autoscale(
+                &self.config().autoscale,
+                &core.state,
+            )),
         };
         Ok((response, Self::visible(&core)))
-    }
-}
-
-/// The status stream's `autoscale`.
-pub(crate) fn status(config: &AutoscaleConfig, state: &State) -> v1::Autoscale {
-    {
-        let draining = state
-            .workers
-            .values()
-            .filter(|w| w.life == WorkerLife::Draining)
-            .count() as u32;
-        v1::Autoscale {
-            enabled: config.enabled,
-            target: state.scale.wanted().unwrap_or(0),
-            pinned: state.scale.pinned,
-            active: state.active_workers() as u32,
-            draining,
-            min_workers: config.policy.min_workers,
-            max_workers: config.policy.max_workers,
-            last_decision: state.scale.last_decision.clone(),
-            actuator: if config.scale_command.is_some() {
-                "command".into()
-            } else {
-                String::new()
-            },
-        }
     }
 }

@@ -96,7 +96,8 @@ pub struct AutoscaleFlags {
     /// A step up is kept when the delivered rate gained more than this fraction.
     #[arg(long, default_value_t = 0.07)]
     pub scale_up_gain: f64,
-    /// A step down is kept when the delivered rate lost less than this fraction.
+    /// A step down is kept when the trainer's share of time waiting for data grew by less than
+    /// this (0.03: 3 points) since the descent began, and stays under --input-bound.
     #[arg(long, default_value_t = 0.03)]
     pub scale_down_loss: f64,
     /// A trainer waiting for data more than this fraction of its time is input-bound.
@@ -129,12 +130,10 @@ impl AutoscaleFlags {
                 return Err(format!("{name} must be a fraction from 0 to 1, got {v}"));
             }
         }
-        if let Some(c) = &self.scale_command {
-            if !c.contains("{n}") {
-                return Err(format!(
-                    "--scale-command must contain {{n}} (the replicas wanted): {c:?}"
-                ));
-            }
+        if let Some(c) = self.scale_command.as_ref().filter(|c| !c.contains("{n}")) {
+            return Err(format!(
+                "--scale-command must contain {{n}} (the replicas wanted): {c:?}"
+            ));
         }
         Ok(crate::AutoscaleConfig {
             enabled: self.autoscale,

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::policy::autoscale::ScalePolicy;
+
 /// Dispatcher settings.
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -32,7 +34,7 @@ pub struct DispatcherConfig {
     /// Where the dispatcher's metrics and readiness go (served by `--metrics-listen`).
     pub metrics: cachew_metrics::Exporter,
     /// The autoscaler: policy, period and actuator.
-    pub autoscale: crate::AutoscaleConfig,
+    pub autoscale: AutoscaleConfig,
 }
 
 impl Default for DispatcherConfig {
@@ -49,7 +51,33 @@ impl Default for DispatcherConfig {
             worker_retention: Duration::from_secs(600),
             dataset_retention: Duration::from_secs(600),
             metrics: cachew_metrics::Exporter::new("dispatcher"),
-            autoscale: crate::AutoscaleConfig::default(),
+            autoscale: AutoscaleConfig::default(),
+        }
+    }
+}
+
+/// The autoscaler's settings (the dispatcher's `--autoscale*` and `--scale-command*` flags).
+#[derive(Debug, Clone)]
+pub struct AutoscaleConfig {
+    /// Run the policy (without it the fleet size changes only by a pin).
+    pub enabled: bool,
+    pub policy: ScalePolicy,
+    /// How often the jobs are measured and the policy consulted.
+    pub period: Duration,
+    /// `sh -c` command run with `{n}` replaced by the workers wanted (`scale_command.rs`).
+    pub scale_command: Option<String>,
+    /// A scale command running longer is killed and counts as failed.
+    pub command_timeout: Duration,
+}
+
+impl Default for AutoscaleConfig {
+    fn default() -> Self {
+        AutoscaleConfig {
+            enabled: false,
+            policy: ScalePolicy::default(),
+            period: Duration::from_secs(10),
+            scale_command: None,
+            command_timeout: Duration::from_secs(30),
         }
     }
 }

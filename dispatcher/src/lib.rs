@@ -53,8 +53,8 @@ use std::future::Future;
 use cachew_proto::{DispatcherServer, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
 
-pub use autoscale::{AutoscaleConfig, Autoscaler, MAX_PINNED_WORKERS};
-pub use config::DispatcherConfig;
+pub use autoscale::{Autoscaler, MAX_PINNED_WORKERS};
+pub use config::{AutoscaleConfig, DispatcherConfig};
 pub use policy::autoscale::{Decision, Sample, ScalePolicy, Scaler};
 pub use service::DispatcherService;
 

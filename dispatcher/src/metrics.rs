@@ -36,7 +36,7 @@ impl MoveReason {
     fn of(command: &Command) -> Option<MoveReason> {
         match command {
             Command::DeclareDead { .. } => Some(MoveReason::Dead),
-            Command::DrainWorker { .. } => Some(MoveReason::Drain),
+            Command::DrainWorker { .. } | Command::Shrink { .. } => Some(MoveReason::Drain),
             Command::ConsumerUnreachable { .. } => Some(MoveReason::Unreachable),
             _ => None,
         }
@@ -69,6 +69,7 @@ pub(crate) struct DispatcherMetrics {
     jobs: IntGaugeVec,
     consumers: IntGauge,
     assignments: IntGauge,
+    workers_wanted: IntGauge,
     /// Where the journal lives (its size on disk is measured at scrape).
     journal_dir: Option<PathBuf>,
 }
@@ -156,6 +157,10 @@ impl DispatcherMetrics {
                 "cachew_dispatcher_assignments",
                 "Splits assigned to a worker and not yet delivered.",
             ),
+            workers_wanted: e.int_gauge(
+                "cachew_dispatcher_workers_wanted",
+                "Workers the fleet is brought to: an operator's pin, else the autoscaler's target (0: nothing decided).",
+            ),
             journal_dir,
         };
         for s in WORKER_STATES {
@@ -238,6 +243,8 @@ impl DispatcherMetrics {
         }
         self.consumers.set(consumers);
         self.assignments.set(assignments);
+        self.workers_wanted
+            .set(i64::from(state.scale.wanted().unwrap_or(0)));
         let journal = journal.filter(|j| j.enabled);
         self.journal_replay_records
             .set(journal.map_or(0, |j| j.records as i64));

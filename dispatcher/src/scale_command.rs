@@ -3,11 +3,15 @@
 //! `kubectl scale deployment/cachew-worker --replicas={n}`, or a `curl` PATCH of the
 //! Deployment's `scale` subresource).
 //!
-//! The replicas asked for are the wanted count plus the workers still draining: a drained
-//! worker's replica goes only once its splits have moved and it has left, so an orchestrator
-//! that removes an arbitrary replica removes one that holds nothing (Kubernetes removes
-//! not-ready pods first, and a draining worker's `/readyz` answers 503). Whichever replica it
-//! removes, its SIGTERM drains it: nothing is lost either way.
+//! The replicas asked for are the wanted count plus the workers the autoscaler drained that are
+//! still draining (`Command::Shrink`; not drains a worker started itself): a drained worker's
+//! replica goes only once its splits have moved and it has left, so an orchestrator that
+//! removes an arbitrary replica removes one that holds nothing (Kubernetes removes not-ready
+//! pods first; a draining or left worker's `/readyz` answers 503, and `cachew-worker
+//! --linger-after-drain-ms` keeps a drained one up, not ready, meanwhile). Whichever replica it
+//! removes, its SIGTERM drains it: nothing is lost either way. A fleet that stays short of the
+//! target (a replica lost or removed in place of the drained one) gets the command again after
+//! `REASSERT_AFTER`.
 //!
 //! Each run is bounded by `--scale-command-timeout-ms` (the command is killed past it); its
 //! output is logged; a failure (a non-zero status, a timeout, a command that cannot start) is
@@ -22,7 +26,9 @@ use cachew_proto::v1::EventKind;
 use tokio::process::Command;
 
 use crate::service::DispatcherService;
-use crate::state::WorkerLife;
+
+/// A fleet short of the target this long gets the command again.
+pub const REASSERT_AFTER: Duration = Duration::from_secs(60);
 
 /// Bytes of a failed command's output kept in its event.
 const OUTPUT_TAIL: usize = 400;
@@ -74,33 +80,59 @@ pub async fn run_once(line: &str, timeout: Duration) -> Result<String, String> {
 impl DispatcherService {
     /// The replicas an orchestrator should run now: the wanted count plus the workers still
     /// draining (None before anything is wanted).
+    /// Whether fewer workers are registered and alive than wanted (those the autoscaler is
+    /// draining aside).
+    fn fleet_short(&self) -> bool {
+        let core = self.lock();
+        core.state
+            .scale
+            .wanted()
+            .is_some_and(|w| (core.state.active_workers() as u32) < w)
+    }
+
     pub(crate) fn replicas_wanted(&self) -> Option<u32> {
         let core = self.lock();
         let wanted = core.state.scale.wanted()?;
-        let draining = core
-            .state
-            .workers
-            .values()
-            .filter(|w| w.life == WorkerLife::Draining && !w.standby)
-            .count() as u32;
-        Some(wanted + draining)
+        Some(wanted + core.state.shrinking() as u32)
     }
 
-    /// Runs the scale command whenever the replicas wanted change, until the process stops.
+    /// Runs the scale command whenever the replicas wanted change, until the process stops;
+    /// and again when the fleet has stayed short of them for [`REASSERT_AFTER`] (a replica the
+    /// orchestrator lost, or removed in place of the drained one).
     pub async fn run_scale_command(self, template: String, timeout: Duration) {
         let mut applied: Option<u32> = None;
+        let mut short_since: Option<tokio::time::Instant> = None;
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let mut failed_for: Option<u32> = None;
         loop {
             let seen = self.version();
+            let short = self.fleet_short();
+            let now = tokio::time::Instant::now();
+            match (short, short_since) {
+                (false, _) => short_since = None,
+                (true, None) => short_since = Some(now),
+                (true, Some(t)) if now.duration_since(t) >= REASSERT_AFTER => {
+                    tracing::info!("the fleet stayed short of the target: asking again");
+                    applied = None;
+                    short_since = Some(now);
+                }
+                (true, Some(_)) => {}
+            }
             if let Some(n) = self.replicas_wanted().filter(|n| applied != Some(*n)) {
+                if failed_for != Some(n) {
+                    // Another count: its first attempt does not wait for the last one's backoff.
+                    backoff.reset();
+                }
                 let line = render(&template, n);
                 match run_once(&line, timeout).await {
                     Ok(out) => {
                         tracing::info!(replicas = n, output = %out, "scale command ran: {line}");
                         applied = Some(n);
+                        failed_for = None;
                         backoff.reset();
                     }
                     Err(e) => {
+                        failed_for = Some(n);
                         let delay = backoff.next_delay();
                         let msg = format!(
                             "scale to {n} replica(s) failed (retried in {} ms): {e}",

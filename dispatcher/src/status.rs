@@ -10,7 +10,7 @@ use cachew_proto::v1;
 use crate::config::DispatcherConfig;
 use crate::events::{EventLog, unix_ms};
 use crate::soft::{DiskOwner, Soft};
-use crate::state::{Job, State, WorkerEntry};
+use crate::state::{Job, State, WorkerEntry, WorkerLife};
 
 /// Everything a status snapshot is made of.
 #[derive(Debug)]
@@ -54,7 +54,7 @@ impl StatusView<'_> {
             worker_timeout_ms: self.config.worker_timeout.as_millis() as u64,
             heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
             control_address: self.config.control_address.clone(),
-            autoscale: Some(crate::autoscale::status(&self.config.autoscale, self.state)),
+            autoscale: Some(autoscale(&self.config.autoscale, self.state)),
         }
     }
 
@@ -236,4 +236,28 @@ fn epochs(j: &Job) -> Vec<v1::EpochStatus> {
         );
     }
     epochs.into_values().collect()
+}
+
+/// The status stream's `autoscale`.
+pub(crate) fn autoscale(config: &crate::config::AutoscaleConfig, state: &State) -> v1::Autoscale {
+    let draining = state
+        .workers
+        .values()
+        .filter(|w| w.life == WorkerLife::Draining)
+        .count() as u32;
+    v1::Autoscale {
+        enabled: config.enabled,
+        target: state.scale.wanted().unwrap_or(0),
+        pinned: state.scale.pinned,
+        active: state.active_workers() as u32,
+        draining,
+        min_workers: config.policy.min_workers,
+        max_workers: config.policy.max_workers,
+        last_decision: state.scale.last_decision.clone(),
+        actuator: if config.scale_command.is_some() {
+            "command".into()
+        } else {
+            String::new()
+        },
+    }
 }

@@ -14,6 +14,8 @@ pub enum Key {
     Terminate,
     Drain,
     PauseResume,
+    /// Cut the selected node off its network, or connect it again.
+    CutConnect,
     Restart,
     StartStandby,
     /// Pin the worker count one higher / lower than wanted now; `Unpin`: back to the autoscaler.
@@ -73,6 +75,12 @@ pub const KEYS: &[KeyHelp] = &[
         short: "pause",
         long: "pause (SIGSTOP) or resume (SIGCONT) the selected node, like a partition",
         compact: Some(("p", "pause")),
+    },
+    KeyHelp {
+        keys: "c",
+        short: "cut",
+        long: "cut the selected node off its network, or connect it (hosts, Compose)",
+        compact: None,
     },
     KeyHelp {
         keys: "r",
@@ -144,6 +152,7 @@ pub fn key_of(event: &KeyEvent) -> Option<Key> {
         KeyCode::Char('t') => Key::Terminate,
         KeyCode::Char('d') => Key::Drain,
         KeyCode::Char('p') => Key::PauseResume,
+        KeyCode::Char('c') => Key::CutConnect,
         KeyCode::Char('r') => Key::Restart,
         KeyCode::Char('s') => Key::StartStandby,
         KeyCode::Char('+') | KeyCode::Char('=') => Key::PinMore,

@@ -575,3 +575,28 @@ fn pin_keys_move_the_wanted_worker_count() {
     assert_eq!(m.on_key(Key::PinFewer), None);
     assert!(m.notice().unwrap().text.contains("below 1"));
 }
+
+/// `c` cuts the selected node off its network through cluster control, and connects it again
+/// once cluster control reports it cut off (shown in its state).
+#[test]
+fn cut_toggles_to_connect_on_a_node_cut_off() {
+    let mut m = healthy();
+    m.on_key(Key::Down);
+    let Some(Effect::Act(c)) = m.on_key(Key::CutConnect) else {
+        panic!()
+    };
+    assert_eq!(c.action, v1::Action::Disconnect);
+    let mut nodes = healthy_nodes();
+    nodes[1].disconnected = true;
+    m.apply(Update::Nodes(nodes), T0 + 500);
+    assert!(
+        m.node_rows()[1].state.ends_with("(cut off)"),
+        "{}",
+        m.node_rows()[1].state
+    );
+    let Some(Effect::Act(r)) = m.on_key(Key::CutConnect) else {
+        panic!()
+    };
+    assert_eq!(r.action, v1::Action::Connect);
+    assert_eq!(r.targets, c.targets);
+}

@@ -70,6 +70,14 @@ pub struct Args {
     /// dispatcher is unreachable. A second signal exits at once.
     #[arg(long, default_value_t = 5_000)]
     pub drain_timeout_ms: u64,
+    /// After the dispatcher drained this worker (the autoscaler shrank the fleet), stay up, not
+    /// ready, for up to this long (ms) or until SIGINT/SIGTERM, instead of exiting at once:
+    /// under an orchestrator that restarts exited containers (a Kubernetes Deployment), the
+    /// drained replica is then the one removed when the replica count goes down (not-ready
+    /// pods go first), not restarted. Bounded, so a replica the orchestrator kept after all
+    /// comes back as a fresh worker. 0: exit at once.
+    #[arg(long, default_value_t = 0)]
+    pub linger_after_drain_ms: u64,
     /// Serve /metrics (Prometheus), /healthz and /readyz on this HOST:PORT (off by default).
     /// It answers from the start; /readyz is 200 once registered and until the drain.
     #[arg(long)]
@@ -165,14 +173,25 @@ async fn run(args: Args, started: std::time::Instant) -> anyhow::Result<()> {
         metrics,
     };
     tracing::info!(address = %bound, dispatcher = %args.dispatcher, threads = config.engine.threads, "worker listening");
-    let stop = async {
+    let signalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = signalled.clone();
+    let stop = async move {
         let signal = cachew_proto::daemon::graceful_stop_signal("cachew-worker").await;
+        seen.store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(
             "{}: draining (a second signal exits at once)",
             signal.name()
         );
     };
     crate::run(config, listener, stop).await?;
+    if args.linger_after_drain_ms > 0 && !signalled.load(std::sync::atomic::Ordering::SeqCst) {
+        let linger = Duration::from_millis(args.linger_after_drain_ms);
+        tracing::info!(
+            "drained by the dispatcher: staying up, not ready, for {} ms or until SIGINT/SIGTERM (--linger-after-drain-ms)",
+            linger.as_millis()
+        );
+        let _ = tokio::time::timeout(linger, cachew_proto::daemon::shutdown_signal()).await;
+    }
     tracing::info!("worker stopped");
     Ok(())
 }

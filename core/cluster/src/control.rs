@@ -1,15 +1,20 @@
 //! The cluster-control endpoint: other processes (the dashboard, a second runner) drive the
-//! nodes of a cluster this process launched, over gRPC on a local port.
+//! nodes of a cluster over gRPC: a cluster this process launched ([`LocalBackend`]), or a
+//! deployment through its orchestrator ([`Compose`](crate::docker::Compose),
+//! [`Kubernetes`](crate::kube::Kubernetes)). Each is a [`Backend`].
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 
 use cachew_proto::{names, v1};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
-use crate::cluster::{Cluster, NodeInfo, NodeState, Signal};
-use crate::role::Role;
+use crate::backend::{Backend, SharedBackend};
+use crate::cluster::NodeState;
+use crate::local_control::LocalBackend;
+
+pub use crate::backend::Targets;
+pub use crate::local_control::{SharedCluster, act, node_to_wire, process_state};
 
 /// Drains a worker through the dispatcher's admin `DrainWorker` RPC (by id, or by its address
 /// when the id is 0): its splits move at once and its next heartbeat tells it to drain and
@@ -32,43 +37,6 @@ pub async fn drain_worker(
     }
 }
 
-/// A cluster shared between its owner and the control endpoint.
-pub type SharedCluster = Arc<Mutex<Cluster>>;
-
-pub fn node_to_wire(n: &NodeInfo) -> v1::NodeInfo {
-    v1::NodeInfo {
-        name: n.name.clone(),
-        role: n.role.to_wire().into(),
-        address: n.listen.clone().unwrap_or_default(),
-        pid: n.pid.unwrap_or(0),
-        state: process_state(n.state).into(),
-        exit_code: match n.state {
-            NodeState::Exited { code, .. } => code,
-            _ => None,
-        },
-        signal: match n.state {
-            NodeState::Exited { signal, .. } => signal,
-            _ => None,
-        },
-        restarts: n.restarts,
-        standby: n.standby,
-        log_path: n.log.display().to_string(),
-    }
-}
-
-/// The wire name of a node's process state.
-pub fn process_state(state: NodeState) -> v1::ProcessState {
-    match state {
-        NodeState::NotStarted => v1::ProcessState::NotStarted,
-        NodeState::Running => v1::ProcessState::Running,
-        NodeState::Paused => v1::ProcessState::Paused,
-        NodeState::Exited {
-            signal: Some(_), ..
-        } => v1::ProcessState::Killed,
-        NodeState::Exited { .. } => v1::ProcessState::Exited,
-    }
-}
-
 /// A node's process state as cluster control reported it; `None` for a value this build does
 /// not know.
 pub fn node_state_from_wire(n: &v1::NodeInfo) -> Option<NodeState> {
@@ -84,115 +52,54 @@ pub fn node_state_from_wire(n: &v1::NodeInfo) -> Option<NodeState> {
     }
 }
 
-/// Serves [`cachew_proto::v1::cluster_control_server::ClusterControl`] for a shared cluster.
+/// Serves [`cachew_proto::v1::cluster_control_server::ClusterControl`] for a [`Backend`].
 #[derive(Debug, Clone)]
 pub struct ControlService {
-    cluster: SharedCluster,
-    /// Extra worker flags for standby workers started through the endpoint.
-    standby_args: Vec<String>,
+    backend: SharedBackend,
 }
 
 impl ControlService {
+    /// Control of a cluster this process launched (`standby_args`: extra worker flags for
+    /// standby workers started through the endpoint).
     pub fn new(cluster: SharedCluster, standby_args: Vec<String>) -> ControlService {
+        ControlService::with_backend(LocalBackend::new(cluster, standby_args))
+    }
+
+    /// Control of any backend (a deployment's orchestrator).
+    pub fn with_backend(backend: impl Backend) -> ControlService {
         ControlService {
-            cluster,
-            standby_args,
+            backend: std::sync::Arc::new(backend),
         }
     }
 }
 
-/// Which nodes an action is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Targets {
-    Named(Vec<String>),
-    /// Every node of a role.
-    Role(Role),
-    /// Every node.
-    All,
-}
+/// At most this many node names in one request.
+pub const MAX_NODES_PER_REQUEST: usize = 1024;
+/// At most this long a node name (a Kubernetes pod name is at most 253 characters).
+pub const MAX_NODE_NAME: usize = 253;
+/// At most this many nodes of a role SCALE may ask for.
+pub const MAX_SCALE_COUNT: u32 = 10_000;
 
-impl Targets {
-    /// The targets of a request; `None` if it names none (only START_STANDBY may).
-    pub fn of_request(req: &v1::ActRequest) -> Option<Targets> {
-        if !req.nodes.is_empty() {
-            Some(Targets::Named(req.nodes.clone()))
-        } else if req.every_role {
-            Some(Targets::All)
-        } else {
-            Role::from_wire(req.role).map(Targets::Role)
-        }
+/// Refuses a request whose fields exceed the bounds above, before anything is done with it.
+pub fn check_bounds(req: &v1::ActRequest) -> Result<(), Status> {
+    if req.nodes.len() > MAX_NODES_PER_REQUEST {
+        return Err(Status::invalid_argument(format!(
+            "{} node names: at most {MAX_NODES_PER_REQUEST} in one request",
+            req.nodes.len()
+        )));
     }
-
-    /// A request for `action` on these targets.
-    pub fn request(&self, action: v1::Action) -> v1::ActRequest {
-        let mut req = v1::ActRequest {
-            action: action.into(),
-            ..Default::default()
-        };
-        match self {
-            Targets::Named(nodes) => req.nodes = nodes.clone(),
-            Targets::Role(role) => req.role = role.to_wire().into(),
-            Targets::All => req.every_role = true,
-        }
-        req
+    if req.nodes.iter().any(|n| n.len() > MAX_NODE_NAME) {
+        return Err(Status::invalid_argument(format!(
+            "a node name is at most {MAX_NODE_NAME} bytes"
+        )));
     }
-
-    /// The names of the nodes these targets select now.
-    pub fn names(&self, cluster: &mut Cluster) -> Vec<String> {
-        match self {
-            Targets::Named(nodes) => nodes.clone(),
-            Targets::Role(role) => cluster
-                .nodes()
-                .into_iter()
-                .filter(|n| n.role == *role)
-                .map(|n| n.name)
-                .collect(),
-            Targets::All => cluster.nodes().into_iter().map(|n| n.name).collect(),
-        }
+    if req.count > MAX_SCALE_COUNT {
+        return Err(Status::invalid_argument(format!(
+            "scale to {}: at most {MAX_SCALE_COUNT}",
+            req.count
+        )));
     }
-}
-
-/// Applies one action to its targets; returns errors per node.
-pub fn act(
-    cluster: &mut Cluster,
-    action: v1::Action,
-    targets: &Targets,
-    standby_args: &[String],
-) -> Vec<String> {
-    let targets = targets.names(cluster);
-    let mut errors = Vec::new();
-    if action == v1::Action::StartStandby {
-        if let Err(e) = cluster.add_standby(standby_args) {
-            errors.push(e.to_string());
-        }
-        return errors;
-    }
-    // Restart the dispatcher first and kill it last, so workers and clients see a consistent
-    // order when a whole role set is acted upon.
-    let mut ordered = targets;
-    ordered.sort_by_key(|name| {
-        let is_dispatcher = cluster.info(name).is_ok_and(|n| n.role == Role::Dispatcher);
-        match action {
-            v1::Action::Restart => !is_dispatcher,
-            _ => is_dispatcher,
-        }
-    });
-    for name in ordered {
-        let result = match action {
-            v1::Action::Kill => cluster.kill(&name, Signal::Kill),
-            v1::Action::Terminate => cluster.kill(&name, Signal::Term),
-            v1::Action::Pause => cluster.pause(&name),
-            v1::Action::Resume => cluster.resume(&name),
-            v1::Action::Restart => cluster.restart(&name),
-            v1::Action::StartStandby | v1::Action::Unspecified => {
-                Err(crate::ClusterError::Invalid("no action given".into()))
-            }
-        };
-        if let Err(e) = result {
-            errors.push(format!("{name}: {e}"));
-        }
-    }
-    errors
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -201,13 +108,7 @@ impl v1::cluster_control_server::ClusterControl for ControlService {
         &self,
         _: Request<v1::ListNodesRequest>,
     ) -> Result<Response<v1::ListNodesResponse>, Status> {
-        let cluster = self.cluster.clone();
-        let nodes = tokio::task::spawn_blocking(move || {
-            let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
-            c.nodes().iter().map(node_to_wire).collect()
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+        let nodes = self.backend.list().await.map_err(Status::unavailable)?;
         Ok(Response::new(v1::ListNodesResponse { nodes }))
     }
 
@@ -221,7 +122,14 @@ impl v1::cluster_control_server::ClusterControl for ControlService {
         if action == v1::Action::Unspecified {
             return Err(Status::invalid_argument("no action given"));
         }
+        check_bounds(&req)?;
         let targets = match Targets::of_request(&req) {
+            Some(Targets::Role(role)) if action == v1::Action::Scale => Targets::Role(role),
+            _ if action == v1::Action::Scale => {
+                return Err(Status::invalid_argument(
+                    "scale takes a role (and a count), not node names",
+                ));
+            }
             Some(t) => t,
             None if action == v1::Action::StartStandby => Targets::Named(Vec::new()),
             None => {
@@ -230,16 +138,14 @@ impl v1::cluster_control_server::ClusterControl for ControlService {
                 ));
             }
         };
-        let cluster = self.cluster.clone();
-        let standby_args = self.standby_args.clone();
-        let (nodes, errors) = tokio::task::spawn_blocking(move || {
-            let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
-            let errors = act(&mut c, action, &targets, &standby_args);
-            let nodes = c.nodes().iter().map(node_to_wire).collect();
-            (nodes, errors)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+        let mut errors = self.backend.act(action, &targets, req.count).await;
+        let nodes = match self.backend.list().await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                errors.push(format!("cannot list the nodes after the action: {e}"));
+                Vec::new()
+            }
+        };
         Ok(Response::new(v1::ActResponse { nodes, errors }))
     }
 }
@@ -256,4 +162,37 @@ pub async fn serve(
         ))
         .serve_with_incoming_shutdown(cachew_proto::incoming(listener), shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_beyond_the_bounds_are_refused() {
+        let ok = v1::ActRequest {
+            nodes: vec!["worker-1".into(); MAX_NODES_PER_REQUEST],
+            count: MAX_SCALE_COUNT,
+            ..Default::default()
+        };
+        assert!(check_bounds(&ok).is_ok());
+        let many = v1::ActRequest {
+            nodes: vec!["w".into(); MAX_NODES_PER_REQUEST + 1],
+            ..Default::default()
+        };
+        assert_eq!(
+            check_bounds(&many).map_err(|s| s.code()),
+            Err(tonic::Code::InvalidArgument)
+        );
+        let long = v1::ActRequest {
+            nodes: vec!["w".repeat(MAX_NODE_NAME + 1)],
+            ..Default::default()
+        };
+        assert!(check_bounds(&long).is_err());
+        let huge = v1::ActRequest {
+            count: MAX_SCALE_COUNT + 1,
+            ..Default::default()
+        };
+        assert!(check_bounds(&huge).is_err());
+    }
 }

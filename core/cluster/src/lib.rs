@@ -10,18 +10,24 @@
 //!   the control endpoint, in one handle.
 //! - [`free_port`]: loopback ports for nodes.
 //! - [`netns`]: every node on a host of its own (a network namespace) and silent link cuts.
-//! - [`control`]: the gRPC cluster-control endpoint other processes use to drive the nodes.
+//! - [`control`]: the gRPC cluster-control endpoint other processes use to drive the nodes,
+//!   through a [`backend::Backend`]: the local cluster ([`local_control::LocalBackend`]), or a
+//!   deployment's orchestrator ([`docker::Compose`], [`kube::Kubernetes`]).
 //! - [`follow`]: [`StatusFollower`], the dispatcher's status stream across restarts.
 //!
 //! It never leaves orphans: dropping a [`Cluster`] kills every node, and every node is started
 //! with `CACHEW_PARENT_PID` so it exits by itself if its supervisor dies without cleaning up
 //! (see `cachew_proto::daemon::exit_with_parent`).
 
+pub mod backend;
 mod cluster;
 pub mod control;
+pub mod docker;
 pub mod follow;
+pub mod kube;
 mod launcher;
 mod local;
+pub mod local_control;
 pub mod netns;
 mod role;
 mod scaler;

@@ -4,10 +4,13 @@
 //! smaller fleet is reached by the dispatcher, which drains the workers it chose (their splits
 //! move at once), and a drained worker exits by itself.
 //!
-//! A worker counts while its process runs (or is paused) and the dispatcher does not list it as
-//! draining, left or dead; a process started but not registered yet counts too, so one target
-//! never starts two processes. A worker process that died is not counted: the actuator starts
-//! another, as an orchestrator would.
+//! A worker counts while its process runs (or is paused) and the dispatcher lists it as alive
+//! or suspect, not standby (a promoted standby counts; a draining, left or dead worker does
+//! not); a process started but not registered yet counts too, unless it was started as a
+//! standby, so one target never starts two processes. A worker process that died is not
+//! counted: the actuator starts another, as an orchestrator would (the dispatcher does not
+//! drain the newcomer meanwhile: it leaves suspect workers out of its count). A start that
+//! fails is retried a second later.
 
 use std::collections::HashMap;
 use std::thread::JoinHandle;
@@ -94,10 +97,9 @@ async fn follow(cluster: SharedCluster, dispatcher: String, worker_flags: Vec<St
         if missing == 0 {
             continue;
         }
-        let mut next = next_index(&names);
-        for _ in 0..missing {
-            let name = format!("worker-{next}");
-            next += 1;
+        let first = next_index(&names);
+        for index in first..first + missing {
+            let name = format!("worker-{index}");
             let started = cluster
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -107,7 +109,11 @@ async fn follow(cluster: SharedCluster, dispatcher: String, worker_flags: Vec<St
                     target = autoscale.target,
                     "autoscale: started {name} ({counted} counted)"
                 ),
-                Err(e) => tracing::warn!("autoscale: cannot start {name}: {e}"),
+                Err(e) => {
+                    tracing::warn!("autoscale: cannot start {name}: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
             }
         }
     }

@@ -29,6 +29,10 @@ use std::fmt;
 
 /// The longest wait between down-probes of a steady load, in stable periods.
 pub const MAX_PATIENCE: u32 = 32;
+/// The largest step up from the estimate: 4x the fleet.
+pub const MAX_JUMP: u32 = 4;
+/// Weight of a new period in the smoothed rate that detects a changed load.
+const SMOOTHING: f64 = 0.2;
 
 /// The policy's thresholds, bounds and periods (the dispatcher's `--autoscale-*` flags).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,7 +41,8 @@ pub struct ScalePolicy {
     pub max_workers: u32,
     /// A step up is kept when the delivered rate gained more than this fraction.
     pub up_gain: f64,
-    /// A step down is kept when the delivered rate lost less than this fraction.
+    /// A step down is kept when the trainer's wait (a fraction of its time) grew by less than
+    /// this since the descent began, and stays under `input_bound`.
     pub down_loss: f64,
     /// A trainer that waits for data more than this fraction of its time is input-bound.
     pub input_bound: f64,
@@ -132,9 +137,11 @@ pub struct Scaler {
     /// The next down-probe comes after `stable_periods * patience` (doubled by each undone
     /// down-probe, up to [`MAX_PATIENCE`]; back to 1 when the load changes).
     patience: u32,
-    /// The rate when a down-probe was last undone: a rate that moved more than `up_gain` from
-    /// it means the load changed (a trainer slowed down), and probing starts patient again.
-    undone_at: Option<f64>,
+    /// The rate when a down-probe was last undone, and the stable periods' smoothed rate since:
+    /// one that moved away from it by more than twice `up_gain` (at least 10%) means the load
+    /// changed (a trainer slowed down), and probing starts patient again. Smoothed, because a
+    /// slow trainer's rate moves in whole batches from one period to the next.
+    undone_at: Option<(f64, f64)>,
     /// A ceiling holds for `stable_periods * up_patience` periods (doubled by each step up
     /// that did not pay, up to [`MAX_PATIENCE`]; back to 1 by one that paid).
     up_patience: u32,
@@ -227,12 +234,13 @@ impl Scaler {
                 if s.wait > p.input_bound {
                     return self.estimate(s, p);
                 }
-                if self
-                    .undone_at
-                    .is_some_and(|r| gain(r, s.rate).abs() > p.up_gain)
-                {
-                    self.patience = 1;
-                    self.undone_at = None;
+                if let Some((at, smoothed)) = self.undone_at {
+                    let smoothed = smoothed + SMOOTHING * (s.rate - smoothed);
+                    self.undone_at = Some((at, smoothed));
+                    if gain(at, smoothed).abs() > (2.0 * p.up_gain).max(0.10) {
+                        self.patience = 1;
+                        self.undone_at = None;
+                    }
                 }
                 if periods >= p.stable_periods.saturating_mul(self.patience) {
                     return self.probe_down(s, p);
@@ -255,7 +263,8 @@ impl Scaler {
         let busy = (1.0 - s.wait).max(0.05);
         // 4.0001x is 4 workers, not 5: the measurement is not that exact.
         let estimate = (f64::from(n) / busy - 0.05).ceil() as u32;
-        let mut to = p.clamp(estimate.max(n + 1));
+        // One sample (a cold start, a transient) may not send the fleet to its maximum at once.
+        let mut to = p.clamp(estimate.clamp(n + 1, n.saturating_mul(MAX_JUMP)));
         if let Some(size) = ceiling {
             to = to.min(size);
         }
@@ -345,14 +354,20 @@ impl Scaler {
                 ),
             );
             self.patience = (self.patience * 2).min(MAX_PATIENCE);
-            self.undone_at = Some(before.rate);
+            self.undone_at = Some((before.rate, before.rate));
             self.phase = Phase::Stable { periods: 0 };
             return Some(d);
         }
         self.patience = 1;
         self.undone_at = None;
         if to > p.min_workers {
-            return self.probe_down(s, p);
+            let d = self.probe_down(s, p);
+            // The next step down is judged against the wait where the descent began, so steps
+            // that each cost a little cannot add up past `down_loss`.
+            if let Phase::Probe { before: next, .. } = &mut self.phase {
+                next.wait = next.wait.min(before.wait);
+            }
+            return d;
         }
         self.phase = Phase::Stable { periods: 0 };
         None
@@ -624,5 +639,51 @@ mod tests {
             2,
             "never under the minimum: {sizes:?}"
         );
+    }
+
+    #[test]
+    fn small_down_steps_do_not_add_up_past_the_limit() {
+        // Each worker fewer makes the trainer wait 2 more points: under the 3-point limit one
+        // step at a time, over it from where the descent began after two.
+        let p = ScalePolicy {
+            stable_periods: 2,
+            ..policy()
+        };
+        let mut scaler = Scaler::new(8);
+        let mut workers = 8;
+        let mut sizes = Vec::new();
+        for _ in 0..12 {
+            let s = Sample {
+                workers,
+                rate: 500.0,
+                wait: 0.02 * f64::from(8 - workers),
+            };
+            if let Some(d) = scaler.observe(s, &p) {
+                workers = d.target;
+            }
+            sizes.push(workers);
+        }
+        assert!(sizes.contains(&6), "it probes two steps down: {sizes:?}");
+        assert!(sizes.iter().all(|&n| n >= 6), "{sizes:?}");
+        // 6 is judged from where the descent began (4 points) and undone at once.
+        let first_six = sizes.iter().position(|&n| n == 6).unwrap_or(0);
+        assert_eq!(sizes[first_six + 2], 7, "undone: {sizes:?}");
+    }
+
+    #[test]
+    fn the_first_step_up_is_at_most_four_times_the_fleet() {
+        let p = ScalePolicy {
+            max_workers: 64,
+            ..policy()
+        };
+        let mut scaler = Scaler::new(2);
+        let starved = Sample {
+            workers: 2,
+            rate: 10.0,
+            wait: 0.99,
+        };
+        assert_eq!(scaler.observe(starved, &p), None);
+        let d = scaler.observe(starved, &p).expect("a step up");
+        assert_eq!(d.target, 8, "{d:?}");
     }
 }

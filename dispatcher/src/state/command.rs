@@ -119,6 +119,13 @@ pub enum Command {
     PinWorkers {
         pinned: Option<u32>,
     },
+    /// The autoscaler drains `worker` because the fleet shrinks: as `DrainWorker`, but no
+    /// standby is promoted in its place (the fleet is meant to get smaller), and the worker
+    /// counts as shrinking (`Scale::shrinking`) until it has left.
+    Shrink {
+        worker: WorkerId,
+        resume_at: Vec<((JobId, u64, u32), u32)>,
+    },
 }
 
 impl Command {
@@ -139,6 +146,7 @@ impl Command {
             Command::WorkerLeft { .. } => "worker_left",
             Command::Scale { .. } => "scale",
             Command::PinWorkers { .. } => "pin_workers",
+            Command::Shrink { .. } => "shrink",
         }
     }
 }

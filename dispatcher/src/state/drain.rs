@@ -18,6 +18,16 @@ impl State {
         worker: WorkerId,
         resume_at: &[((JobId, u64, u32), u32)],
     ) -> Result<Outcome, Rejection> {
+        self.drain(worker, resume_at, true)
+    }
+
+    /// Drains `worker`; `promote`: a standby takes its place (not when the fleet shrinks).
+    pub(super) fn drain(
+        &mut self,
+        worker: WorkerId,
+        resume_at: &[((JobId, u64, u32), u32)],
+        promote: bool,
+    ) -> Result<Outcome, Rejection> {
         let w = self
             .workers
             .get_mut(&worker)
@@ -29,7 +39,7 @@ impl State {
             });
         }
         w.life = WorkerLife::Draining;
-        let was_active = !w.standby;
+        let was_active = !w.standby && promote;
         let address = w.address.clone();
         let held = self.assignments_of(worker).len();
         let mut out = Outcome::default();

@@ -229,6 +229,7 @@ impl State {
             Command::WorkerLeft { worker } => self.worker_left(*worker, false),
             Command::Scale { from, target, why } => Ok(self.scale_to(*from, *target, why)),
             Command::PinWorkers { pinned } => Ok(self.pin_workers(*pinned)),
+            Command::Shrink { worker, resume_at } => self.shrink(*worker, resume_at),
         }
     }
 

@@ -4,10 +4,12 @@
 //! from scratch. Which worker drains when the fleet shrinks is decided by the service
 //! (`autoscale.rs`) and journaled as an ordinary `DrainWorker`.
 
+use std::collections::BTreeSet;
+
 use cachew_proto::v1::EventKind;
 use serde::{Deserialize, Serialize};
 
-use super::{Outcome, State, StateEvent};
+use super::{JobId, Outcome, Rejection, State, StateEvent, WorkerId, WorkerLife};
 
 /// The fleet size wanted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +23,10 @@ pub struct Scale {
     /// The message of the last decision (shown in the status stream).
     #[serde(default)]
     pub last_decision: String,
+    /// Workers the autoscaler drained (`Command::Shrink`) that have not left yet: an
+    /// orchestrator keeps their replicas until they have (`--scale-command`).
+    #[serde(default)]
+    pub shrinking: BTreeSet<WorkerId>,
 }
 
 impl Scale {
@@ -60,6 +66,38 @@ impl State {
             }],
             ..Outcome::default()
         }
+    }
+
+    pub(super) fn shrink(
+        &mut self,
+        worker: WorkerId,
+        resume_at: &[((JobId, u64, u32), u32)],
+    ) -> Result<Outcome, Rejection> {
+        let out = self.drain(worker, resume_at, false)?;
+        // Only workers still on their way out stay listed (bounded by the fleet).
+        let workers = &self.workers;
+        self.scale.shrinking.retain(|w| {
+            workers
+                .get(w)
+                .is_some_and(|e| e.life == WorkerLife::Draining)
+        });
+        if !out.noop {
+            self.scale.shrinking.insert(worker);
+        }
+        Ok(out)
+    }
+
+    /// Workers the autoscaler drained that are still draining.
+    pub fn shrinking(&self) -> usize {
+        self.scale
+            .shrinking
+            .iter()
+            .filter(|w| {
+                self.workers
+                    .get(w)
+                    .is_some_and(|e| e.life == WorkerLife::Draining)
+            })
+            .count()
     }
 
     pub(super) fn pin_workers(&mut self, pinned: Option<u32>) -> Outcome {

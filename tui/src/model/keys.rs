@@ -76,6 +76,14 @@ impl Model {
                 };
             }
             Key::Restart => return self.act_on_selected(&rows, i, v1::Action::Restart, "restart"),
+            Key::CutConnect => {
+                let cut = rows.get(i).is_some_and(|r| r.disconnected);
+                return if cut {
+                    self.act_on_selected(&rows, i, v1::Action::Connect, "connect")
+                } else {
+                    self.act_on_selected(&rows, i, v1::Action::Disconnect, "cut off")
+                };
+            }
             Key::PinMore | Key::PinFewer | Key::Unpin => return self.pin(key),
             Key::StartStandby => {
                 if let Some(e) = self.require_control() {

@@ -293,6 +293,8 @@ pub struct NodeRow {
     pub stale: bool,
     /// The worker's disks that do not take writes, as `cache full`, `checkpoint store failing`.
     pub disks: Option<String>,
+    /// Cluster control cut the node off its network (`c`).
+    pub disconnected: bool,
 }
 
 /// State of one position of an epoch in the split grid.

@@ -76,6 +76,7 @@ impl Model {
                 worker: w,
                 control_name: Some(n.name.clone()),
                 stale: stale && role == Role::Worker && w.is_some(),
+                disconnected: n.disconnected,
             }));
         }
         if !have_dispatcher {
@@ -100,6 +101,7 @@ impl Model {
                     worker: None,
                     control_name: None,
                     stale: false,
+                    disconnected: false,
                 }),
             );
         }
@@ -126,6 +128,7 @@ impl Model {
                 worker: Some(w),
                 control_name: None,
                 stale,
+                disconnected: false,
             }));
         }
         rows
@@ -138,7 +141,10 @@ impl Model {
             p.stale = false;
             p.lifecycle = None;
         }
-        let (state, health) = merge_state(p.role, p.lifecycle, p.process);
+        let (mut state, health) = merge_state(p.role, p.lifecycle, p.process);
+        if p.disconnected {
+            state.push_str(" (cut off)");
+        }
         let (interval, timeout) = self.timing();
         let heartbeat_health = match (p.role, p.heartbeat_ms) {
             (_, None) => Health::Unknown,
@@ -171,6 +177,7 @@ impl Model {
             tasks: p.worker.map(|w| w.tasks.len()),
             control_name: p.control_name,
             stale: p.stale,
+            disconnected: p.disconnected,
             disks: p.worker.and_then(|w| disk_summary(&w.disks)),
         }
     }
@@ -202,6 +209,7 @@ struct RowParts<'a> {
     worker: Option<&'a v1::WorkerStatus>,
     control_name: Option<String>,
     stale: bool,
+    disconnected: bool,
 }
 
 fn worker_age(w: &v1::WorkerStatus) -> Option<u64> {

@@ -507,42 +507,18 @@ impl Model {
                 }
             }
             Update::PinDone { label, result } => {
-                self.pending = self.pending.saturating_sub(1);
-                let (kind, level, text) = match result {
-                    Ok(a) => (
-                        DashboardEvent::Action,
-                        Level::Ok,
-                        format!("{label}: target {}, {} active", a.target, a.active),
-                    ),
-                    Err(e) => (
-                        DashboardEvent::ActionFailed,
-                        Level::Error,
-                        format!("{label}: {e}"),
-                    ),
-                };
-                self.log_local(now_ms, kind, text.clone());
-                self.notify(level, text);
+                let result = result.map(|a| format!("target {}, {} active", a.target, a.active));
+                self.dispatcher_answered(now_ms, &label, result);
             }
             Update::DrainDone { label, result } => {
-                self.pending = self.pending.saturating_sub(1);
-                let (kind, level, text) = match result {
-                    Ok(r) => (
-                        DashboardEvent::Action,
-                        Level::Ok,
-                        format!(
-                            "{label}: {} split(s) moved, worker {}",
-                            r.moved,
-                            names::label::<v1::WorkerState>(r.state)
-                        ),
-                    ),
-                    Err(e) => (
-                        DashboardEvent::ActionFailed,
-                        Level::Error,
-                        format!("{label}: {e}"),
-                    ),
-                };
-                self.log_local(now_ms, kind, text.clone());
-                self.notify(level, text);
+                let result = result.map(|r| {
+                    format!(
+                        "{} split(s) moved, worker {}",
+                        r.moved,
+                        names::label::<v1::WorkerState>(r.state)
+                    )
+                });
+                self.dispatcher_answered(now_ms, &label, result);
             }
             Update::ActDone { label, result } => {
                 self.pending = self.pending.saturating_sub(1);
@@ -682,6 +658,26 @@ impl Model {
         while self.events.len() > EVENT_CAPACITY {
             self.events.pop_front();
         }
+    }
+
+    /// The dispatcher's answer to an admin request of the dashboard (drain, pin): the status
+    /// line and the event log say what came of it.
+    fn dispatcher_answered(&mut self, now_ms: u64, label: &str, result: Result<String, String>) {
+        self.pending = self.pending.saturating_sub(1);
+        let (kind, level, text) = match result {
+            Ok(what) => (
+                DashboardEvent::Action,
+                Level::Ok,
+                format!("{label}: {what}"),
+            ),
+            Err(e) => (
+                DashboardEvent::ActionFailed,
+                Level::Error,
+                format!("{label}: {e}"),
+            ),
+        };
+        self.log_local(now_ms, kind, text.clone());
+        self.notify(level, text);
     }
 
     fn log_local(&mut self, now_ms: u64, kind: DashboardEvent, message: String) {

@@ -39,12 +39,12 @@ pub struct Autoscaler {
     idle: u32,
 }
 
-/// The running jobs (unfinished, with a consumer attached).
+/// The running jobs: neither finished nor abandoned (`State::job_rest`).
 fn running_jobs(state: &State) -> BTreeSet<JobId> {
     state
         .jobs
         .values()
-        .filter(|j| !j.finished && j.consumers.iter().any(|c| c.attached))
+        .filter(|j| State::job_rest(j).is_none())
         .map(|j| j.id)
         .collect()
 }

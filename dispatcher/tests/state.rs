@@ -436,6 +436,31 @@ fn replaying_the_journaled_commands_rebuilds_the_live_state() {
                 },
             );
         }
+        // The autoscaler's commands: a decision, a pin and its release, and a shrink that
+        // drains worker 2 (its splits move, no standby is promoted) until it leaves.
+        if step == 17 {
+            run(
+                &mut live,
+                Command::Scale {
+                    from: 3,
+                    target: 2,
+                    why: "trainer wait 0.1%".into(),
+                },
+            );
+            run(&mut live, Command::PinWorkers { pinned: Some(4) });
+            run(&mut live, Command::PinWorkers { pinned: None });
+            run(
+                &mut live,
+                Command::Shrink {
+                    worker: 2,
+                    resume_at: vec![],
+                },
+            );
+            assert_eq!(live.shrinking(), 1, "{:?}", live.scale);
+        }
+        if step == 20 {
+            run(&mut live, Command::WorkerLeft { worker: 2 });
+        }
     }
     run(
         &mut live,
@@ -496,6 +521,8 @@ fn replaying_the_journaled_commands_rebuilds_the_live_state() {
     }
     assert_eq!(replayed, live);
     assert!(live.jobs[&1].cache_decision.is_some_and(|d| d.get));
+    assert_eq!(live.scale.target, Some(2), "{:?}", live.scale);
+    assert_eq!(live.shrinking(), 0, "worker 2 left: {:?}", live.scale);
     // A snapshot taken midway plus the rest of the journal gives the same state too.
     let mut half = State::default();
     for line in &journal[..journal.len() / 2] {

@@ -2,7 +2,8 @@
 //! `policy::autoscale`) and a count an operator pinned (`Command::PinWorkers`). Both survive a
 //! dispatcher restart, so a restarted dispatcher neither forgets a pin nor resizes the fleet
 //! from scratch. Which worker drains when the fleet shrinks is decided by the service
-//! (`autoscale.rs`) and journaled as an ordinary `DrainWorker`.
+//! (`autoscale.rs`) and journaled as `Command::Shrink`: a drain that promotes no standby, with
+//! the worker counted in `Scale::shrinking` until it has left.
 
 use std::collections::BTreeSet;
 

@@ -67,9 +67,12 @@ impl ControlService {
 
     /// Control of any backend (a deployment's orchestrator).
     pub fn with_backend(backend: impl Backend) -> ControlService {
-        ControlService {
-            backend: std::sync::Arc::new(backend),
-        }
+        ControlService::shared(std::sync::Arc::new(backend))
+    }
+
+    /// Cluster control for a backend others hold too.
+    pub fn shared(backend: SharedBackend) -> ControlService {
+        ControlService { backend }
     }
 }
 

@@ -13,6 +13,7 @@ use cachew_client::ClientCursor;
 use cachew_client::cursor::{CursorError, SavedCursor};
 use cachew_fuzzing::{bounded, bytes, config, json, mutated};
 use cachew_pipeline::ConsumerCursor;
+use cachew_pipeline::PipelineSpec;
 use cachew_pipeline::hashlog::HashLogWriter;
 use proptest::prelude::*;
 
@@ -122,4 +123,42 @@ fn the_valid_seed_loads() {
         file_with_json(&serde_json::to_string(&sample()).unwrap()),
         valid_file()
     );
+}
+
+/// Cursor files that once broke a resume (`tests/corpus/cursor/`): each loads or is refused,
+/// and a resume from it refuses an empty hash log with a reason.
+#[test]
+fn corpus_of_cursors_that_broke_a_resume() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/cursor");
+    for (_, data) in cachew_fuzzing::corpus(&dir) {
+        check(data);
+    }
+}
+
+/// A cursor whose consumer index does not fit the wire's `int32` (it would be sent as -1, "any
+/// free consumer", and resume another consumer's place) is refused before anything is sent.
+#[test]
+fn a_consumer_index_past_the_wire_is_refused() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/corpus/cursor/consumer-index-past-i32.cursor");
+    let saved = SavedCursor::load(&path).unwrap();
+    let spec = PipelineSpec::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/specs/tf-sample.toml"),
+    )
+    .unwrap();
+    let mut config = cachew_client::ClientConfig::new("127.0.0.1:1", saved.job, spec);
+    config.num_consumers = saved.num_consumers;
+    config.resume = Some(saved.cursor);
+    config.connect_timeout = std::time::Duration::from_millis(1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match runtime.block_on(cachew_client::JobClient::connect(config)) {
+        Err(cachew_client::ClientError::Config(reason)) => {
+            assert!(reason.contains("4294967295"), "{reason}");
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a client connected with an index the wire cannot carry"),
+    }
 }

@@ -28,8 +28,9 @@
 //! replayed too.
 //!
 //! # Cost
-//! Case counts are small (CI runs every fuzz test on each commit, in debug, on two cores). Set
-//! `CACHEW_FUZZ_SCALE=N` to run N times as many cases locally.
+//! Case counts are small (CI runs every fuzz test on each commit, in debug, on two cores), with a
+//! fixed seed. Locally, `CACHEW_FUZZ_SCALE=N` runs N times as many cases and
+//! `CACHEW_FUZZ_SEED=random` (or a number) other ones.
 
 pub mod json;
 
@@ -39,7 +40,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::Config;
+use proptest::test_runner::{Config, RngSeed};
 
 /// The global allocator of a fuzz test binary: the system allocator with a limit on the bytes
 /// the process holds at once. Declare it with [`allocator`]:
@@ -91,17 +92,32 @@ pub fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'st
     }
 }
 
+/// The seed of every fuzz test unless `CACHEW_FUZZ_SEED` says otherwise.
+pub const DEFAULT_SEED: u64 = 16;
+
 /// The proptest configuration of a fuzz test: `cases` cases (times `CACHEW_FUZZ_SCALE` when
-/// set), shrinking bounded in time so a failure in CI reports promptly.
+/// set), shrinking bounded in time so a failure in CI reports promptly, and a fixed seed
+/// ([`DEFAULT_SEED`], or `CACHEW_FUZZ_SEED=N`; `CACHEW_FUZZ_SEED=random` for a new one each run):
+/// CI runs the same cases on every commit, so a failure there is a change of the code, never
+/// of the luck, and replays exactly.
 pub fn config(cases: u32) -> Config {
     let scale = std::env::var("CACHEW_FUZZ_SCALE")
         .ok()
         .and_then(|s| s.parse::<u32>().ok())
         .filter(|s| *s > 0)
         .unwrap_or(1);
+    let rng_seed = match std::env::var("CACHEW_FUZZ_SEED").ok().as_deref() {
+        Some("random") => RngSeed::Random,
+        Some(n) => RngSeed::Fixed(
+            n.parse()
+                .unwrap_or_else(|_| panic!("CACHEW_FUZZ_SEED={n}: a number or `random`")),
+        ),
+        None => RngSeed::Fixed(DEFAULT_SEED),
+    };
     Config {
         cases: cases.saturating_mul(scale),
         max_shrink_time: 60_000,
+        rng_seed,
         ..Config::default()
     }
 }

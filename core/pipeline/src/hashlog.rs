@@ -80,7 +80,18 @@ impl HashLogWriter {
             .truncate(keep_lines == 0)
             .open(&path)
             .map_err(|e| PipelineError::io(&path, e))?;
-        let keep = keep_lines * LINE_LEN;
+        // A cursor read from disk may claim any count: one past what a file can hold is refused
+        // like any log that is too short.
+        let keep =
+            keep_lines
+                .checked_mul(LINE_LEN)
+                .ok_or_else(|| PipelineError::CorruptRecord {
+                    path: path.clone(),
+                    offset: 0,
+                    reason: format!(
+                        "the cursor needs {keep_lines} lines, more than a file can hold"
+                    ),
+                })?;
         let len = file
             .metadata()
             .map_err(|e| PipelineError::io(&path, e))?

@@ -3,10 +3,14 @@
 //! whose frame header (SOF) claims other dimensions. No panic, no loop, an error that says what
 //! was wrong, and memory within the decoder's bound.
 //!
-//! That bound is what one decode may legitimately hold: today the largest image the decoder
-//! accepts, `MAX_IMAGE_SIDE` squared times 3 channels (768 MiB); the process limit of this binary
-//! is that plus the usual `cachew_fuzzing::MEMORY_LIMIT`. A pixel budget lower than that bound
-//! should lower this limit with it.
+//! That bound is the output buffer of the largest image the decoder accepts, `MAX_IMAGE_SIDE`
+//! squared times 3 channels (768 MiB); decodes run one at a time here, and the process limit of
+//! this binary is that bound plus the usual `cachew_fuzzing::MEMORY_LIMIT`. A header claiming
+//! 16384 x 16384 costs more than that today (the decoder also holds coefficient planes, about
+//! 2.4 GB in all): the pixel budget of issue 16 §2 refuses such a header before decoding, and
+//! `a_huge_frame_header_stays_within_the_pixel_budget` (ignored until that budget exists)
+//! checks it. Frame headers are rewritten here up to 2048 x 2048 (and to 65535, which is
+//! refused).
 
 #![allow(clippy::unwrap_used)]
 
@@ -54,7 +58,12 @@ fn sof_dimensions(jpeg: &[u8]) -> Option<usize> {
         .map(|at| at + 5)
 }
 
+/// Decodes run one at a time in this binary (its tests run on parallel threads), so the
+/// process limit is one decode's bound.
+static ONE_DECODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn check(data: Vec<u8>, channels: u8) {
+    let _one = ONE_DECODE.lock().unwrap_or_else(|p| p.into_inner());
     bounded("decode_jpeg", move || match decode_jpeg(&data, channels) {
         Ok(image) => {
             assert!(image.height() <= MAX_IMAGE_SIDE as usize);
@@ -100,6 +109,16 @@ proptest! {
         jpeg[at + 2..at + 4].copy_from_slice(&width.to_be_bytes());
         check(jpeg, if rgb { 3 } else { 1 });
     }
+}
+
+#[test]
+#[ignore = "needs the pixel budget of issue 16 section 2: today this decode asks for about 2.4 GB"]
+fn a_huge_frame_header_stays_within_the_pixel_budget() {
+    let mut jpeg = jpegs().swap_remove(0);
+    let at = sof_dimensions(&jpeg).unwrap();
+    jpeg[at..at + 2].copy_from_slice(&16_384u16.to_be_bytes());
+    jpeg[at + 2..at + 4].copy_from_slice(&16_384u16.to_be_bytes());
+    check(jpeg, 3);
 }
 
 #[test]

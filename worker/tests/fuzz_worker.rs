@@ -124,7 +124,7 @@ fn serve_fetch(data: Vec<u8>) {
 
 fn valid_heartbeat_reply() -> v1::WorkerHeartbeatResponse {
     v1::WorkerHeartbeatResponse {
-        tasks: vec![v1::TaskDef {
+        new_tasks: vec![v1::TaskDef {
             key: Some(KEY.into()),
             lease: LEASE,
             split: 3,
@@ -173,7 +173,7 @@ proptest! {
     fn task_definitions(data in prop_oneof![bytes(96), mutated(valid_heartbeat_reply().encode_to_vec())]) {
         bounded("TaskSpec::from_def", move || {
             if let Ok(reply) = v1::WorkerHeartbeatResponse::decode(&data[..]) {
-                for def in reply.tasks {
+                for def in reply.new_tasks {
                     if let Err(reason) = TaskSpec::from_def(def) {
                         assert!(!reason.is_empty());
                     }

@@ -80,7 +80,7 @@ fn check(data: Vec<u8>, channels: u8) {
 }
 
 proptest! {
-    #![proptest_config(config(128))]
+    #![proptest_config(config(512))]
 
     #[test]
     fn arbitrary_bytes(data in bytes(512), rgb in any::<bool>()) {
@@ -94,7 +94,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(48))]
+    #![proptest_config(config(128))]
 
     #[test]
     fn frame_headers_claiming_other_dimensions(

@@ -78,11 +78,10 @@ fn written() -> &'static Written {
     })
 }
 
-/// Issue 16 §2 bounds the request fields that size memory (`num_consumers` above all) before
-/// they reach a command; until that check exists, a command carrying a huge one is decoded but
-/// not applied here (applying it allocates per consumer: the allocation the bound prevents).
+/// See [`crate::AWAITING_BOUND_NUM_CONSUMERS`].
 fn awaiting_bounds(command: &Command) -> bool {
-    matches!(command, Command::GetOrCreateJob { num_consumers, .. } if *num_consumers > 4096)
+    matches!(command, Command::GetOrCreateJob { num_consumers, .. }
+        if *num_consumers > crate::AWAITING_BOUND_NUM_CONSUMERS)
 }
 
 /// Replays payloads as `durable::replay` does, but on past a record that does not decode or

@@ -54,7 +54,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// The valid requests of a fresh session (ids are counters: every fresh session has the same).
-fn seeds() -> &'static Requests {
+pub fn seeds() -> &'static Requests {
     static SEEDS: std::sync::OnceLock<Requests> = std::sync::OnceLock::new();
     SEEDS.get_or_init(|| {
         runtime().block_on(async {
@@ -95,7 +95,9 @@ async fn serve(
             }
         }
     }
-    let done = |r: Result<_, Status>| r.map(|_| ());
+    fn done<T>(r: Result<T, Status>) -> Result<(), Status> {
+        r.map(|_| ())
+    }
     Some(match rpc {
         Rpc::RegisterWorker => done(svc.register_worker(Request::new(decode(bytes)?)).await),
         Rpc::WorkerHeartbeat => {
@@ -104,7 +106,13 @@ async fn serve(
             done(svc.worker_heartbeat(Request::new(req)).await)
         }
         Rpc::GetDataset => done(svc.get_dataset(Request::new(decode(bytes)?)).await),
-        Rpc::GetOrCreateJob => done(svc.get_or_create_job(Request::new(decode(bytes)?)).await),
+        Rpc::GetOrCreateJob => {
+            let req: v1::GetOrCreateJobRequest = decode(bytes)?;
+            if req.num_consumers > crate::AWAITING_BOUND_NUM_CONSUMERS {
+                return None;
+            }
+            done(svc.get_or_create_job(Request::new(req)).await)
+        }
         Rpc::ClientHeartbeat => {
             let mut req: v1::ClientHeartbeatRequest = decode(bytes)?;
             req.wait_ms = req.wait_ms.min(MAX_CASE_WAIT_MS);
@@ -157,10 +165,15 @@ fn rpc() -> impl Strategy<Value = Rpc> {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(512))]
 
     #[test]
     fn arbitrary_requests(rpc in rpc(), data in bytes(96)) {
+        check(rpc, data);
+    }
+
+    #[test]
+    fn requests_with_arbitrary_fields((rpc, data) in crate::fields::request(seeds())) {
         check(rpc, data);
     }
 

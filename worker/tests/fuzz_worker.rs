@@ -103,7 +103,7 @@ fn serve_fetch(data: Vec<u8>) {
             .build()
             .unwrap();
         let service = WorkerService::new(engine, std::time::Instant::now());
-        match runtime.block_on(service.get_elements(Request::new(req.clone()))) {
+        match runtime.block_on(service.get_elements(Request::new(req))) {
             Ok(reply) => {
                 let reply = reply.into_inner();
                 assert!(reply.elements.len() <= req.max_elements.max(1) as usize);

@@ -203,8 +203,9 @@ proptest! {
             frame::decode::<1>(&key, &value).map(|(_, p)| p.len()),
             frame::decode::<2>(&key, &value).map(|(_, p)| p.len()),
         ] {
-            if let Ok(len) = result {
-                prop_assert!(len <= value.len());
+            match result {
+                Ok(len) => prop_assert!(len <= value.len()),
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
             }
         }
     }

@@ -48,10 +48,7 @@ fn written() -> &'static Written {
                 .drain_worker(Request::new(reqs.drain.clone()))
                 .await
                 .unwrap();
-            s.svc
-                .pin_workers(Request::new(reqs.pin.clone()))
-                .await
-                .unwrap();
+            s.svc.pin_workers(Request::new(reqs.pin)).await.unwrap();
             s.svc
                 .worker_heartbeat(Request::new(v1::WorkerHeartbeatRequest {
                     worker_id: s.workers[1],
@@ -62,7 +59,7 @@ fn written() -> &'static Written {
                 .await
                 .unwrap();
             s.svc
-                .release_consumer(Request::new(reqs.release.clone()))
+                .release_consumer(Request::new(reqs.release))
                 .await
                 .unwrap();
             s.svc.flush().await.unwrap();

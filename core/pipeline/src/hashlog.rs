@@ -363,6 +363,15 @@ mod tests {
     }
 
     #[test]
+    fn a_cursor_past_any_file_is_refused() {
+        // A cursor read from disk can claim any example count; one whose lines no file can hold
+        // is an error naming the count, not an overflow.
+        let dir = tempfile::tempdir().unwrap();
+        let err = HashLogWriter::open(dir.path(), 0, u64::MAX).err().unwrap();
+        assert!(err.to_string().contains(&u64::MAX.to_string()), "{err}");
+    }
+
+    #[test]
     fn verdicts() {
         let ds = vec![[1u8; 32], [2; 32], [2; 32], [3; 32]];
         assert!(check_exactly_once(&[[3; 32], [2; 32], [1; 32], [2; 32]], &ds).is_exactly_once());

@@ -12,6 +12,14 @@ up *ARGS:
 test:
     cargo test --workspace
 
+# Every fuzz test, SCALE times as many cases as CI runs, with a new seed (README, Fuzzing).
+fuzz SCALE="20":
+    CACHEW_FUZZ_SCALE={{SCALE}} CACHEW_FUZZ_SEED=random cargo test -p cachew-fuzzing \
+        -p cachew-pipeline --test fuzz --test fuzz_jpeg -p cachew-store --test fuzz_store \
+        -p cachew-proto --test fuzz_wire -p cachew-client --test fuzz_cursor \
+        -p cachew-dispatcher --test fuzz -p cachew-worker --test fuzz_worker \
+        -p cachew-cluster --test fuzz_control
+
 # Every fault scenario in fixtures/scenarios, one verdict line each.
 test-all:
     cargo run --release -p cachew-fixtures --bin cachew-scenario -- all

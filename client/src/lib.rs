@@ -281,6 +281,21 @@ impl JobClient {
                 "prefetch, buffer and fetch sizes must be at least 1".into(),
             ));
         }
+        // -1 on the wire asks for the lowest free index: an index past `i32::MAX` (a damaged
+        // cursor file) must not turn into that request.
+        let consumer_index = match config
+            .resume
+            .map(|c| c.consumer_index)
+            .or(config.consumer_index)
+        {
+            None => -1,
+            Some(c) => i32::try_from(c).map_err(|_| {
+                ClientError::Config(format!(
+                    "consumer index {c} is past the largest the protocol carries ({})",
+                    i32::MAX
+                ))
+            })?,
+        };
         let metrics = config
             .metrics
             .clone()
@@ -295,10 +310,7 @@ impl JobClient {
             seed: config.seed,
             num_epochs: config.num_epochs,
             num_consumers: config.num_consumers.max(1),
-            consumer_index: resume
-                .map(|c| c.consumer_index)
-                .or(config.consumer_index)
-                .map_or(-1, |c| c as i32),
+            consumer_index,
             resume: resume.is_some(),
             cursor: resume.as_ref().map(to_wire),
             cache_policy: config.cache_policy.into(),

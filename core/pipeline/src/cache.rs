@@ -31,8 +31,9 @@
 //! ([`CacheError::is_disk_full`] tells a full disk): the split simply has no chunk. A crash leaves
 //! at most a `*.tmp*` file, which is never read (and is removed by [`remove_temporaries`]). A
 //! chunk that fails any check (magic, version, header or frame checksum, count, footer, a record
-//! outside the split, a duplicate) is reported as [`CacheError::Corrupt`] with its path and
-//! offset; callers recompute such a split from the source and write it again. Two writers of the
+//! outside the split, a duplicate, an LZ4 size its block cannot produce) is reported as
+//! [`CacheError::Corrupt`] with its path and offset; callers recompute such a split from the
+//! source and write it again. Two writers of the
 //! same split (a fenced worker and its successor) write identical bytes, so the last rename wins
 //! harmlessly.
 
@@ -358,6 +359,27 @@ pub fn read_chunk(
     parse_chunk(&path, bytes, prefix_fingerprint, split, expected).map(Some)
 }
 
+/// LZ4 expands its input at most this many times (each byte of a match length's extension
+/// stands for 255 bytes of output).
+const LZ4_MAX_RATIO: usize = 255;
+
+/// Decompresses a payload written by `compress_prepend_size`: a u32 size, then the block. A
+/// size that the block's bytes cannot produce is refused before anything is allocated for it
+/// (the size prefix alone would otherwise decide the allocation: up to 4 GiB for any payload).
+fn decompress_lz4(raw: &[u8]) -> Result<Vec<u8>, String> {
+    let (size, block) = raw
+        .split_first_chunk::<4>()
+        .ok_or_else(|| format!("{} bytes, shorter than the 4-byte size", raw.len()))?;
+    let declared = u32::from_le_bytes(*size) as usize;
+    if declared > block.len().saturating_mul(LZ4_MAX_RATIO) {
+        return Err(format!(
+            "declares {declared} bytes, more than its {} compressed bytes can hold",
+            block.len()
+        ));
+    }
+    lz4_flex::decompress_size_prepended(raw).map_err(|e| e.to_string())
+}
+
 fn parse_chunk(
     path: &Path,
     bytes: Bytes,
@@ -443,7 +465,7 @@ fn parse_chunk(
         let raw = bytes.slice(start..start + len);
         let raw =
             if flags & FLAG_LZ4 != 0 {
-                Bytes::from(lz4_flex::decompress_size_prepended(&raw).map_err(|e| {
+                Bytes::from(decompress_lz4(&raw).map_err(|e| {
                     corrupt(at, format!("record {record_id}: bad LZ4 payload: {e}"))
                 })?)
             } else {

@@ -80,7 +80,18 @@ impl HashLogWriter {
             .truncate(keep_lines == 0)
             .open(&path)
             .map_err(|e| PipelineError::io(&path, e))?;
-        let keep = keep_lines * LINE_LEN;
+        // A cursor read from disk may claim any count: one past what a file can hold is refused
+        // like any log that is too short.
+        let keep =
+            keep_lines
+                .checked_mul(LINE_LEN)
+                .ok_or_else(|| PipelineError::CorruptRecord {
+                    path: path.clone(),
+                    offset: 0,
+                    reason: format!(
+                        "the cursor needs {keep_lines} lines, more than a file can hold"
+                    ),
+                })?;
         let len = file
             .metadata()
             .map_err(|e| PipelineError::io(&path, e))?
@@ -349,6 +360,15 @@ mod tests {
         // Resuming past the end of what was written is refused.
         std::fs::write(&path, &full[..LINE_LEN as usize]).unwrap();
         assert!(HashLogWriter::open(dir.path(), 3, 2).is_err());
+    }
+
+    #[test]
+    fn a_cursor_past_any_file_is_refused() {
+        // A cursor read from disk can claim any example count; one whose lines no file can hold
+        // is an error naming the count, not an overflow.
+        let dir = tempfile::tempdir().unwrap();
+        let err = HashLogWriter::open(dir.path(), 0, u64::MAX).err().unwrap();
+        assert!(err.to_string().contains(&u64::MAX.to_string()), "{err}");
     }
 
     #[test]

@@ -236,11 +236,11 @@ pub fn configure(security: Security) {
 /// Sets the process's security like [`configure`] and returns the settings it replaces (for a
 /// launcher that restores them once its cluster is gone).
 pub fn replace(security: Security) -> Arc<Security> {
-    std::mem::replace(
-        &mut *SECURITY.write().unwrap_or_else(|p| p.into_inner()),
-        Some(Arc::new(security)),
-    )
-    .unwrap_or_default()
+    SECURITY
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .replace(Arc::new(security))
+        .unwrap_or_default()
 }
 
 /// Puts back settings [`replace`] returned.

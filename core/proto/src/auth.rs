@@ -27,7 +27,18 @@ use subtle::ConstantTimeEq;
 use tonic::codegen::http;
 use tonic::metadata::MetadataValue;
 
-use crate::security::SecurityError;
+/// Why a token cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cannot read {what} {}: {error}", path.display())]
+    Read {
+        what: &'static str,
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
 
 /// The metadata key a token travels in.
 pub const TOKEN_HEADER: &str = "authorization";
@@ -104,21 +115,18 @@ impl std::fmt::Debug for Token {
 
 impl Token {
     /// A token from its text; `what` names where it came from in errors.
-    pub fn new(text: String, what: &str) -> Result<Token, SecurityError> {
+    pub fn new(text: String, what: &str) -> Result<Token, TokenError> {
         let text = text.trim();
         if text.is_empty() {
-            return Err(SecurityError::Invalid(format!(
-                "{what}: the token is empty"
-            )));
+            return Err(TokenError::Invalid(format!("{what}: the token is empty")));
         }
         if !text.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(SecurityError::Invalid(format!(
+            return Err(TokenError::Invalid(format!(
                 "{what}: a token is printable ASCII without spaces"
             )));
         }
-        let header = MetadataValue::try_from(format!("Bearer {text}")).map_err(|e| {
-            SecurityError::Invalid(format!("{what}: not a valid header value: {e}"))
-        })?;
+        let header = MetadataValue::try_from(format!("Bearer {text}"))
+            .map_err(|e| TokenError::Invalid(format!("{what}: not a valid header value: {e}")))?;
         Ok(Token {
             header,
             digest: Sha256::digest(text.as_bytes()).into(),
@@ -126,8 +134,8 @@ impl Token {
     }
 
     /// The token in the file at `path` (surrounding whitespace ignored).
-    pub fn read(path: &Path, what: &'static str) -> Result<Token, SecurityError> {
-        let text = std::fs::read_to_string(path).map_err(|error| SecurityError::Read {
+    pub fn read(path: &Path, what: &'static str) -> Result<Token, TokenError> {
+        let text = std::fs::read_to_string(path).map_err(|error| TokenError::Read {
             what,
             path: path.to_path_buf(),
             error,

@@ -34,6 +34,8 @@ pub enum SecurityError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Token(#[from] crate::auth::TokenError),
 }
 
 /// How long a TLS handshake may take before the connection is dropped (a peer that opens a

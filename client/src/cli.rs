@@ -109,6 +109,9 @@ pub struct Args {
     /// Keepalive pings that notice a silent peer (a cut link).
     #[command(flatten)]
     pub net: cachew_proto::net::NetFlags,
+    /// TLS and tokens (see the README's "Security").
+    #[command(flatten)]
+    pub security: cachew_proto::security::SecurityFlags,
 }
 
 /// A `--cache-policy` value: a cache mode's name, unknown names refused with the valid ones.
@@ -124,6 +127,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     };
     args.log.init();
     args.net.apply();
+    if let Err(e) = args.security.apply(cachew_proto::security::Side::CallsOnly) {
+        eprintln!("cachew-client: {e}");
+        return ExitCode::from(2);
+    }
     cachew_proto::daemon::exit_with_parent();
     let runtime = match cachew_proto::daemon::runtime("cachew-client", Some(2)) {
         Ok(r) => r,

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cachew_pipeline::Element;
+use cachew_proto::Channel;
 use cachew_proto::backoff::Backoff;
 use cachew_proto::{MAX_MESSAGE_BYTES, WorkerClient, v1};
 use tokio::sync::{mpsc, watch};
-use tonic::transport::Channel;
 
 use crate::ClientError;
 use crate::metrics::JobMetrics;
@@ -30,6 +30,8 @@ pub struct Locations {
     pub by_position: BTreeMap<(u64, u32), v1::SplitLocation>,
     pub finished: bool,
     pub superseded: bool,
+    /// Set when the dispatcher refused this client's credentials (final).
+    pub refused: Option<String>,
     /// Set when the dispatcher could not be reached for a while (for diagnostics).
     pub dispatcher_down: bool,
 }
@@ -283,6 +285,13 @@ pub async fn fetch_split(
                     && failure.is_final()
                 {
                     let _ = out.send(Err(ClientError::Pipeline(failure.reason))).await;
+                    return;
+                }
+                // The worker refused this client's token or certificate: no retry can change
+                // that, and retrying forever would hide it.
+                if cachew_proto::auth::is_refusal(&status) {
+                    let reason = format!("worker {}: {}", loc.worker_address, status.message());
+                    let _ = out.send(Err(ClientError::CredentialsRefused(reason))).await;
                     return;
                 }
                 counts.fetch_retries.inc();

@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cachew_proto::Channel;
 use cachew_proto::{DispatcherClient, v1};
 use tokio::sync::{Notify, watch};
-use tonic::transport::Channel;
 
 use crate::fetch::{Locations, WorkerPool};
 use crate::metrics::WaitClock;
@@ -109,6 +109,11 @@ pub(crate) async fn heartbeat_loop(
                         tracing::warn!("another client took over consumer {consumer} of job {job_id}");
                         return;
                     }
+                }
+                Err(status) if cachew_proto::auth::is_refusal(&status) => {
+                    tracing::error!("the dispatcher refused this client's heartbeat: {}", status.message());
+                    locations.send_modify(|l| l.refused = Some(format!("the dispatcher: {}", status.message())));
+                    return;
                 }
                 Err(status) => {
                     failures += 1;

@@ -31,11 +31,11 @@ use cachew_pipeline::order::ConsumerSlot;
 use cachew_pipeline::{
     Batch, Batcher, ConsumerOrder, Element, ElementBody, PipelineSpec, SplitPlan,
 };
+use cachew_proto::Channel;
 use cachew_proto::backoff::Backoff;
 use cachew_proto::{ConnectError, DispatcherClient, v1};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, watch};
-use tonic::transport::Channel;
 
 pub use disks::DiskReporter;
 use fetch::{Locations, SplitJob, WorkerPool, fetch_split};
@@ -66,6 +66,10 @@ pub enum ClientError {
     Pipeline(String),
     #[error("another client took over this consumer")]
     Superseded,
+    /// A server refused this client's token or certificate (`Unauthenticated`,
+    /// `PermissionDenied`): final, no retry can change it.
+    #[error("refused this client's credentials: {0}")]
+    CredentialsRefused(String),
     #[error("bad configuration: {0}")]
     Config(String),
 }
@@ -260,11 +264,12 @@ fn to_wire(c: &ClientCursor) -> v1::Cursor {
 fn refused(status: tonic::Status) -> ClientError {
     use tonic::Code;
     match status.code() {
+        Code::PermissionDenied | Code::Unauthenticated => {
+            ClientError::CredentialsRefused(format!("the dispatcher: {}", status.message()))
+        }
         Code::InvalidArgument
         | Code::NotFound
         | Code::AlreadyExists
-        | Code::PermissionDenied
-        | Code::Unauthenticated
         | Code::FailedPrecondition
         | Code::OutOfRange
         | Code::Unimplemented => ClientError::Refused(status.message().to_string()),
@@ -620,6 +625,9 @@ impl JobClient {
                 self.metrics.exporter().health().set_not_ready("superseded");
                 return Err(ClientError::Superseded);
             }
+            if let Some(reason) = self.locations.borrow().refused.clone() {
+                return Err(ClientError::CredentialsRefused(reason));
+            }
             let num_epochs = self.order.num_epochs();
             if num_epochs > 0 && self.head_cursor.at.epoch >= num_epochs {
                 self.finished = true;
@@ -674,6 +682,10 @@ impl JobClient {
                     // it does when another client took over this consumer.
                     None if self.locations.borrow().superseded => {
                         return Err(ClientError::Superseded);
+                    }
+                    None if self.locations.borrow().refused.is_some() => {
+                        let reason = self.locations.borrow().refused.clone();
+                        return Err(ClientError::CredentialsRefused(reason.unwrap_or_default()));
                     }
                     None => {
                         return Err(ClientError::Protocol(format!(
@@ -822,8 +834,6 @@ mod tests {
             Code::InvalidArgument,
             Code::NotFound,
             Code::AlreadyExists,
-            Code::PermissionDenied,
-            Code::Unauthenticated,
             Code::FailedPrecondition,
             Code::OutOfRange,
             Code::Unimplemented,
@@ -832,6 +842,15 @@ mod tests {
                 matches!(
                     refused(tonic::Status::new(code, "x")),
                     ClientError::Refused(_)
+                ),
+                "{code:?}"
+            );
+        }
+        for code in [Code::PermissionDenied, Code::Unauthenticated] {
+            assert!(
+                matches!(
+                    refused(tonic::Status::new(code, "x")),
+                    ClientError::CredentialsRefused(_)
                 ),
                 "{code:?}"
             );

@@ -69,6 +69,9 @@ pub struct Args {
     /// Keepalive pings that notice a silent peer (a cut link).
     #[command(flatten)]
     pub net: cachew_proto::net::NetFlags,
+    /// TLS and tokens (see the README's "Security").
+    #[command(flatten)]
+    pub security: cachew_proto::security::SecurityFlags,
 }
 
 /// The autoscaler (see the README's "Autoscaling").
@@ -161,6 +164,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     };
     args.log.init();
     args.net.apply();
+    if let Err(e) = args.security.apply(cachew_proto::security::Side::Serves) {
+        eprintln!("cachew-dispatcher: {e}");
+        return ExitCode::from(2);
+    }
     cachew_proto::daemon::exit_with_parent();
     if args.worker_timeout_ms <= args.heartbeat_interval_ms {
         eprintln!(

@@ -151,7 +151,7 @@ pub async fn serve(
     // Status streams never end and long polls last seconds: a stop lets them finish for
     // SHUTDOWN_GRACE, then closes them. Every acknowledged change is durable already.
     let (stopping, mut stop_seen) = tokio::sync::watch::channel(false);
-    let server = cachew_proto::server()
+    let server = cachew_proto::server()?
         .add_service(
             DispatcherServer::new(service)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

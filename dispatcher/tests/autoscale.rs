@@ -299,7 +299,7 @@ impl Daemon {
         Daemon(child, address)
     }
 
-    async fn client(&self) -> cachew_proto::DispatcherClient<tonic::transport::Channel> {
+    async fn client(&self) -> cachew_proto::DispatcherClient<cachew_proto::Channel> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let endpoint = cachew_proto::endpoint(&self.1).unwrap();

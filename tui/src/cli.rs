@@ -26,6 +26,10 @@ pub struct Args {
     /// Cluster-control endpoint for the keys (default: the one the dispatcher advertises).
     #[arg(long)]
     pub control: Option<String>,
+    /// TLS and tokens for attaching to a secured cluster (see the README's "Security"): the
+    /// dashboard sends an admin token. The demo runs on loopback without them.
+    #[command(flatten)]
+    pub security: cachew_proto::security::SecurityFlags,
 }
 
 #[derive(Subcommand, Debug)]
@@ -51,13 +55,26 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     let command = match args.command {
         Some(Command::Node { role, args }) => return node(&role, args),
         Some(Command::Demo(options)) => {
+            if !args.security.to_args().is_empty() {
+                eprintln!(
+                    "cachew-tui: the demo runs its own cluster on loopback without TLS or tokens; \
+                     the security flags are for attaching to a secured cluster"
+                );
+                return ExitCode::from(2);
+            }
             if let Err(e) = options.validate() {
                 eprintln!("cachew-tui: {e}");
                 return ExitCode::from(2);
             }
             Some(options)
         }
-        None => None,
+        None => {
+            if let Err(e) = args.security.apply(cachew_proto::security::Side::CallsOnly) {
+                eprintln!("cachew-tui: {e}");
+                return ExitCode::from(2);
+            }
+            None
+        }
     };
     if !std::io::stdout().is_terminal() {
         eprintln!("cachew-tui: the dashboard needs a terminal (stdout is not one)");

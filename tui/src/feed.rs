@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use cachew_cluster::follow::status_reason;
 use cachew_cluster::{FollowOptions, Followed, StatusFollower};
+use cachew_proto::Channel;
 use cachew_proto::v1;
 use cachew_proto::v1::cluster_control_client::ClusterControlClient;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::Channel;
 
 use crate::model::{ActCommand, CheckpointSource, Update};
 

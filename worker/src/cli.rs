@@ -87,6 +87,9 @@ pub struct Args {
     /// Keepalive pings that notice a silent peer (a cut link).
     #[command(flatten)]
     pub net: cachew_proto::net::NetFlags,
+    /// TLS and tokens (see the README's "Security").
+    #[command(flatten)]
+    pub security: cachew_proto::security::SecurityFlags,
 }
 
 /// Entry point of the binary: parses `args`, runs until SIGINT/SIGTERM has drained the worker
@@ -99,6 +102,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     };
     args.log.init();
     args.net.apply();
+    if let Err(e) = args.security.apply(cachew_proto::security::Side::Serves) {
+        eprintln!("cachew-worker: {e}");
+        return ExitCode::from(2);
+    }
     cachew_proto::daemon::exit_with_parent();
     if args.threads == Some(0) {
         eprintln!("cachew-worker: --threads must be at least 1");

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use cachew_pipeline::exec::plan_for;
 use cachew_pipeline::{OpenedSpec, Pipeline};
+use cachew_proto::Channel;
 use cachew_proto::backoff::Backoff;
 use cachew_proto::{DispatcherClient, names, v1};
-use tonic::transport::Channel;
 
 use crate::WorkerError;
 use crate::checkpoint::{SharedInfo, TaskCheckpoint};
@@ -105,6 +105,14 @@ pub async fn control_loop(config: ControlConfig, parts: ControlParts) -> Result<
         let registered = register(&mut client, &config, &engine, &mut restored, &cache).await;
         let (worker_id, incarnation, interval) = match registered {
             Ok(r) => r,
+            Err(status) if cachew_proto::auth::is_refusal(&status) => {
+                return Err(WorkerError::Dispatcher(format!(
+                    "the dispatcher at {} refused to register this worker (check --token-file \
+                     and the TLS certificates): {}",
+                    config.dispatcher,
+                    status.message()
+                )));
+            }
             Err(e) => {
                 lifecycle.unreachable();
                 tracing::warn!("registration failed: {e}; retrying");
@@ -129,8 +137,16 @@ pub async fn control_loop(config: ControlConfig, parts: ControlParts) -> Result<
             (&drain, &lifecycle),
         )
         .await;
-        if ended == Ended::Left {
-            return Ok(());
+        match ended {
+            Ended::Left => return Ok(()),
+            Ended::Refused(reason) => {
+                return Err(WorkerError::Dispatcher(format!(
+                    "the dispatcher at {} refused this worker's heartbeat (check --token-file \
+                     and the TLS certificates): {reason}",
+                    config.dispatcher
+                )));
+            }
+            Ended::Reregister => {}
         }
         tracing::warn!(
             worker_id,
@@ -208,8 +224,10 @@ struct Registration<'a> {
 }
 
 /// Why [`heartbeat_loop`] returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Ended {
+    /// The dispatcher refused this worker's credentials: final.
+    Refused(String),
     /// The dispatcher does not know this worker (any more): register again.
     Reregister,
     /// Drained: the dispatcher heard `left` (or no longer knows this draining worker).
@@ -305,6 +323,10 @@ async fn heartbeat_loop(
         let Some(result) = result else { continue };
         let resp = match result {
             Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(status)) if cachew_proto::auth::is_refusal(&status) => {
+                lifecycle.unreachable();
+                return Ended::Refused(status.message().to_string());
+            }
             Ok(Err(status)) => {
                 lifecycle.unreachable();
                 failures += 1;

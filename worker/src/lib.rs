@@ -150,7 +150,7 @@ pub async fn run(
     }
     // The data service stops once the drain is over (or timed out): in-flight fetches finish.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = cachew_proto::server()
+    let server = cachew_proto::server()?
         .add_service(
             WorkerServer::new(
                 service::WorkerService::new(engine.clone(), config.started)

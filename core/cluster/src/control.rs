@@ -159,7 +159,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    cachew_proto::server()
+    cachew_proto::server()?
         .add_service(v1::cluster_control_server::ClusterControlServer::new(
             service,
         ))

@@ -8,6 +8,7 @@
 //!   same identity (address and directories), add nodes, report state.
 //! - [`LocalCluster`]: a whole local cluster from a builder: the nodes, their run directory and
 //!   the control endpoint, in one handle.
+//! - [`credentials`]: a secured local cluster's CA, certificates and role tokens, made at launch.
 //! - [`free_port`]: loopback ports for nodes.
 //! - [`netns`]: every node on a host of its own (a network namespace) and silent link cuts.
 //! - [`control`]: the gRPC cluster-control endpoint other processes use to drive the nodes,
@@ -22,6 +23,7 @@
 pub mod backend;
 mod cluster;
 pub mod control;
+pub mod credentials;
 pub mod docker;
 pub mod follow;
 pub mod kube;

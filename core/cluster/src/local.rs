@@ -15,11 +15,14 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::Result;
+use cachew_proto::security::{self, Security, Side};
+
 use crate::cluster::{Cluster, ClusterSpec, NodeInfo};
 use crate::control::{ControlService, SharedCluster, serve};
+use crate::credentials::Credentials;
 use crate::launcher::Launcher;
 use crate::scaler::LocalScaler;
+use crate::{ClusterError, Result};
 
 /// How long [`LocalCluster::stop`] lets cluster-control requests in flight finish.
 const CONTROL_GRACE: Duration = Duration::from_secs(5);
@@ -78,6 +81,7 @@ pub struct LocalClusterBuilder {
     hosts: bool,
     metrics: bool,
     autoscale: bool,
+    secure: bool,
 }
 
 impl LocalClusterBuilder {
@@ -156,6 +160,15 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// Whether every connection is mutual TLS and every call needs its role's token (default:
+    /// no). The credentials are made under `ROOT/tls` ([`Credentials`]); this process takes the
+    /// launcher's (admin) share for as long as the cluster runs, so one secured cluster per
+    /// process at a time.
+    pub fn secure(mut self, on: bool) -> Self {
+        self.secure = on;
+        self
+    }
+
     /// Binds the control endpoint (if asked), launches the cluster (waiting until the
     /// dispatcher accepts connections), then serves control. Blocks.
     pub fn start(self) -> Result<LocalCluster> {
@@ -173,13 +186,30 @@ impl LocalClusterBuilder {
             dispatcher_args.extend(["--control-address".to_string(), address.clone()]);
         }
         dispatcher_args.extend(self.dispatcher_flags);
+        let mut worker_flags = self.worker_flags;
+        let mut clients = self.clients;
+        let mut made = None;
+        let security = if self.secure {
+            let credentials = Credentials::create(&self.root.join("tls"), self.hosts)?;
+            dispatcher_args.extend(credentials.dispatcher().to_args());
+            worker_flags.extend(credentials.worker().to_args());
+            for client in &mut clients {
+                client.extend(credentials.client().to_args());
+            }
+            let launcher = Security::load(&credentials.launcher(), Side::Serves)
+                .map_err(|e| ClusterError::Invalid(format!("cluster credentials: {e}")))?;
+            made = Some(credentials);
+            Some(SecurityGuard(Some(security::replace(launcher))))
+        } else {
+            None
+        };
         let spec = ClusterSpec {
             root: self.root,
             dispatcher_args,
             workers: self.workers,
             standby: self.standby,
-            worker_args: self.worker_flags.clone(),
-            clients: self.clients,
+            worker_args: worker_flags.clone(),
+            clients,
             hosts: self.hosts,
             metrics: self.metrics,
         };
@@ -192,7 +222,7 @@ impl LocalClusterBuilder {
         let control = match listener {
             Some(l) => Some(ControlEndpoint::serve(
                 l,
-                ControlService::new(cluster.clone(), self.worker_flags),
+                ControlService::new(cluster.clone(), worker_flags),
             )?),
             None => None,
         };
@@ -211,6 +241,8 @@ impl LocalClusterBuilder {
             root: spec.root,
             control,
             scaler,
+            credentials: made,
+            _security: security,
         })
     }
 }
@@ -223,6 +255,21 @@ pub struct LocalCluster {
     root: PathBuf,
     control: Option<ControlEndpoint>,
     scaler: Option<LocalScaler>,
+    credentials: Option<Credentials>,
+    /// A secured cluster's hold on this process's security (dropped last).
+    _security: Option<SecurityGuard>,
+}
+
+/// Puts back the process's security settings a secured cluster replaced, when dropped.
+#[derive(Debug)]
+struct SecurityGuard(Option<Arc<Security>>);
+
+impl Drop for SecurityGuard {
+    fn drop(&mut self) {
+        if let Some(previous) = self.0.take() {
+            security::restore(previous);
+        }
+    }
 }
 
 impl LocalCluster {
@@ -240,6 +287,7 @@ impl LocalCluster {
             hosts: false,
             metrics: false,
             autoscale: false,
+            secure: false,
         }
     }
 
@@ -265,6 +313,11 @@ impl LocalCluster {
     /// The nodes, shared with the control endpoint.
     pub fn cluster(&self) -> &SharedCluster {
         &self.cluster
+    }
+
+    /// A secured cluster's credentials (none unless [`LocalClusterBuilder::secure`]).
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_ref()
     }
 
     /// The run directory.

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use cachew_cluster::control::{ControlService, Targets, serve};
 use cachew_cluster::docker::Compose;
+use cachew_proto::Channel;
 use cachew_proto::v1;
 use cachew_proto::v1::cluster_control_client::ClusterControlClient;
 use serde_json::Value;
-use tonic::transport::Channel;
 
 fn docker(args: &[&str]) -> Result<String, String> {
     let out = Command::new("docker")

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use cachew_cluster::Role;
 use cachew_cluster::control::{ControlService, Targets, serve};
 use cachew_cluster::kube::{Kubernetes, KubernetesOptions};
+use cachew_proto::Channel;
 use cachew_proto::v1;
 use cachew_proto::v1::cluster_control_client::ClusterControlClient;
-use tonic::transport::Channel;
 
 const PODS: &str = include_str!("data/kubectl-get-pods.json");
 const WORKER: &str = "cachew-worker-7d9f8b6c5-x2k4q";

@@ -8,10 +8,14 @@ pub mod v1 {
     tonic::include_proto!("cachew.v1");
 }
 
+pub mod auth;
 pub mod backoff;
+#[cfg(any(test, feature = "certs"))]
+pub mod certs;
 pub mod daemon;
 pub mod names;
 pub mod net;
+pub mod security;
 
 use cachew_pipeline::{DType, Element, ElementBody, ElementId, Tensor};
 
@@ -41,26 +45,68 @@ const FRAME_SIZE: u32 = 1024 * 1024;
 /// Between TCP keepalive probes (the kernel counts them in whole seconds).
 const TCP_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A channel of this process: every call on it carries the process's token (if any), and it
+/// speaks TLS when the process is configured for it ([`security`]).
+pub type Channel =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, auth::SendToken>;
+
+/// Where a [`Channel`] connects, with the process's TLS settings and token.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    inner: tonic::transport::Endpoint,
+    token: auth::SendToken,
+}
+
+impl Endpoint {
+    /// Connects now.
+    pub async fn connect(&self) -> Result<Channel, tonic::transport::Error> {
+        let channel = self.inner.connect().await?;
+        Ok(Channel::new(channel, self.token.clone()))
+    }
+
+    /// A channel that connects on its first call.
+    pub fn connect_lazy(&self) -> Channel {
+        Channel::new(self.inner.connect_lazy(), self.token.clone())
+    }
+}
+
 /// A client endpoint to `address` (HOST:PORT) tuned for element traffic, which notices a
 /// silent peer within the process's [`net::timeouts`] (keepalive pings, TCP keepalive, connect
-/// timeout).
-pub fn endpoint(address: &str) -> Result<tonic::transport::Endpoint, WireError> {
+/// timeout), and speaks TLS and sends a token as the process's [`security::current`] says.
+pub fn endpoint(address: &str) -> Result<Endpoint, WireError> {
+    endpoint_with(address, &security::current())
+}
+
+/// [`endpoint`] with explicit security settings.
+pub fn endpoint_with(address: &str, security: &security::Security) -> Result<Endpoint, WireError> {
     let t = net::timeouts();
-    Ok(
-        tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| WireError(format!("bad address `{address}`: {e}")))?
-            .connect_timeout(t.connect_timeout)
-            .http2_keep_alive_interval(t.keepalive_interval)
-            .keep_alive_timeout(t.keepalive_timeout)
-            .keep_alive_while_idle(true)
-            .tcp_keepalive(Some(t.tcp_timeout))
-            .tcp_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL))
-            .tcp_keepalive_retries(Some(3))
-            .tcp_nodelay(true)
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .max_frame_size(FRAME_SIZE),
-    )
+    let scheme = if security.client_tls() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut inner = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
+        .map_err(|e| WireError(format!("bad address `{address}`: {e}")))?
+        .connect_timeout(t.connect_timeout)
+        .http2_keep_alive_interval(t.keepalive_interval)
+        .keep_alive_timeout(t.keepalive_timeout)
+        .keep_alive_while_idle(true)
+        .tcp_keepalive(Some(t.tcp_timeout))
+        .tcp_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL))
+        .tcp_keepalive_retries(Some(3))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(FRAME_SIZE);
+    if let Some(tls) = &security.client_tls {
+        inner = inner
+            .tls_config(tls.clone())
+            .map_err(|e| WireError(format!("TLS to `{address}`: {e}")))?;
+    }
+    Ok(Endpoint {
+        inner,
+        token: auth::SendToken::new(security.token().cloned()),
+    })
 }
 
 /// Why [`connect_dispatcher`] gave up.
@@ -83,7 +129,7 @@ pub async fn connect_dispatcher(
     address: &str,
     timeout: std::time::Duration,
     mut backoff: backoff::Backoff,
-) -> Result<DispatcherClient<tonic::transport::Channel>, ConnectError> {
+) -> Result<DispatcherClient<Channel>, ConnectError> {
     let endpoint = endpoint(address)?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -110,17 +156,34 @@ pub async fn connect_dispatcher(
     }
 }
 
+/// A server builder of this process: every call is checked against its tokens
+/// ([`auth::AuthLayer`]).
+pub type Server =
+    tonic::transport::Server<tower_layer::Stack<auth::AuthLayer, tower_layer::Identity>>;
+
 /// A server builder tuned for element traffic, which pings its clients and drops a connection
-/// whose client stays silent past the process's [`net::timeouts`].
-pub fn server() -> tonic::transport::Server {
+/// whose client stays silent past the process's [`net::timeouts`], speaks TLS (mutual when a
+/// CA is configured) and checks every call's token as the process's [`security::current`]
+/// says.
+pub fn server() -> Result<Server, tonic::transport::Error> {
+    server_with(&security::current())
+}
+
+/// [`server`] with explicit security settings.
+pub fn server_with(security: &security::Security) -> Result<Server, tonic::transport::Error> {
     let t = net::timeouts();
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &security.server_tls {
+        builder = builder.tls_config(tls.clone())?;
+    }
+    Ok(builder
         .http2_keepalive_interval(Some(t.keepalive_interval))
         .http2_keepalive_timeout(Some(t.keepalive_timeout))
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(FRAME_SIZE)
+        .layer(auth::AuthLayer::new(security.accepted().clone())))
 }
 
 /// The connections accepted on `listener`, with Nagle's algorithm off. `Server::tcp_nodelay`
@@ -128,8 +191,14 @@ pub fn server() -> tonic::transport::Server {
 /// several frames waits for the peer's delayed ACK (40 ms on Linux) before its last frame.
 /// Accepted connections inherit the listener's `TCP_USER_TIMEOUT` (replies unacknowledged past
 /// [`net::NetTimeouts::tcp_timeout`] close the connection) and get TCP keepalive.
+///
+/// A listener beyond loopback without TLS or tokens is warned about loudly
+/// ([`security::warn_if_exposed`]).
 pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
     let t = net::timeouts();
+    if let Ok(address) = listener.local_addr() {
+        security::warn_if_exposed(address, &security::current());
+    }
     if let Err(e) = socket2::SockRef::from(&listener).set_tcp_user_timeout(Some(t.tcp_timeout)) {
         tracing::warn!("cannot set TCP_USER_TIMEOUT on the listener: {e}");
     }
@@ -419,3 +488,6 @@ mod incoming_tests {
         assert!(accepted.nodelay().expect("nodelay"));
     }
 }
+
+#[cfg(test)]
+mod security_tests;

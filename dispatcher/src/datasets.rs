@@ -3,6 +3,8 @@
 //! blocking thread, outside the service's lock, once per canonical spec while that spec stays
 //! among the [`INDEX_KEPT`] most recently used (a dispatcher that runs for months sees specs come
 //! and go: the least recently used one is forgotten, and indexed again if it comes back).
+//! A spec naming a file outside the dispatcher's data root (`--data-root`) is refused before any
+//! file is opened, indexed or not.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,7 +15,7 @@ pub const INDEX_KEPT: usize = 256;
 /// What is kept per canonical spec: (dataset id, records, last use).
 type Indexed = HashMap<String, (String, u64, u64)>;
 
-use cachew_pipeline::{OpenedSpec, PipelineSpec};
+use cachew_pipeline::{DataRoot, OpenedSpec, PipelineSpec};
 use tonic::Status;
 
 use crate::state::DatasetEntry;
@@ -23,14 +25,32 @@ use crate::state::DatasetEntry;
 #[derive(Debug, Default)]
 pub struct DatasetIndex {
     indexed: Mutex<(Indexed, u64)>,
+    root: DataRoot,
 }
 
 impl DatasetIndex {
+    /// An index reading files only under `root`.
+    pub fn new(root: DataRoot) -> DatasetIndex {
+        DatasetIndex {
+            indexed: Mutex::default(),
+            root,
+        }
+    }
+
+    /// `InvalidArgument` naming the first file of the spec outside the data root.
+    pub fn check_root(&self, spec_json: &str) -> Result<PipelineSpec, Status> {
+        let spec = PipelineSpec::from_json(spec_json)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.root
+            .check_spec(&spec)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(spec)
+    }
+
     /// Indexes the dataset of a canonical spec (once per spec) and returns its entry.
     pub async fn entry(&self, spec_json: &str) -> Result<DatasetEntry, Status> {
+        let spec = self.check_root(spec_json)?;
         if let Some((id, records)) = self.known(spec_json) {
-            let spec = PipelineSpec::from_json(spec_json)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
             return Ok(DatasetEntry {
                 id,
                 spec_json: spec_json.to_string(),
@@ -40,8 +60,9 @@ impl DatasetIndex {
             });
         }
         let json = spec_json.to_string();
+        let root = self.root.clone();
         let entry = tokio::task::spawn_blocking(move || -> Result<DatasetEntry, String> {
-            let opened = OpenedSpec::from_json(&json).map_err(|e| e.to_string())?;
+            let opened = OpenedSpec::from_json_under(&json, &root).map_err(|e| e.to_string())?;
             Ok(DatasetEntry {
                 id: opened.id,
                 spec_json: json,

@@ -10,6 +10,7 @@ pub mod v1 {
 
 pub mod backoff;
 pub mod daemon;
+pub mod limits;
 pub mod names;
 pub mod net;
 

@@ -137,4 +137,42 @@ mod tests {
         }
         assert_eq!(index.count(), INDEX_KEPT);
     }
+
+    fn spec_naming(file: &std::path::Path) -> String {
+        serde_json::json!({
+            "outputs": ["label"],
+            "source": { "files": [file.display().to_string()], "split_records": 4 },
+            "ops": [{ "op": "parse_example",
+                      "features": [{ "key": "label", "dtype": "int64" }] }],
+        })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_spec_naming_a_file_outside_the_root_is_refused_before_it_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let index = DatasetIndex::new(DataRoot::new(&[&root]).unwrap());
+        for outside in [
+            std::path::PathBuf::from("/etc/passwd"),
+            root.join("../elsewhere.tfrecord"),
+        ] {
+            let json = spec_naming(&outside);
+            let status = index.entry(&json).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(
+                status.message().contains(&outside.display().to_string())
+                    && status.message().contains("source.files[0]"),
+                "{status:?}"
+            );
+            // `GetDataset` for a dataset registered before the root changed checks it too.
+            assert!(index.check_root(&json).is_err());
+        }
+        assert_eq!(index.count(), 0, "nothing was indexed");
+        // Under the root, the check passes.
+        let inside = root.join("a.tfrecord");
+        std::fs::write(&inside, b"").unwrap();
+        index.check_root(&spec_naming(&inside)).unwrap();
+    }
 }

@@ -4,7 +4,8 @@
 //! among the [`INDEX_KEPT`] most recently used (a dispatcher that runs for months sees specs come
 //! and go: the least recently used one is forgotten, and indexed again if it comes back).
 //! A spec naming a file outside the dispatcher's data root (`--data-root`) is refused before any
-//! file is opened, indexed or not.
+//! file is opened; only specs that passed are indexed, and the root never changes while the
+//! process runs.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,20 +38,25 @@ impl DatasetIndex {
         }
     }
 
-    /// `InvalidArgument` naming the first file of the spec outside the data root.
-    pub fn check_root(&self, spec_json: &str) -> Result<PipelineSpec, Status> {
-        let spec = PipelineSpec::from_json(spec_json)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.root
-            .check_spec(&spec)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        Ok(spec)
+    /// `InvalidArgument` naming the first file of the spec outside the data root (on a blocking
+    /// thread: every file's path is resolved).
+    pub async fn check_root(&self, spec_json: &str) -> Result<(), Status> {
+        let (json, root) = (spec_json.to_string(), self.root.clone());
+        tokio::task::spawn_blocking(move || {
+            let spec = PipelineSpec::from_json(&json)?;
+            root.check_spec(&spec)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::invalid_argument(e.to_string()))
     }
 
-    /// Indexes the dataset of a canonical spec (once per spec) and returns its entry.
+    /// Indexes the dataset of a canonical spec (once per spec, the files checked against the
+    /// data root first) and returns its entry.
     pub async fn entry(&self, spec_json: &str) -> Result<DatasetEntry, Status> {
-        let spec = self.check_root(spec_json)?;
         if let Some((id, records)) = self.known(spec_json) {
+            let spec = PipelineSpec::from_json(spec_json)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
             return Ok(DatasetEntry {
                 id,
                 spec_json: spec_json.to_string(),
@@ -167,12 +173,12 @@ mod tests {
                 "{status:?}"
             );
             // `GetDataset` for a dataset registered before the root changed checks it too.
-            assert!(index.check_root(&json).is_err());
+            assert!(index.check_root(&json).await.is_err());
         }
         assert_eq!(index.count(), 0, "nothing was indexed");
         // Under the root, the check passes.
         let inside = root.join("a.tfrecord");
         std::fs::write(&inside, b"").unwrap();
-        index.check_root(&spec_naming(&inside)).unwrap();
+        index.check_root(&spec_naming(&inside)).await.unwrap();
     }
 }

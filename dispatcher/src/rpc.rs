@@ -60,7 +60,7 @@ impl cachew_proto::Dispatcher for DispatcherService {
         };
         // A dataset registered before the data root changed (replayed from the journal) is not
         // handed out if it names a file outside it.
-        self.datasets().check_root(&spec_json)?;
+        self.datasets().check_root(&spec_json).await?;
         Ok(Response::new(v1::GetDatasetResponse { spec_json }))
     }
 

@@ -286,6 +286,20 @@ impl JobClient {
                 "prefetch, buffer and fetch sizes must be at least 1".into(),
             ));
         }
+        let most = cachew_proto::limits::MAX_FETCH_ELEMENTS;
+        if config.fetch_elements > most {
+            return Err(ClientError::Config(format!(
+                "fetch elements: {} is over the bound {most} (workers refuse larger fetches)",
+                config.fetch_elements
+            )));
+        }
+        let most = cachew_proto::limits::MAX_CONSUMERS;
+        if config.num_consumers > most {
+            return Err(ClientError::Config(format!(
+                "num consumers: {} is over the bound {most} (the dispatcher refuses more)",
+                config.num_consumers
+            )));
+        }
         // -1 on the wire asks for the lowest free index: an index past `i32::MAX` (a damaged
         // cursor file) must not turn into that request.
         let consumer_index = match config

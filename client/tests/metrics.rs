@@ -82,6 +82,7 @@ async fn start_cluster() -> String {
         cache: None,
         drain_timeout: Duration::from_secs(2),
         metrics: cachew_metrics::Exporter::new("worker"),
+        inputs: Default::default(),
     };
     tokio::spawn(cachew_worker::run(config, listener, std::future::pending()));
     dispatcher

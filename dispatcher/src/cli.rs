@@ -65,6 +65,8 @@ pub struct Args {
     #[command(flatten)]
     pub autoscale: AutoscaleFlags,
     #[command(flatten)]
+    pub data_root: cachew_proto::limits::DataRootFlags,
+    #[command(flatten)]
     pub log: cachew_proto::daemon::LogFlags,
     /// Keepalive pings that notice a silent peer (a cut link).
     #[command(flatten)]
@@ -220,7 +222,9 @@ async fn run(args: Args, autoscale: crate::AutoscaleConfig) -> anyhow::Result<()
         dataset_retention: Duration::from_millis(args.dataset_retention_ms),
         metrics,
         autoscale,
+        data_root: args.data_root.data_root().map_err(anyhow::Error::msg)?,
     };
+    tracing::info!(data_root = ?config.data_root.dirs(), "specs may name files under the data root");
     if let Some(dir) = &args.work_dir {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot create --work-dir {}: {e}", dir.display()))?;

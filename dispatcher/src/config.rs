@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use cachew_pipeline::DataRoot;
+
 use crate::policy::autoscale::ScalePolicy;
 
 /// Dispatcher settings.
@@ -35,6 +37,9 @@ pub struct DispatcherConfig {
     pub metrics: cachew_metrics::Exporter,
     /// The autoscaler: policy, period and actuator.
     pub autoscale: AutoscaleConfig,
+    /// Where specs may name files (`--data-root`; the binary's default is its working
+    /// directory, the library's [`DataRoot::anywhere`]).
+    pub data_root: DataRoot,
 }
 
 impl Default for DispatcherConfig {
@@ -52,6 +57,7 @@ impl Default for DispatcherConfig {
             dataset_retention: Duration::from_secs(600),
             metrics: cachew_metrics::Exporter::new("dispatcher"),
             autoscale: AutoscaleConfig::default(),
+            data_root: DataRoot::anywhere(),
         }
     }
 }

@@ -3,6 +3,9 @@
 //! blocking thread, outside the service's lock, once per canonical spec while that spec stays
 //! among the [`INDEX_KEPT`] most recently used (a dispatcher that runs for months sees specs come
 //! and go: the least recently used one is forgotten, and indexed again if it comes back).
+//! A spec naming a file outside the dispatcher's data root (`--data-root`) is refused before any
+//! file is opened; only specs that passed are indexed, and the root never changes while the
+//! process runs.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,7 +16,7 @@ pub const INDEX_KEPT: usize = 256;
 /// What is kept per canonical spec: (dataset id, records, last use).
 type Indexed = HashMap<String, (String, u64, u64)>;
 
-use cachew_pipeline::{OpenedSpec, PipelineSpec};
+use cachew_pipeline::{DataRoot, OpenedSpec, PipelineSpec};
 use tonic::Status;
 
 use crate::state::DatasetEntry;
@@ -23,10 +26,33 @@ use crate::state::DatasetEntry;
 #[derive(Debug, Default)]
 pub struct DatasetIndex {
     indexed: Mutex<(Indexed, u64)>,
+    root: DataRoot,
 }
 
 impl DatasetIndex {
-    /// Indexes the dataset of a canonical spec (once per spec) and returns its entry.
+    /// An index reading files only under `root`.
+    pub fn new(root: DataRoot) -> DatasetIndex {
+        DatasetIndex {
+            indexed: Mutex::default(),
+            root,
+        }
+    }
+
+    /// `InvalidArgument` naming the first file of the spec outside the data root (on a blocking
+    /// thread: every file's path is resolved).
+    pub async fn check_root(&self, spec_json: &str) -> Result<(), Status> {
+        let (json, root) = (spec_json.to_string(), self.root.clone());
+        tokio::task::spawn_blocking(move || {
+            let spec = PipelineSpec::from_json(&json)?;
+            root.check_spec(&spec)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+
+    /// Indexes the dataset of a canonical spec (once per spec, the files checked against the
+    /// data root first) and returns its entry.
     pub async fn entry(&self, spec_json: &str) -> Result<DatasetEntry, Status> {
         if let Some((id, records)) = self.known(spec_json) {
             let spec = PipelineSpec::from_json(spec_json)
@@ -40,8 +66,9 @@ impl DatasetIndex {
             });
         }
         let json = spec_json.to_string();
+        let root = self.root.clone();
         let entry = tokio::task::spawn_blocking(move || -> Result<DatasetEntry, String> {
-            let opened = OpenedSpec::from_json(&json).map_err(|e| e.to_string())?;
+            let opened = OpenedSpec::from_json_under(&json, &root).map_err(|e| e.to_string())?;
             Ok(DatasetEntry {
                 id: opened.id,
                 spec_json: json,
@@ -115,5 +142,43 @@ mod tests {
             index.remember(&format!("more {i}"), "x", 1);
         }
         assert_eq!(index.count(), INDEX_KEPT);
+    }
+
+    fn spec_naming(file: &std::path::Path) -> String {
+        serde_json::json!({
+            "outputs": ["label"],
+            "source": { "files": [file.display().to_string()], "split_records": 4 },
+            "ops": [{ "op": "parse_example",
+                      "features": [{ "key": "label", "dtype": "int64" }] }],
+        })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_spec_naming_a_file_outside_the_root_is_refused_before_it_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let index = DatasetIndex::new(DataRoot::new(&[&root]).unwrap());
+        for outside in [
+            std::path::PathBuf::from("/etc/passwd"),
+            root.join("../elsewhere.tfrecord"),
+        ] {
+            let json = spec_naming(&outside);
+            let status = index.entry(&json).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(
+                status.message().contains(&outside.display().to_string())
+                    && status.message().contains("source.files[0]"),
+                "{status:?}"
+            );
+            // `GetDataset` for a dataset registered before the root changed checks it too.
+            assert!(index.check_root(&json).await.is_err());
+        }
+        assert_eq!(index.count(), 0, "nothing was indexed");
+        // Under the root, the check passes.
+        let inside = root.join("a.tfrecord");
+        std::fs::write(&inside, b"").unwrap();
+        index.check_root(&spec_naming(&inside)).await.unwrap();
     }
 }

@@ -154,7 +154,7 @@ pub async fn serve(
     let server = cachew_proto::server()?
         .add_service(
             DispatcherServer::new(service)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(cachew_proto::limits::MAX_DISPATCHER_REQUEST_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(cachew_proto::incoming(listener), async move {

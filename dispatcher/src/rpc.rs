@@ -5,6 +5,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
+use cachew_proto::limits::Bounded;
 use cachew_proto::v1;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -20,7 +21,9 @@ impl cachew_proto::Dispatcher for DispatcherService {
         &self,
         request: Request<v1::RegisterWorkerRequest>,
     ) -> Result<Response<v1::RegisterWorkerResponse>, Status> {
-        let (response, visible) = self.register(&request.into_inner())?;
+        let req = request.into_inner();
+        req.check_bounds()?;
+        let (response, visible) = self.register(&req)?;
         self.durable(visible).await?;
         Ok(Response::new(response))
     }
@@ -30,6 +33,7 @@ impl cachew_proto::Dispatcher for DispatcherService {
         request: Request<v1::WorkerHeartbeatRequest>,
     ) -> Result<Response<v1::WorkerHeartbeatResponse>, Status> {
         let req = request.into_inner();
+        req.check_bounds()?;
         let response = self
             .long_poll(req.wait_ms, |core, look| {
                 self.worker_round(core, &req, look)
@@ -42,23 +46,31 @@ impl cachew_proto::Dispatcher for DispatcherService {
         &self,
         request: Request<v1::GetDatasetRequest>,
     ) -> Result<Response<v1::GetDatasetResponse>, Status> {
-        let id = request.into_inner().dataset_id;
-        let core = self.lock();
-        let d = core
-            .state
-            .datasets
-            .get(&id)
-            .ok_or_else(|| Status::not_found(format!("unknown dataset {id}")))?;
-        Ok(Response::new(v1::GetDatasetResponse {
-            spec_json: d.spec_json.clone(),
-        }))
+        let req = request.into_inner();
+        req.check_bounds()?;
+        let id = req.dataset_id;
+        let spec_json = {
+            let core = self.lock();
+            let d = core
+                .state
+                .datasets
+                .get(&id)
+                .ok_or_else(|| Status::not_found(format!("unknown dataset {id}")))?;
+            d.spec_json.clone()
+        };
+        // A dataset registered before the data root changed (replayed from the journal) is not
+        // handed out if it names a file outside it.
+        self.datasets().check_root(&spec_json).await?;
+        Ok(Response::new(v1::GetDatasetResponse { spec_json }))
     }
 
     async fn get_or_create_job(
         &self,
         request: Request<v1::GetOrCreateJobRequest>,
     ) -> Result<Response<v1::GetOrCreateJobResponse>, Status> {
-        let (response, visible) = self.attach_consumer(&request.into_inner()).await?;
+        let req = request.into_inner();
+        req.check_bounds()?;
+        let (response, visible) = self.attach_consumer(&req).await?;
         self.durable(visible).await?;
         Ok(Response::new(response))
     }
@@ -68,6 +80,7 @@ impl cachew_proto::Dispatcher for DispatcherService {
         request: Request<v1::ClientHeartbeatRequest>,
     ) -> Result<Response<v1::ClientHeartbeatResponse>, Status> {
         let req = request.into_inner();
+        req.check_bounds()?;
         let known = known_leases(&req);
         let response = self
             .long_poll(req.wait_ms, |core, look| {
@@ -90,7 +103,9 @@ impl cachew_proto::Dispatcher for DispatcherService {
         &self,
         request: Request<v1::DrainWorkerRequest>,
     ) -> Result<Response<v1::DrainWorkerResponse>, Status> {
-        let (response, visible) = self.drain(&request.into_inner())?;
+        let req = request.into_inner();
+        req.check_bounds()?;
+        let (response, visible) = self.drain(&req)?;
         self.durable(visible).await?;
         Ok(Response::new(response))
     }

@@ -179,6 +179,7 @@ impl DispatcherService {
         let (version, _) = watch::channel(0);
         let soft = Soft::after_start(&state, Instant::now());
         let metrics = DispatcherMetrics::register(&config.metrics, journal_dir);
+        let datasets = DatasetIndex::new(config.data_root.clone());
         let svc = DispatcherService {
             inner: Arc::new(Inner {
                 core: Mutex::new(Core {
@@ -194,7 +195,7 @@ impl DispatcherService {
                 config,
                 started_unix_ms: unix_ms(),
                 durability,
-                datasets: DatasetIndex::default(),
+                datasets,
                 metrics,
             }),
         };

@@ -19,7 +19,7 @@ pub fn rejection_status(r: Rejection) -> Status {
         Rejection::JobMismatch { .. } | Rejection::NoFreeConsumer { .. } => {
             Status::already_exists(r.to_string())
         }
-        Rejection::BadConsumer { .. } | Rejection::BadCursor(_) => {
+        Rejection::BadConsumer { .. } | Rejection::BadCursor(_) | Rejection::OverBound { .. } => {
             Status::invalid_argument(r.to_string())
         }
     }

@@ -17,8 +17,9 @@ use tonic::{Code, Request};
 
 async fn register(svc: &DispatcherService, n: u32) -> Result<u64, tonic::Status> {
     svc.register_worker(Request::new(v1::RegisterWorkerRequest {
-        // A long address makes each record need fresh pages soon.
-        address: format!("127.0.0.1:{}/{}", 9000 + n, "x".repeat(2000)),
+        // A long address (the longest the dispatcher takes, 256 bytes) makes each record need
+        // fresh pages soon.
+        address: format!("127.0.0.1:{}/{}", 9000 + n, "x".repeat(230)),
         threads: 1,
         ..Default::default()
     }))

@@ -205,6 +205,7 @@ pub fn cluster(options: &DemoOptions, pipeline: &Path, run_dir: &Path) -> LocalC
         .map(String::from)
     });
     LocalCluster::builder(run_dir)
+        .data_root(pipeline.parent().unwrap_or(pipeline))
         .liveness(options.heartbeat_interval_ms, options.worker_timeout_ms)
         .workers(options.workers)
         .standby(options.standby)

@@ -83,6 +83,13 @@ pub struct Args {
     #[arg(long)]
     pub metrics_listen: Option<String>,
     #[command(flatten)]
+    pub data_root: cachew_proto::limits::DataRootFlags,
+    /// Decode budget of one JPEG: width x height x channels of the decoded image. A JPEG whose
+    /// header asks for more is a bad record (the spec's `on_error`), never allocated.
+    #[arg(long, default_value_t = cachew_pipeline::limits::DEFAULT_MAX_DECODE_PIXELS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_decode_pixels: u64,
+    #[command(flatten)]
     pub log: cachew_proto::daemon::LogFlags,
     /// Keepalive pings that notice a silent peer (a cut link).
     #[command(flatten)]
@@ -178,7 +185,12 @@ async fn run(args: Args, started: std::time::Instant) -> anyhow::Result<()> {
             }),
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
         metrics,
+        inputs: crate::prepared::InputBounds {
+            data_root: args.data_root.data_root().map_err(anyhow::Error::msg)?,
+            max_decode_pixels: args.max_decode_pixels,
+        },
     };
+    tracing::info!(data_root = ?config.inputs.data_root.dirs(), max_decode_pixels = config.inputs.max_decode_pixels, "tasks may name files under the data root");
     tracing::info!(address = %bound, dispatcher = %args.dispatcher, threads = config.engine.threads, "worker listening");
     let signalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen = signalled.clone();

@@ -472,18 +472,23 @@ pub(crate) async fn prepare(
         .into_inner()
         .spec_json;
     let id = dataset_id.to_string();
+    let bounds = cache.bounds().clone();
     let prepared = tokio::task::spawn_blocking(move || -> Result<Prepared, WorkerError> {
+        // A spec naming a file outside the data root is refused before any file is opened.
         let OpenedSpec {
             spec,
             dataset,
             id: found,
-        } = OpenedSpec::from_json(&spec_json).map_err(|e| WorkerError::Pipeline(e.to_string()))?;
+        } = OpenedSpec::from_json_under(&spec_json, &bounds.data_root)
+            .map_err(|e| WorkerError::Pipeline(format!("dataset {id} refused: {e}")))?;
         if found != id {
             return Err(WorkerError::Pipeline(format!(
                 "dataset {id} has fingerprint {found} on this host: the files differ from the dispatcher's"
             )));
         }
-        let pipeline = Pipeline::new(spec).map_err(|e| WorkerError::Pipeline(e.to_string()))?;
+        let pipeline = Pipeline::new(spec)
+            .map_err(|e| WorkerError::Pipeline(e.to_string()))?
+            .with_max_decode_pixels(bounds.max_decode_pixels);
         let plan = plan_for(&pipeline, &dataset);
         Ok(Prepared { pipeline, dataset, plan })
     })

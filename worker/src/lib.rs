@@ -94,6 +94,8 @@ pub struct WorkerConfig {
     /// Where the worker's metrics and readiness go (component `worker`); served over HTTP only
     /// if its owner serves it (`--metrics-listen`).
     pub metrics: cachew_metrics::Exporter,
+    /// The data root and the decode budget (`--data-root`, `--max-decode-pixels`).
+    pub inputs: prepared::InputBounds,
 }
 
 /// Runs a worker: serves `listener` and talks to the dispatcher. When `shutdown` completes, or
@@ -119,7 +121,7 @@ pub async fn run(
         metrics.cache.clone(),
     );
     metrics::WorkerMetrics::watch_engine(&config.metrics, engine.accounts_source());
-    let cache = Arc::new(engine::PreparedCache::default());
+    let cache = Arc::new(engine::PreparedCache::new(config.inputs.clone()));
     let info: checkpoint::SharedInfo = Arc::default();
     let (restored, _checkpointer) = match &config.checkpoint_dir {
         None => (Vec::new(), None),
@@ -156,7 +158,7 @@ pub async fn run(
                 service::WorkerService::new(engine.clone(), config.started)
                     .with_metrics(metrics.fetch.clone()),
             )
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(cachew_proto::limits::MAX_WORKER_REQUEST_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(cachew_proto::incoming(listener), async {

@@ -1,10 +1,30 @@
 //! Datasets ready to run: a task's pipeline, file index and split plan ([`Prepared`]), kept by
-//! dataset id so that the tasks of one dataset share them ([`PreparedCache`]).
+//! dataset id so that the tasks of one dataset share them ([`PreparedCache`]), and the bounds
+//! every preparation applies ([`InputBounds`]: the data root and the decode budget).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cachew_pipeline::{Dataset, Pipeline, SplitPlan};
+use cachew_pipeline::{DataRoot, Dataset, Pipeline, SplitPlan};
+
+/// What a worker may read and decode: a task whose spec names a file outside `data_root` is
+/// refused (`--data-root`); a JPEG over `max_decode_pixels` is a bad record
+/// (`--max-decode-pixels`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputBounds {
+    pub data_root: DataRoot,
+    pub max_decode_pixels: u64,
+}
+
+impl Default for InputBounds {
+    /// Anywhere (the binary's default is its working directory), the default decode budget.
+    fn default() -> Self {
+        InputBounds {
+            data_root: DataRoot::anywhere(),
+            max_decode_pixels: cachew_pipeline::limits::DEFAULT_MAX_DECODE_PIXELS,
+        }
+    }
+}
 
 /// A dataset ready to run: its pipeline, index and split plan.
 #[derive(Debug)]
@@ -21,9 +41,23 @@ pub struct PreparedCache {
     /// One gate per dataset: tasks of a dataset arriving together wait for one preparation
     /// (indexing every file of a large dataset) instead of each starting its own.
     gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    bounds: InputBounds,
 }
 
 impl PreparedCache {
+    /// An empty cache whose preparations apply `bounds`.
+    pub fn new(bounds: InputBounds) -> PreparedCache {
+        PreparedCache {
+            bounds,
+            ..PreparedCache::default()
+        }
+    }
+
+    /// The bounds every preparation applies.
+    pub fn bounds(&self) -> &InputBounds {
+        &self.bounds
+    }
+
     /// The gate to hold while preparing dataset `id`.
     pub fn gate(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.gates

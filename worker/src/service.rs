@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use cachew_proto::limits::Bounded;
 use cachew_proto::v1;
 use tonic::{Request, Response, Status};
 
@@ -82,6 +83,7 @@ impl WorkerService {
         &self,
         req: v1::GetElementsRequest,
     ) -> Result<Response<v1::GetElementsResponse>, Status> {
+        req.check_bounds()?;
         let key = TaskKey::from(
             req.key
                 .ok_or_else(|| Status::invalid_argument("missing task key"))?,

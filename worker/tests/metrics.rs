@@ -143,6 +143,7 @@ async fn a_worker_exposes_balanced_element_accounts_and_its_readiness() {
         cache: None,
         drain_timeout: Duration::from_secs(5),
         metrics: exporter,
+        inputs: Default::default(),
     };
     let (stop_worker, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(cachew_worker::run(config, listener, async {

@@ -127,6 +127,13 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// Lets the dispatcher and every worker read dataset files under `dir` (`--data-root`; may
+    /// be given several times). Without it they read only under their working directory.
+    pub fn data_root(self, dir: &Path) -> Self {
+        let flags = ["--data-root".to_string(), dir.display().to_string()];
+        self.dispatcher_flags(flags.clone()).worker_flags(flags)
+    }
+
     /// Adds a client (`client-1`, `client-2`, ... in the order added).
     pub fn client(mut self, client: TrainingClient) -> Self {
         self.clients.push(client.args);

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::data_root::DataRoot;
 use crate::error::{PipelineError, Result};
 use crate::spec::{ErrorPolicy, PipelineSpec};
 use crate::tfrecord::{FileIndex, read_record_at};
@@ -36,7 +37,14 @@ impl OpenedSpec {
     /// Parses canonical spec JSON ([`PipelineSpec::from_json`]), indexes the files it names
     /// ([`Dataset::for_spec`]) and computes the dataset id.
     pub fn from_json(spec_json: &str) -> Result<OpenedSpec> {
+        OpenedSpec::from_json_under(spec_json, &DataRoot::anywhere())
+    }
+
+    /// [`OpenedSpec::from_json`], refusing a spec that names a file outside `root` before any
+    /// file is opened.
+    pub fn from_json_under(spec_json: &str, root: &DataRoot) -> Result<OpenedSpec> {
         let spec = PipelineSpec::from_json(spec_json)?;
+        root.check_spec(&spec)?;
         let dataset = Dataset::for_spec(&spec)?;
         let id = hex::encode(dataset.fingerprint(&spec));
         Ok(OpenedSpec { spec, dataset, id })

@@ -113,6 +113,8 @@ pub struct Pipeline {
     spec: Arc<PipelineSpec>,
     normalize: Vec<Option<NormalizeTable>>,
     cache_point: Option<usize>,
+    /// The decode budget: width x height x channels of one decoded JPEG.
+    max_decode_pixels: u64,
 }
 
 impl Pipeline {
@@ -131,7 +133,18 @@ impl Pipeline {
             spec: Arc::new(spec),
             normalize,
             cache_point,
+            max_decode_pixels: crate::limits::DEFAULT_MAX_DECODE_PIXELS,
         })
+    }
+
+    /// The same pipeline with another decode budget (width x height x channels of one decoded
+    /// JPEG; the default is [`crate::limits::DEFAULT_MAX_DECODE_PIXELS`]). A JPEG over it is a
+    /// bad record, handled by the spec's `on_error`.
+    pub fn with_max_decode_pixels(self, max_decode_pixels: u64) -> Pipeline {
+        Pipeline {
+            max_decode_pixels,
+            ..self
+        }
     }
 
     pub fn spec(&self) -> &PipelineSpec {
@@ -295,10 +308,12 @@ impl Pipeline {
                         return Err(bad(format!("decode_jpeg: `{feature}` is not bytes")));
                     };
                     let img =
-                        decode_jpeg(data, *channels).map_err(|reason| PipelineError::BadImage {
-                            record_id,
-                            feature: feature.clone(),
-                            reason,
+                        decode_jpeg(data, *channels, self.max_decode_pixels).map_err(|reason| {
+                            PipelineError::BadImage {
+                                record_id,
+                                feature: feature.clone(),
+                                reason,
+                            }
                         })?;
                     features.put(feature, Value::Image(img));
                 }

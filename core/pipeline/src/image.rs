@@ -15,8 +15,8 @@ use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
+use crate::limits::MAX_IMAGE_SIDE;
 use crate::rng::RecordRng;
-use crate::spec::MAX_IMAGE_SIDE;
 use crate::tensor::{DType, Tensor};
 
 /// A window over stored pixels, optionally mirrored horizontally.
@@ -121,7 +121,9 @@ impl Image {
 }
 
 /// Decodes a JPEG to an RGB (3) or grayscale (1) image with the decoder's scalar code path.
-pub fn decode_jpeg(data: &[u8], channels: u8) -> Result<Image, String> {
+/// The headers are read first: an image whose width x height x `channels` is over
+/// `max_pixels` (the decode budget) is refused before its buffer is allocated.
+pub fn decode_jpeg(data: &[u8], channels: u8, max_pixels: u64) -> Result<Image, String> {
     let colorspace = if channels == 1 {
         ColorSpace::Luma
     } else {
@@ -138,6 +140,13 @@ pub fn decode_jpeg(data: &[u8], channels: u8) -> Result<Image, String> {
     let (width, height) = decoder
         .dimensions()
         .ok_or_else(|| "no image dimensions in the headers".to_string())?;
+    let values = (width as u64) * (height as u64) * u64::from(channels);
+    if values > max_pixels {
+        return Err(format!(
+            "{width}x{height}x{channels} = {values} values is over the decode budget of \
+             {max_pixels} (--max-decode-pixels)"
+        ));
+    }
     let size = decoder
         .output_buffer_size()
         .ok_or_else(|| "image too large".to_string())?;
@@ -374,7 +383,7 @@ mod tests {
 
     #[test]
     fn corrupt_jpeg_is_an_error() {
-        assert!(decode_jpeg(b"not a jpeg", 3).is_err());
-        assert!(decode_jpeg(&[0xff, 0xd8, 0xff], 3).is_err());
+        assert!(decode_jpeg(b"not a jpeg", 3, u64::MAX).is_err());
+        assert!(decode_jpeg(&[0xff, 0xd8, 0xff], 3, u64::MAX).is_err());
     }
 }

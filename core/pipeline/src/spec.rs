@@ -62,6 +62,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PipelineError, Result};
+use crate::limits::{self, check_at_most};
+use crate::patterns::{expand_pattern, lexical};
 use crate::tensor::DType;
 
 /// What to do with a record that cannot be read, parsed or decoded.
@@ -276,8 +278,7 @@ impl std::fmt::Display for FeatureKind {
     }
 }
 
-/// Largest image side we accept from a decoder or a resize, to bound memory per record.
-pub const MAX_IMAGE_SIDE: u32 = 16_384;
+pub use crate::limits::MAX_IMAGE_SIDE;
 
 impl PipelineSpec {
     /// Reads, parses, resolves and validates a spec file. Relative file patterns are resolved
@@ -397,7 +398,11 @@ impl PipelineSpec {
         resolved.dedup();
         self.source.files = resolved
             .into_iter()
-            .map(|p| std::path::absolute(&p).unwrap_or(p).display().to_string())
+            .map(|p| {
+                lexical(&std::path::absolute(&p).unwrap_or(p))
+                    .display()
+                    .to_string()
+            })
             .collect();
         Ok(())
     }
@@ -436,6 +441,7 @@ impl PipelineSpec {
                 "must be at least 1",
             ));
         }
+        self.check_bounds()?;
         let mut features: BTreeMap<String, FeatureKind> = BTreeMap::new();
         let mut seen_cache = None;
         let mut first_random: Option<(usize, &str)> = None;
@@ -553,6 +559,7 @@ impl PipelineSpec {
                     if *attempts == 0 {
                         return Err(PipelineError::spec(at("attempts"), "must be at least 1"));
                     }
+                    check_at_most(at("attempts"), *attempts, limits::MAX_CROP_ATTEMPTS)?;
                     let c = image_channels(&features, feature);
                     features.insert(
                         feature.clone(),
@@ -589,6 +596,12 @@ impl PipelineSpec {
                         }
                     }
                     let c = image_channels(&features, feature);
+                    let values = u64::from(*height) * u64::from(*width) * c.map_or(1, |c| c as u64);
+                    check_at_most(
+                        format!("ops[{i}].height x width x channels"),
+                        values,
+                        limits::MAX_RESIZE_VALUES,
+                    )?;
                     features.insert(
                         feature.clone(),
                         FeatureKind::Tensor {
@@ -679,6 +692,7 @@ impl PipelineSpec {
                     if *size == 0 {
                         return Err(PipelineError::spec(at("size"), "must be at least 1"));
                     }
+                    check_at_most(at("size"), *size, limits::MAX_BATCH_SIZE)?;
                     for out in &self.outputs {
                         if let Some(kind @ FeatureKind::Tensor { shape, .. }) = features.get(out)
                             && shape.iter().any(Option::is_none)
@@ -692,6 +706,22 @@ impl PipelineSpec {
                             ));
                         }
                     }
+                    let example_bytes: u64 = self
+                        .outputs
+                        .iter()
+                        .filter_map(|out| match features.get(out) {
+                            Some(FeatureKind::Tensor { dtype, shape }) => Some(
+                                shape.iter().flatten().map(|&d| d as u64).product::<u64>()
+                                    * dtype.size() as u64,
+                            ),
+                            _ => None,
+                        })
+                        .sum();
+                    check_at_most(
+                        format!("ops[{i}].size x example bytes"),
+                        u64::from(*size).saturating_mul(example_bytes),
+                        limits::MAX_BATCH_BYTES,
+                    )?;
                 }
             }
         }
@@ -720,6 +750,68 @@ impl PipelineSpec {
             }
         }
         Ok(features)
+    }
+}
+
+impl PipelineSpec {
+    /// The bounds of the spec's lists, names and numeric shapes (the per-op bounds are checked
+    /// where `infer_features` checks each op). Runs before anything else reads these.
+    pub(crate) fn check_bounds(&self) -> Result<()> {
+        check_at_most(
+            "source.files (count)",
+            self.source.files.len(),
+            limits::MAX_SPEC_FILES,
+        )?;
+        for (i, f) in self.source.files.iter().enumerate() {
+            check_at_most(
+                format!("source.files[{i}] (bytes)"),
+                f.len(),
+                limits::MAX_PATH_BYTES,
+            )?;
+        }
+        check_at_most(
+            "source.split_records",
+            self.source.split_records,
+            limits::MAX_SPLIT_RECORDS,
+        )?;
+        if let Some(name) = &self.name {
+            check_at_most("name (bytes)", name.len(), limits::MAX_NAME_BYTES)?;
+        }
+        check_at_most("ops (count)", self.ops.len(), limits::MAX_OPS)?;
+        check_at_most("outputs (count)", self.outputs.len(), limits::MAX_FEATURES)?;
+        for (i, out) in self.outputs.iter().enumerate() {
+            check_at_most(
+                format!("outputs[{i}] (bytes)"),
+                out.len(),
+                limits::MAX_NAME_BYTES,
+            )?;
+        }
+        for (i, op) in self.ops.iter().enumerate() {
+            let OpSpec::ParseExample { features } = op else {
+                continue;
+            };
+            check_at_most(
+                format!("ops[{i}].features (count)"),
+                features.len(),
+                limits::MAX_FEATURES,
+            )?;
+            for (j, f) in features.iter().enumerate() {
+                let at = |field: &str| format!("ops[{i}].features[{j}].{field}");
+                check_at_most(at("key (bytes)"), f.key.len(), limits::MAX_NAME_BYTES)?;
+                check_at_most(
+                    at("name (bytes)"),
+                    f.output_name().len(),
+                    limits::MAX_NAME_BYTES,
+                )?;
+                let values = f
+                    .shape
+                    .iter()
+                    .try_fold(1usize, |n, &d| n.checked_mul(d))
+                    .unwrap_or(usize::MAX);
+                check_at_most(at("shape (values)"), values, limits::MAX_FEATURE_VALUES)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -771,61 +863,10 @@ fn image_channels(features: &BTreeMap<String, FeatureKind>, name: &str) -> Optio
     }
 }
 
-/// Expands `*` and `?` in the last path component into the regular files they match, sorted; a
-/// path without wildcards must exist (a missing one expands to nothing).
-fn expand_pattern(pattern: &Path) -> std::result::Result<Vec<PathBuf>, String> {
-    let name = pattern
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| format!("`{}` has no file name", pattern.display()))?;
-    let dir = pattern.parent().unwrap_or_else(|| Path::new("."));
-    if dir.to_string_lossy().contains(['*', '?']) {
-        return Err("wildcards are only allowed in the last path component".into());
-    }
-    if !name.contains(['*', '?']) {
-        return Ok(if pattern.is_file() {
-            vec![pattern.to_path_buf()]
-        } else {
-            Vec::new()
-        });
-    }
-    let matcher = name_matcher(name)?;
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
-        let file_name = entry.file_name();
-        let Some(file_name) = file_name.to_str() else {
-            continue;
-        };
-        if matcher.is_match(file_name) && entry.path().is_file() {
-            out.push(entry.path());
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Compiles a file-name pattern: `*` matches any run of characters, `?` exactly one, and every
-/// other character only itself (globset's classes, alternations and escapes are escaped away).
-fn name_matcher(name: &str) -> std::result::Result<globset::GlobMatcher, String> {
-    let mut glob = String::with_capacity(name.len());
-    for c in name.chars() {
-        match c {
-            '*' | '?' => glob.push(c),
-            c => glob.push_str(&globset::escape(c.encode_utf8(&mut [0; 4]))),
-        }
-    }
-    globset::GlobBuilder::new(&glob)
-        .backslash_escape(false)
-        .build()
-        .map(|g| g.compile_matcher())
-        .map_err(|e| format!("`{name}` is not a valid file pattern: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::patterns::name_matcher;
 
     const GOOD: &str = r#"
 outputs = ["image", "label"]

@@ -14,7 +14,10 @@
 //! # Recovery rules
 //! - A header whose length checksum does not match is corrupt: the reader reports the file and the
 //!   byte offset. Under [`ErrorPolicy::Skip`] the index scan resynchronises at the next offset that
-//!   starts a record whose two checksums both verify, and counts the skipped bytes.
+//!   starts a record whose two checksums both verify, and counts the skipped bytes. The work of
+//!   one resync is bounded ([`ResyncWork`]): the region is read once, and at most
+//!   [`RESYNC_MAX_CANDIDATES`] false headers and [`RESYNC_MAX_VERIFY_BYTES`] of their payloads are
+//!   verified; past either budget the rest of the file is counted skipped.
 //! - A payload whose checksum does not match is reported (or skipped) when the record is read; the
 //!   record keeps its id, so ids never shift because of content corruption.
 //! - A file that ends inside a record is truncated: the error names the offset of that record.
@@ -39,8 +42,8 @@ use crate::spec::ErrorPolicy;
 pub const HEADER_LEN: u64 = 12;
 /// Bytes of framing after the payload: its checksum.
 pub const FOOTER_LEN: u64 = 4;
-/// Largest payload we accept. Protects against allocating a corrupt length.
-pub const MAX_RECORD_LEN: u64 = 1 << 30;
+pub use crate::limits::MAX_RECORD_LEN;
+use crate::limits::{RESYNC_CHUNK_BYTES, RESYNC_MAX_CANDIDATES, RESYNC_MAX_VERIFY_BYTES};
 
 const MASK_DELTA: u32 = 0xa282_ead8;
 
@@ -191,7 +194,7 @@ impl FileIndex {
             skipped_regions += 1;
             let next = match problem {
                 Problem::Truncated(_) => size,
-                Problem::Corrupt(_) => resync(reader.get_ref(), path, offset + 1, size)?,
+                Problem::Corrupt(_) => resync(reader.get_ref(), path, offset + 1, size)?.0,
             };
             skipped_bytes += next - offset;
             offset = next;
@@ -246,23 +249,64 @@ impl Problem {
     }
 }
 
+/// What one resynchronisation cost: bytes read by the header scan, candidates whose header
+/// checksum verified, and payload bytes read to verify them. Bounded per bad region by the
+/// region's length plus [`crate::limits::RESYNC_MAX_VERIFY_BYTES`] and
+/// [`crate::limits::RESYNC_MAX_CANDIDATES`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResyncWork {
+    pub scanned_bytes: u64,
+    pub candidates: u32,
+    pub verified_bytes: u64,
+}
+
 /// Finds the next offset at or after `from` where a record starts whose header and payload
-/// checksums both verify; `size` if there is none.
-fn resync(file: &File, path: &Path, from: u64, size: u64) -> Result<u64> {
-    let mut candidate = from;
-    while candidate + HEADER_LEN + FOOTER_LEN <= size {
-        let mut header = [0u8; 12];
-        file.read_exact_at(&mut header, candidate)
+/// checksums both verify; `size` if there is none, or if the region exhausts its budget of
+/// candidates or verified bytes (the rest of the file then counts as skipped). The header scan
+/// reads the region once, [`RESYNC_CHUNK_BYTES`] at a time, and checks every offset in memory.
+fn resync(file: &File, path: &Path, from: u64, size: u64) -> Result<(u64, ResyncWork)> {
+    let mut work = ResyncWork::default();
+    let mut chunk = Vec::new();
+    let mut start = from;
+    while start + HEADER_LEN + FOOTER_LEN <= size {
+        // The chunk holds every header starting in [start, start + RESYNC_CHUNK_BYTES).
+        let want = (size - start).min(RESYNC_CHUNK_BYTES as u64 + HEADER_LEN - 1);
+        chunk.resize(want as usize, 0);
+        file.read_exact_at(&mut chunk, start)
             .map_err(|e| PipelineError::io(path, e))?;
-        if let Ok(len) = parse_header(&header)
-            && candidate + HEADER_LEN + len + FOOTER_LEN <= size
-            && read_record_at(file, path, candidate).is_ok()
-        {
-            return Ok(candidate);
+        work.scanned_bytes += want;
+        for (at, window) in chunk.windows(HEADER_LEN as usize).enumerate() {
+            let candidate = start + at as u64;
+            let Ok(header) = <&[u8; 12]>::try_from(window) else {
+                continue;
+            };
+            let Ok(len) = parse_header(header) else {
+                continue;
+            };
+            if candidate + HEADER_LEN + len + FOOTER_LEN > size {
+                continue;
+            }
+            work.candidates += 1;
+            work.verified_bytes += len + FOOTER_LEN;
+            if work.candidates > RESYNC_MAX_CANDIDATES
+                || work.verified_bytes > RESYNC_MAX_VERIFY_BYTES
+            {
+                tracing::warn!(
+                    path = %path.display(),
+                    from,
+                    candidates = work.candidates,
+                    verified_bytes = work.verified_bytes,
+                    "resync budget exhausted: the rest of the file is skipped"
+                );
+                return Ok((size, work));
+            }
+            if read_record_at(file, path, candidate).is_ok() {
+                return Ok((candidate, work));
+            }
         }
-        candidate += 1;
+        start += RESYNC_CHUNK_BYTES as u64;
     }
-    Ok(size)
+    Ok((size, work))
 }
 
 /// Reads the record whose header starts at `offset`, verifying both checksums.
@@ -465,5 +509,81 @@ mod tests {
         assert!(err.to_string().contains("exceeds the limit"), "{err}");
         let file = File::open(&path).unwrap();
         assert!(read_record_at(&file, &path, 0).is_err());
+    }
+
+    /// A crafted header at `at` whose length checksum verifies, claiming `len` bytes of payload
+    /// whose checksum will not.
+    fn false_header(bytes: &mut [u8], at: usize, len: u64) {
+        let l = len.to_le_bytes();
+        bytes[at..at + 8].copy_from_slice(&l);
+        bytes[at + 8..at + 12].copy_from_slice(&masked_crc32c(&l).to_le_bytes());
+    }
+
+    #[test]
+    fn a_long_garbage_region_is_scanned_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("garbage");
+        // 8 MiB of pseudo-random garbage, then two good records.
+        let mut bytes = Vec::with_capacity(8 << 20);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        while bytes.len() < 8 << 20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+        let garbage = bytes.len() as u64;
+        bytes.extend(frame_record(b"after one"));
+        bytes.extend(frame_record(b"after two"));
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let (next, work) = resync(&file, &path, 1, bytes.len() as u64).unwrap();
+        assert_eq!(next, garbage);
+        // Each byte of the region read about once (chunks overlap by a header), not once per
+        // candidate offset.
+        let chunks = garbage.div_ceil(RESYNC_CHUNK_BYTES as u64) + 1;
+        assert!(
+            work.scanned_bytes <= garbage + chunks * (RESYNC_CHUNK_BYTES as u64 + HEADER_LEN),
+            "{work:?}"
+        );
+        assert!(work.scanned_bytes >= garbage - 1, "{work:?}");
+        let index = FileIndex::build(&path, ErrorPolicy::Skip).unwrap();
+        assert_eq!(index.offsets, vec![garbage, garbage + 25]);
+        assert_eq!(index.skipped_bytes, garbage);
+    }
+
+    #[test]
+    fn a_region_full_of_false_headers_stops_at_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crafted");
+        // A false header every 16 bytes, each claiming 1 MiB whose checksum fails: verifying
+        // them all would read 1 MiB per 16 bytes of region (quadratic in the region).
+        let region = 2 * RESYNC_MAX_CANDIDATES as usize * 16;
+        let mut bytes = vec![0u8; region + (2 << 20)];
+        for at in (0..region).step_by(16) {
+            false_header(&mut bytes, at, 1 << 20);
+        }
+        let size = bytes.len() as u64;
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let (next, work) = resync(&file, &path, 1, size).unwrap();
+        assert_eq!(next, size, "the rest of the file is given up");
+        assert!(work.candidates <= RESYNC_MAX_CANDIDATES + 1, "{work:?}");
+        assert!(
+            work.verified_bytes <= RESYNC_MAX_VERIFY_BYTES + (1 << 20) + FOOTER_LEN,
+            "{work:?}"
+        );
+        // Under the candidate budget: a few false headers, then a good record, is found.
+        let mut bytes = vec![0u8; 64 * 16];
+        for at in (0..bytes.len()).step_by(16) {
+            false_header(&mut bytes, at, 8);
+        }
+        let good = bytes.len() as u64;
+        bytes.extend(frame_record(b"found"));
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let (next, work) = resync(&file, &path, 1, bytes.len() as u64).unwrap();
+        assert_eq!(next, good);
+        assert!(work.candidates >= 63 && work.candidates <= 66, "{work:?}");
     }
 }

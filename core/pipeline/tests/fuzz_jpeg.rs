@@ -3,14 +3,12 @@
 //! whose frame header (SOF) claims other dimensions. No panic, no loop, an error that says what
 //! was wrong, and memory within the decoder's bound.
 //!
-//! That bound is the output buffer of the largest image the decoder accepts, `MAX_IMAGE_SIDE`
-//! squared times 3 channels (768 MiB); decodes run one at a time here, and the process limit of
-//! this binary is that bound plus the usual `cachew_fuzzing::MEMORY_LIMIT`. A header claiming
-//! 16384 x 16384 costs more than that today (the decoder also holds coefficient planes, about
-//! 2.4 GB in all): the pixel budget of issue 16 §2 refuses such a header before decoding, and
-//! `a_huge_frame_header_stays_within_the_pixel_budget` (ignored until that budget exists)
-//! checks it. Frame headers are rewritten here up to 2048 x 2048 (and to 65535, which is
-//! refused).
+//! Decodes run with the workers' default pixel budget (`DEFAULT_MAX_DECODE_PIXELS`, 48 MiB of
+//! output), one at a time, so the process limit of this binary is that budget plus the usual
+//! `cachew_fuzzing::MEMORY_LIMIT`. A header claiming 16384 x 16384 (about 2.4 GB for the
+//! decoder) is refused from its header before anything is allocated
+//! (`a_huge_frame_header_stays_within_the_pixel_budget`). Frame headers are rewritten here up
+//! to 2048 x 2048 (and to 65535, which is refused).
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,12 +16,13 @@ use bytes::Bytes;
 use cachew_fuzzing::{bounded, bytes, config, mutated_from};
 use cachew_pipeline::example::{Example, Feature};
 use cachew_pipeline::image::decode_jpeg;
+use cachew_pipeline::limits::DEFAULT_MAX_DECODE_PIXELS;
 use cachew_pipeline::spec::MAX_IMAGE_SIDE;
 use cachew_pipeline::tfrecord;
 use proptest::prelude::*;
 
-/// The most one decode may hold: the largest accepted image, RGB.
-const DECODE_BOUND: usize = (MAX_IMAGE_SIDE as usize) * (MAX_IMAGE_SIDE as usize) * 3;
+/// The most one decode may hold: an image at the pixel budget, plus the decoder's own planes.
+const DECODE_BOUND: usize = 4 * DEFAULT_MAX_DECODE_PIXELS as usize;
 
 #[global_allocator]
 static ALLOCATOR: cachew_fuzzing::Allocator =
@@ -64,18 +63,20 @@ static ONE_DECODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn check(data: Vec<u8>, channels: u8) {
     let _one = ONE_DECODE.lock().unwrap_or_else(|p| p.into_inner());
-    bounded("decode_jpeg", move || match decode_jpeg(&data, channels) {
-        Ok(image) => {
-            assert!(image.height() <= MAX_IMAGE_SIDE as usize);
-            assert!(image.width() <= MAX_IMAGE_SIDE as usize);
-            assert_eq!(image.channels(), usize::from(channels));
-            let t = image.to_tensor();
-            assert_eq!(
-                t.data.len(),
-                image.height() * image.width() * image.channels()
-            );
+    bounded("decode_jpeg", move || {
+        match decode_jpeg(&data, channels, DEFAULT_MAX_DECODE_PIXELS) {
+            Ok(image) => {
+                assert!(image.height() <= MAX_IMAGE_SIDE as usize);
+                assert!(image.width() <= MAX_IMAGE_SIDE as usize);
+                assert_eq!(image.channels(), usize::from(channels));
+                let t = image.to_tensor();
+                assert_eq!(
+                    t.data.len(),
+                    image.height() * image.width() * image.channels()
+                );
+            }
+            Err(reason) => assert!(!reason.is_empty()),
         }
-        Err(reason) => assert!(!reason.is_empty()),
     });
 }
 
@@ -112,19 +113,22 @@ proptest! {
 }
 
 #[test]
-#[ignore = "needs the pixel budget of issue 16 section 2: today this decode asks for about 2.4 GB"]
 fn a_huge_frame_header_stays_within_the_pixel_budget() {
     let mut jpeg = jpegs().swap_remove(0);
     let at = sof_dimensions(&jpeg).unwrap();
     jpeg[at..at + 2].copy_from_slice(&16_384u16.to_be_bytes());
     jpeg[at + 2..at + 4].copy_from_slice(&16_384u16.to_be_bytes());
+    let Err(refused) = decode_jpeg(&jpeg, 3, DEFAULT_MAX_DECODE_PIXELS) else {
+        panic!("a 16384 x 16384 header is over the default budget");
+    };
+    assert!(refused.contains("16384"), "{refused}");
     check(jpeg, 3);
 }
 
 #[test]
 fn the_real_jpegs_decode() {
     for jpeg in jpegs() {
-        let image = decode_jpeg(&jpeg, 3).unwrap();
+        let image = decode_jpeg(&jpeg, 3, DEFAULT_MAX_DECODE_PIXELS).unwrap();
         assert_eq!((image.height(), image.width()), (96, 96));
     }
 }

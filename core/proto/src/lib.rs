@@ -13,6 +13,7 @@ pub mod backoff;
 #[cfg(any(test, feature = "certs"))]
 pub mod certs;
 pub mod daemon;
+pub mod limits;
 pub mod names;
 pub mod net;
 pub mod security;

@@ -207,6 +207,15 @@ pub enum Rejection {
     },
     #[error("cursor {0:?} is outside the job")]
     BadCursor(Cursor),
+    /// A field over its bound (`cachew_proto::limits`): checked again here, where memory is
+    /// sized, so a command that reaches the state machine another way (a journal record) cannot
+    /// allocate past it either.
+    #[error("{field}: {value} is over the bound {bound}")]
+    OverBound {
+        field: &'static str,
+        value: u64,
+        bound: u64,
+    },
     #[error(
         "job {0} was removed: it finished or was abandoned longer ago than the dispatcher's \
          retention; attach again by name (resuming from a saved cursor continues where it stopped)"

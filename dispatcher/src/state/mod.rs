@@ -363,6 +363,14 @@ impl State {
         resume: Option<Cursor>,
         cache_policy: CachePolicy,
     ) -> Result<Outcome, Rejection> {
+        let bound = cachew_proto::limits::MAX_CONSUMERS;
+        if num_consumers > bound {
+            return Err(Rejection::OverBound {
+                field: "num_consumers",
+                value: u64::from(num_consumers),
+                bound: u64::from(bound),
+            });
+        }
         let dataset = self
             .datasets
             .get(dataset_id)

@@ -3,7 +3,7 @@
 //! values; what decodes is applied the way replay applies it (`State::apply`, in order, after the
 //! records before it), and a decoded snapshot is served (status, liveness, retention).
 
-use cachew_dispatcher::state::{Command, State};
+use cachew_dispatcher::state::State;
 use cachew_dispatcher::{DispatcherConfig, DispatcherService, durable};
 use cachew_fuzzing::{bounded, bytes, config, json};
 use cachew_proto::{Dispatcher, v1};
@@ -75,12 +75,6 @@ fn written() -> &'static Written {
     })
 }
 
-/// See [`crate::AWAITING_BOUND_NUM_CONSUMERS`].
-fn awaiting_bounds(command: &Command) -> bool {
-    matches!(command, Command::GetOrCreateJob { num_consumers, .. }
-        if *num_consumers > crate::AWAITING_BOUND_NUM_CONSUMERS)
-}
-
 /// Replays payloads as `durable::replay` does, but on past a record that does not decode or
 /// apply (counted), to reach what follows it.
 fn replay(records: &[Vec<u8>]) -> (State, usize) {
@@ -89,7 +83,6 @@ fn replay(records: &[Vec<u8>]) -> (State, usize) {
     for (i, bytes) in records.iter().enumerate() {
         let seq = i as u64 + 1;
         match durable::decode_record(seq, bytes) {
-            Ok(command) if awaiting_bounds(&command) => refused += 1,
             Ok(command) => {
                 if let Err(rejection) = state.apply(&command) {
                     assert!(!rejection.to_string().is_empty());

@@ -16,9 +16,3 @@ mod session;
 #[global_allocator]
 static ALLOCATOR: cachew_fuzzing::Allocator =
     cachew_fuzzing::allocator(cachew_fuzzing::MEMORY_LIMIT);
-
-/// Issue 16 §2 bounds the request fields that size memory before they are used (`num_consumers`
-/// above all: a job allocates per consumer). Until that check exists, a request or a journaled
-/// command with more consumers than this is decoded but not served or applied here; remove this
-/// once the bound is in place (the fuzz tests then check it).
-pub const AWAITING_BOUND_NUM_CONSUMERS: u32 = 4096;

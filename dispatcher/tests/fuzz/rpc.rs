@@ -108,9 +108,6 @@ async fn serve(
         Rpc::GetDataset => done(svc.get_dataset(Request::new(decode(bytes)?)).await),
         Rpc::GetOrCreateJob => {
             let req: v1::GetOrCreateJobRequest = decode(bytes)?;
-            if req.num_consumers > crate::AWAITING_BOUND_NUM_CONSUMERS {
-                return None;
-            }
             done(svc.get_or_create_job(Request::new(req)).await)
         }
         Rpc::ClientHeartbeat => {

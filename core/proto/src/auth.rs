@@ -202,19 +202,23 @@ impl Tokens {
         };
         let digest: [u8; 32] = Sha256::digest(presented.trim_ascii()).into();
         // Every accepted token is compared: how long a refusal takes says nothing about which.
-        let mut role = None;
+        // One secret may serve several roles (the same file given to several flags): the call
+        // goes on if any of them may make it.
+        let needed = role_for(path);
+        let (mut known, mut allowed) = (None, false);
         for (r, token) in &self.by_role {
             if token.matches(&digest) {
-                role = Some(*r);
+                known = Some(*r);
+                allowed |= needed == Some(*r);
             }
         }
-        let Some(role) = role else {
+        let Some(role) = known else {
             return Err(Refusal::Unauthenticated(format!(
                 "{path}: the token sent is not one this server accepts"
             )));
         };
-        match role_for(path) {
-            Some(needed) if needed == role => Ok(()),
+        match needed {
+            Some(_) if allowed => Ok(()),
             Some(needed) => Err(Refusal::PermissionDenied(format!(
                 "{path} needs a {needed} token; a {role} token was sent"
             ))),
@@ -385,6 +389,31 @@ mod tests {
         // Unknown methods are nobody's.
         assert!(matches!(
             t.check("/other.Svc/Call", Some(b"Bearer a-secret")),
+            Err(Refusal::PermissionDenied(_))
+        ));
+    }
+
+    #[test]
+    fn one_shared_secret_serves_every_role_it_was_given_for() {
+        let mut shared = Tokens::default();
+        for role in [Role::Worker, Role::Trainer, Role::Admin] {
+            shared.insert(role, token("one-secret"));
+        }
+        for path in [REGISTER, JOB, ACT] {
+            assert_eq!(
+                shared.check(path, Some(b"Bearer one-secret")),
+                Ok(()),
+                "{path}"
+            );
+        }
+        // Shared by workers and trainers only: admin methods stay closed to it.
+        let mut two = Tokens::default();
+        two.insert(Role::Worker, token("wt-secret"));
+        two.insert(Role::Trainer, token("wt-secret"));
+        two.insert(Role::Admin, token("a-secret"));
+        assert_eq!(two.check(JOB, Some(b"Bearer wt-secret")), Ok(()));
+        assert!(matches!(
+            two.check(ACT, Some(b"Bearer wt-secret")),
             Err(Refusal::PermissionDenied(_))
         ));
     }

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use cachew_pipeline::example::Feature;
-use cachew_pipeline::exec::{Batcher, canonical_elements};
 use cachew_pipeline::limits::{self, DEFAULT_MAX_DECODE_PIXELS};
 use cachew_pipeline::tfrecord::TfRecordWriter;
 use cachew_pipeline::{Dataset, Pipeline, PipelineError, PipelineSpec};
@@ -65,17 +64,7 @@ const RESIZE_BATCH: &str = "[[ops]]\nop = \"resize\"\nfeature = \"image\"\nheigh
 
 /// Runs an epoch: (examples delivered, skipped) or the first error.
 fn run(p: &Pipeline, ds: &Dataset) -> Result<(usize, u64), PipelineError> {
-    let mut batcher = Batcher::for_spec(p.spec(), 0);
-    let mut delivered = 0;
-    for e in canonical_elements(p, ds, 1, 0) {
-        if let Some(b) = batcher.push(e?).unwrap() {
-            delivered += b.examples.len();
-        }
-    }
-    if let Some(b) = batcher.finish().unwrap() {
-        delivered += b.examples.len();
-    }
-    Ok((delivered, batcher.skipped()))
+    common::delivered_and_skipped(p, ds, 1)
 }
 
 #[test]

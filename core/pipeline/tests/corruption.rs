@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use cachew_pipeline::example::{Example, Feature};
-use cachew_pipeline::exec::{Batcher, canonical_elements};
+use cachew_pipeline::exec::canonical_elements;
 use cachew_pipeline::tfrecord::{HEADER_LEN, TfRecordWriter};
 use cachew_pipeline::{Dataset, ElementBody, Pipeline, PipelineError, PipelineSpec};
 
@@ -25,17 +25,7 @@ fn pipeline(files: &[PathBuf], on_error: &str) -> PipelineSpec {
 fn run(spec: PipelineSpec) -> Result<(usize, u64), PipelineError> {
     let ds = Dataset::for_spec(&spec)?;
     let p = Pipeline::new(spec)?;
-    let mut batcher = Batcher::for_spec(p.spec(), 0);
-    let mut delivered = 0;
-    for e in canonical_elements(&p, &ds, 3, 0) {
-        if let Some(b) = batcher.push(e?).unwrap() {
-            delivered += b.examples.len();
-        }
-    }
-    if let Some(b) = batcher.finish().unwrap() {
-        delivered += b.examples.len();
-    }
-    Ok((delivered, batcher.skipped()))
+    common::delivered_and_skipped(&p, &ds, 3)
 }
 
 #[test]

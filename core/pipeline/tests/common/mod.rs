@@ -69,3 +69,24 @@ pub fn copy_dataset(ds: &GeneratedDataset, to: &Path) -> Vec<PathBuf> {
         })
         .collect()
 }
+
+/// Runs epoch 0 of `p` over `ds` with `seed` in the canonical order and batches it: (examples
+/// delivered, records skipped) or the first error.
+pub fn delivered_and_skipped(
+    p: &cachew_pipeline::Pipeline,
+    ds: &cachew_pipeline::Dataset,
+    seed: u64,
+) -> Result<(usize, u64), cachew_pipeline::PipelineError> {
+    use cachew_pipeline::exec::{Batcher, canonical_elements};
+    let mut batcher = Batcher::for_spec(p.spec(), 0);
+    let mut delivered = 0;
+    for e in canonical_elements(p, ds, seed, 0) {
+        if let Some(b) = batcher.push(e?).unwrap() {
+            delivered += b.examples.len();
+        }
+    }
+    if let Some(b) = batcher.finish().unwrap() {
+        delivered += b.examples.len();
+    }
+    Ok((delivered, batcher.skipped()))
+}

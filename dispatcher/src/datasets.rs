@@ -5,13 +5,19 @@
 //! and go: the least recently used one is forgotten, and indexed again if it comes back).
 //! A spec naming a file outside the dispatcher's data root (`--data-root`) is refused before any
 //! file is opened; only specs that passed are indexed, and the root never changes while the
-//! process runs.
+//! process runs. At most [`INDEXING_AT_ONCE`] specs are indexed at a time: a burst of requests
+//! naming new specs waits for a turn instead of taking a blocking thread each (up to tokio's
+//! 512), and a spec indexed while its request waited is not indexed again.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// How many specs' indexes are kept.
 pub const INDEX_KEPT: usize = 256;
+
+/// How many specs are indexed at once (each reads every header of its files on a thread).
+pub const INDEXING_AT_ONCE: usize = 2;
 
 /// What is kept per canonical spec: (dataset id, records, last use).
 type Indexed = HashMap<String, (String, u64, u64)>;
@@ -23,10 +29,21 @@ use crate::state::DatasetEntry;
 
 /// The datasets already indexed: canonical spec -> (id, records), the [`INDEX_KEPT`] most
 /// recently used.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DatasetIndex {
     indexed: Mutex<(Indexed, u64)>,
     root: DataRoot,
+    /// Turns to index ([`INDEXING_AT_ONCE`]).
+    turns: tokio::sync::Semaphore,
+    /// Indexings running now, and the most ever run at once.
+    running: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Default for DatasetIndex {
+    fn default() -> Self {
+        DatasetIndex::new(DataRoot::anywhere())
+    }
 }
 
 impl DatasetIndex {
@@ -35,7 +52,16 @@ impl DatasetIndex {
         DatasetIndex {
             indexed: Mutex::default(),
             root,
+            turns: tokio::sync::Semaphore::new(INDEXING_AT_ONCE),
+            running: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
         }
+    }
+
+    /// The most indexings that ever ran at once (at most [`INDEXING_AT_ONCE`]).
+    #[cfg(test)]
+    fn peak_indexing(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
     }
 
     /// `InvalidArgument` naming the first file of the spec outside the data root (on a blocking
@@ -54,17 +80,45 @@ impl DatasetIndex {
     /// Indexes the dataset of a canonical spec (once per spec, the files checked against the
     /// data root first) and returns its entry.
     pub async fn entry(&self, spec_json: &str) -> Result<DatasetEntry, Status> {
+        if let Some(entry) = self.known_entry(spec_json)? {
+            return Ok(entry);
+        }
+        let _turn = self
+            .turns
+            .acquire()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        // Another request may have indexed the spec while this one waited for its turn.
+        if let Some(entry) = self.known_entry(spec_json)? {
+            return Ok(entry);
+        }
+        let running = self.running.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(running, Ordering::Relaxed);
+        let entry = self.index(spec_json).await;
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        let entry = entry?;
+        self.remember(spec_json, &entry.id, entry.num_records);
+        Ok(entry)
+    }
+
+    /// The entry of a spec already indexed.
+    fn known_entry(&self, spec_json: &str) -> Result<Option<DatasetEntry>, Status> {
         if let Some((id, records)) = self.known(spec_json) {
             let spec = PipelineSpec::from_json(spec_json)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            return Ok(DatasetEntry {
+            return Ok(Some(DatasetEntry {
                 id,
                 spec_json: spec_json.to_string(),
                 num_records: records,
                 split_records: spec.source.split_records,
                 shuffle: spec.shuffle,
-            });
+            }));
         }
+        Ok(None)
+    }
+
+    /// Indexes a spec's files (on a blocking thread).
+    async fn index(&self, spec_json: &str) -> Result<DatasetEntry, Status> {
         let json = spec_json.to_string();
         let root = self.root.clone();
         let entry = tokio::task::spawn_blocking(move || -> Result<DatasetEntry, String> {
@@ -80,7 +134,6 @@ impl DatasetIndex {
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(Status::invalid_argument)?;
-        self.remember(spec_json, &entry.id, entry.num_records);
         Ok(entry)
     }
 
@@ -180,5 +233,43 @@ mod tests {
         let inside = root.join("a.tfrecord");
         std::fs::write(&inside, b"").unwrap();
         index.check_root(&spec_naming(&inside)).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_burst_of_specs_is_indexed_a_few_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.tfrecord");
+        let mut bytes = Vec::new();
+        for i in 0..2000u32 {
+            bytes.extend(cachew_pipeline::tfrecord::frame_record(&i.to_le_bytes()));
+        }
+        std::fs::write(&file, &bytes).unwrap();
+        let index = std::sync::Arc::new(DatasetIndex::new(DataRoot::new(&[dir.path()]).unwrap()));
+        // 24 distinct specs (another split size each) and 8 requests for one more.
+        let specs: Vec<String> = (0..24)
+            .map(|i| {
+                let mut v: serde_json::Value = serde_json::from_str(&spec_naming(&file)).unwrap();
+                v["source"]["split_records"] = serde_json::json!(5 + i);
+                v.to_string()
+            })
+            .chain(std::iter::repeat_n(spec_naming(&file), 8))
+            .collect();
+        let requests: Vec<_> = specs
+            .into_iter()
+            .map(|json| {
+                let index = index.clone();
+                tokio::spawn(async move { index.entry(&json).await })
+            })
+            .collect();
+        for r in requests {
+            assert_eq!(r.await.unwrap().unwrap().num_records, 2000);
+        }
+        assert!(index.peak_indexing() >= 1);
+        assert!(
+            index.peak_indexing() <= INDEXING_AT_ONCE,
+            "{} at once",
+            index.peak_indexing()
+        );
+        assert_eq!(index.count(), 25, "each spec indexed and kept");
     }
 }

@@ -84,8 +84,9 @@ pub struct Args {
     pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub data_root: cachew_proto::limits::DataRootFlags,
-    /// Decode budget of one JPEG: width x height x channels of the decoded image. A JPEG whose
-    /// header asks for more is a bad record (the spec's `on_error`), never allocated.
+    /// Decode budget of one JPEG: width x height x channels of the decoded image (a progressive
+    /// JPEG adds 2 bytes per sample of each of its components). A JPEG whose header asks for
+    /// more is a bad record (the spec's `on_error`), never allocated.
     #[arg(long, default_value_t = cachew_pipeline::limits::DEFAULT_MAX_DECODE_PIXELS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_decode_pixels: u64,

@@ -11,6 +11,7 @@ use cachew_pipeline::{OpenedSpec, Pipeline};
 use cachew_proto::Channel;
 use cachew_proto::backoff::Backoff;
 use cachew_proto::{DispatcherClient, names, v1};
+use tonic::Code;
 
 use crate::WorkerError;
 use crate::checkpoint::{SharedInfo, TaskCheckpoint};
@@ -251,7 +252,8 @@ async fn heartbeat_loop(
         address,
     } = me;
     let mut failures = 0u32;
-    let pending = Arc::new(Pending::default());
+    // Admissions of an earlier registration hold leases the dispatcher voided.
+    engine.admissions().clear();
     // The dispatcher answered a `draining` heartbeat: this worker's splits moved.
     let mut drain_heard = false;
     loop {
@@ -259,7 +261,15 @@ async fn heartbeat_loop(
         if draining {
             lifecycle.draining();
         }
-        let tasks: Vec<v1::TaskProgress> = engine.reports().iter().map(report_to_wire).collect();
+        // Tasks being prepared (or refused) count as held: otherwise the dispatcher would
+        // answer every heartbeat at once with their assignment again.
+        let running = engine.reports();
+        let admitted = engine.admissions().reports(&running);
+        let tasks: Vec<v1::TaskProgress> = running
+            .iter()
+            .chain(&admitted)
+            .map(report_to_wire)
+            .collect();
         let left = draining && drain_heard && tasks.is_empty();
         // Reports travel at least once: a heartbeat that does not come back puts them back.
         let cache_reports = engine.take_cache_reports();
@@ -267,11 +277,7 @@ async fn heartbeat_loop(
             cache: cache_reports.clone(),
             worker_id,
             tasks,
-            free_slots: if draining {
-                0
-            } else {
-                engine.free_slots() as u32
-            },
+            free_slots: if draining { 0 } else { free_slots(engine) },
             wait_ms: if draining {
                 0
             } else {
@@ -301,14 +307,14 @@ async fn heartbeat_loop(
                     r = &mut call => break Some(r),
                     // A slot freed while the dispatcher holds our long poll: ask again at once.
                     _ = engine.slot_freed(), if !draining => {
-                        if engine.free_slots() as u32 > free {
+                        if free_slots(engine) > free {
                             break None;
                         }
                     }
                     // Tasks become idle with time (their clients stopped reading): their slots
                     // are free for other jobs without waiting for the long poll to end.
                     _ = tokio::time::sleep(IDLE_CHECK) => {
-                        if engine.free_slots() as u32 > free {
+                        if free_slots(engine) > free {
                             break None;
                         }
                     }
@@ -389,6 +395,7 @@ async fn heartbeat_loop(
                 Discard::Dropped
             };
             engine.drop_task_for(&key, d.lease, discard);
+            engine.admissions().forget(&key, d.lease);
         }
         if drain.is_requested() {
             if !resp.new_tasks.is_empty() {
@@ -408,43 +415,75 @@ async fn heartbeat_loop(
                     continue;
                 }
             };
-            if engine.has_task(&spec.key, spec.lease) || !pending.insert((spec.key, spec.lease)) {
+            if engine.has_task(&spec.key, spec.lease) || !engine.admissions().begin(&spec) {
                 continue;
             }
             // Prepare in the background so heartbeats keep flowing while a large dataset is
             // indexed.
-            let (mut client, cache, engine, pending, drain) = (
+            let (client, cache, engine, drain, me) = (
                 client.clone(),
                 cache.clone(),
                 engine.clone(),
-                pending.clone(),
                 drain.clone(),
+                address.to_string(),
             );
-            tokio::spawn(async move {
-                match prepare(&mut client, &cache, &spec.dataset_id).await {
-                    // A drain that started meanwhile takes no new task.
-                    Ok(_) if drain.is_requested() => {}
-                    Ok(p) => engine.add_task(spec.clone(), p),
-                    Err(e) => {
-                        tracing::error!(dataset = %spec.dataset_id, "cannot prepare dataset: {e}")
-                    }
-                }
-                pending.remove((spec.key, spec.lease));
-            });
+            tokio::spawn(async move { admit(client, (&cache, &engine, &drain), &me, spec).await });
         }
     }
 }
 
-/// Tasks being prepared, so a repeated assignment does not prepare twice.
-#[derive(Debug, Default)]
-struct Pending(std::sync::Mutex<std::collections::HashSet<(TaskKey, u64)>>);
+/// The engine's free slots less the tasks being prepared (each will take one).
+fn free_slots(engine: &Engine) -> u32 {
+    engine
+        .free_slots()
+        .saturating_sub(engine.admissions().preparing()) as u32
+}
 
-impl Pending {
-    fn insert(&self, k: (TaskKey, u64)) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(k)
-    }
-    fn remove(&self, k: (TaskKey, u64)) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
+/// The longest pause between two attempts to prepare a task after a transient failure.
+const PREPARE_RETRY_CAP: Duration = Duration::from_secs(10);
+
+/// Prepares an admitted task's dataset and hands the task to the engine. A transient failure
+/// (the dispatcher or a file unreachable) is retried with backoff for as long as the task stays
+/// admitted; a final one ([`WorkerError::Refused`]) refuses the task: its client is told why,
+/// naming this worker (`me`).
+async fn admit(
+    mut client: DispatcherClient<Channel>,
+    (cache, engine, drain): (&Arc<PreparedCache>, &Engine, &Drain),
+    me: &str,
+    spec: TaskSpec,
+) {
+    let (key, lease) = (spec.key, spec.lease);
+    let mut backoff = Backoff::new(Duration::from_millis(200), PREPARE_RETRY_CAP);
+    loop {
+        let prepared = prepare(&mut client, cache, &spec.dataset_id).await;
+        if !engine.admissions().is_preparing(&key, lease) {
+            return; // dropped or replaced meanwhile
+        }
+        match prepared {
+            // A drain that started meanwhile takes no new task.
+            Ok(_) if drain.is_requested() => {}
+            Ok(p) => engine.add_task(spec, p),
+            Err(e @ WorkerError::Refused(_)) => {
+                tracing::error!(dataset = %spec.dataset_id, ?key, lease, "task refused: {e}");
+                let reason = format!("worker {me}: {e}");
+                engine.admissions().refuse(&key, lease, reason);
+                return;
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                if backoff.attempts() == 1 || backoff.attempts().is_multiple_of(10) {
+                    tracing::warn!(
+                        dataset = %spec.dataset_id,
+                        attempts = backoff.attempts(),
+                        "cannot prepare dataset: {e}; retrying in {delay:?}"
+                    );
+                }
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        }
+        engine.admissions().finish(&key, lease);
+        return;
     }
 }
 
@@ -468,7 +507,16 @@ pub(crate) async fn prepare(
             dataset_id: dataset_id.to_string(),
         })
         .await
-        .map_err(|s| WorkerError::Dispatcher(s.message().to_string()))?
+        .map_err(|s| match s.code() {
+            // The dispatcher does not know the dataset, or refuses it: asking again will not help.
+            Code::NotFound | Code::InvalidArgument | Code::FailedPrecondition => {
+                WorkerError::Refused(format!(
+                    "dataset {dataset_id}: the dispatcher answered: {}",
+                    s.message()
+                ))
+            }
+            _ => WorkerError::Dispatcher(s.message().to_string()),
+        })?
         .into_inner()
         .spec_json;
     let id = dataset_id.to_string();
@@ -479,15 +527,22 @@ pub(crate) async fn prepare(
             spec,
             dataset,
             id: found,
-        } = OpenedSpec::from_json_under(&spec_json, &bounds.data_root)
-            .map_err(|e| WorkerError::Pipeline(format!("dataset {id} refused: {e}")))?;
+        } = OpenedSpec::from_json_under(&spec_json, &bounds.data_root).map_err(|e| {
+            // A file that cannot be read now may be readable later (a network file system);
+            // a spec or a file that is wrong stays wrong.
+            if e.is_io() {
+                WorkerError::Pipeline(format!("dataset {id}: {e}"))
+            } else {
+                WorkerError::Refused(format!("dataset {id} refused: {e}"))
+            }
+        })?;
         if found != id {
-            return Err(WorkerError::Pipeline(format!(
+            return Err(WorkerError::Refused(format!(
                 "dataset {id} has fingerprint {found} on this host: the files differ from the dispatcher's"
             )));
         }
         let pipeline = Pipeline::new(spec)
-            .map_err(|e| WorkerError::Pipeline(e.to_string()))?
+            .map_err(|e| WorkerError::Refused(format!("dataset {id}: {e}")))?
             .with_max_decode_pixels(bounds.max_decode_pixels);
         let plan = plan_for(&pipeline, &dataset);
         Ok(Prepared { pipeline, dataset, plan })

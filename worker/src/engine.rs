@@ -21,6 +21,7 @@ use cachew_pipeline::exec::{NoCache, PrefixCache};
 use cachew_pipeline::observe::{NoObserver, OpObserver};
 use cachew_proto::backoff::Backoff;
 
+pub use crate::admission::Admissions;
 use crate::cache::{CacheMode, CacheReports, CacheSettings, TaskCache};
 use crate::ledger::{Accounts, Discard, Ledger, TaskState};
 use crate::metrics::CacheMetrics;
@@ -163,6 +164,8 @@ struct Shared {
     max_lease: AtomicU64,
     /// Elements computed since this engine started.
     produced: AtomicU64,
+    /// Assigned tasks not running here yet (preparing) or refused (`admission.rs`).
+    admissions: Admissions,
     cache: Option<CacheSettings>,
     cache_reports: Arc<CacheReports>,
     /// Prefixes whose crashed writers' temporaries this worker already removed.
@@ -236,6 +239,7 @@ impl Engine {
             task_added: Notify::new(),
             max_lease: AtomicU64::new(0),
             produced: AtomicU64::new(0),
+            admissions: Admissions::default(),
             cache,
             cache_reports: Arc::new(CacheReports::new(cache_metrics)),
             cleaned: Mutex::default(),
@@ -462,6 +466,11 @@ impl Engine {
         move || shared.upgrade().map(|shared| Engine { shared }.accounts())
     }
 
+    /// The tasks assigned here that the engine does not run (yet).
+    pub fn admissions(&self) -> &Admissions {
+        &self.shared.admissions
+    }
+
     pub fn has_task(&self, key: &TaskKey, lease: u64) -> bool {
         self.lock()
             .tasks
@@ -514,6 +523,12 @@ impl Engine {
     ) -> Result<Fetched, FetchError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            if let Some(reason) = self.shared.admissions.refusal(&key, lease) {
+                return Err(FetchError::Pipeline(PipelineFailure {
+                    record_id: None,
+                    reason,
+                }));
+            }
             // The dispatcher tells the client where a split is as soon as it assigns it; the
             // assignment reaches this worker in the reply to its heartbeat, which may come a
             // moment later. A fetch for a lease newer than any this worker has waits for it

@@ -19,6 +19,7 @@
 //! [`run`] serves on an already-bound listener until `shutdown` resolves and the worker has
 //! drained (or the drain timed out), or until the dispatcher drained it.
 
+pub mod admission;
 pub mod cache;
 pub mod checkpoint;
 pub mod cli;
@@ -58,6 +59,11 @@ pub enum WorkerError {
     Dispatcher(String),
     #[error("pipeline: {0}")]
     Pipeline(String),
+    /// A task this worker will never run as assigned (a spec naming files outside its
+    /// `--data-root`, files that differ from the dispatcher's, a pipeline it cannot build):
+    /// final, unlike the other errors of preparing a task.
+    #[error("{0}")]
+    Refused(String),
     #[error("checkpoint: {0}")]
     Checkpoint(String),
     #[error("gRPC server failed: {0}")]

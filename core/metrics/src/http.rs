@@ -17,12 +17,24 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Binds the metrics listener, saying which flag failed when it cannot.
 pub async fn bind(address: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(address).await.map_err(|e| {
+    let listener = TcpListener::bind(address).await.map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("cannot listen on --metrics-listen {address}: {e}"),
         )
-    })
+    })?;
+    if let Ok(bound) = listener.local_addr()
+        && !bound.ip().is_loopback()
+    {
+        // Plain HTTP without authentication, by design (Prometheus scrapes it): it tells job
+        // names, worker addresses and progress, never data or credentials.
+        tracing::warn!(
+            "the metrics endpoint listens on {bound}, reachable beyond this host, over plain \
+             HTTP without authentication: anyone who reaches it reads job names, worker \
+             addresses and progress (no data, no credentials). Firewall it to the scraper."
+        );
+    }
+    Ok(listener)
 }
 
 /// Serves the endpoints on `listener` until `shutdown` resolves.

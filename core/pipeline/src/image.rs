@@ -140,11 +140,11 @@ pub fn decode_jpeg(data: &[u8], channels: u8, max_pixels: u64) -> Result<Image, 
     let (width, height) = decoder
         .dimensions()
         .ok_or_else(|| "no image dimensions in the headers".to_string())?;
-    let values = (width as u64) * (height as u64) * u64::from(channels);
+    let values = decode_values(&decoder, width, height, channels);
     if values > max_pixels {
         return Err(format!(
-            "{width}x{height}x{channels} = {values} values is over the decode budget of \
-             {max_pixels} (--max-decode-pixels)"
+            "{width}x{height}x{channels} is {values} values to decode, over the decode budget \
+             of {max_pixels} (--max-decode-pixels)"
         ));
     }
     let size = decoder
@@ -156,6 +156,26 @@ pub fn decode_jpeg(data: &[u8], channels: u8, max_pixels: u64) -> Result<Image, 
         .map_err(|e| e.to_string())?;
     Image::new(Bytes::from(pixels), height, width, usize::from(channels))
         .ok_or_else(|| format!("decoder returned {size} bytes for {width}x{height}"))
+}
+
+/// What decoding holds, in values (bytes): the output, width x height x `channels`, and for a
+/// progressive JPEG also its coefficient planes, kept whole until the last scan: two bytes per
+/// sample of every component the file has (`components`, which may be more than the output's
+/// channels, e.g. a CMYK file decoded to grayscale).
+fn decode_values(
+    decoder: &JpegDecoder<ZCursor<&[u8]>>,
+    width: usize,
+    height: usize,
+    channels: u8,
+) -> u64 {
+    let pixels = (width as u64) * (height as u64);
+    let output = pixels * u64::from(channels);
+    match decoder.info() {
+        Some(info) if info.sof.is_progressive() => {
+            output + pixels * u64::from(info.components.max(1)) * 2
+        }
+        _ => output,
+    }
 }
 
 /// Picks an Inception-style crop window (x, y, w, h) for an image of `width` x `height`:
@@ -385,5 +405,41 @@ mod tests {
     fn corrupt_jpeg_is_an_error() {
         assert!(decode_jpeg(b"not a jpeg", 3, u64::MAX).is_err());
         assert!(decode_jpeg(&[0xff, 0xd8, 0xff], 3, u64::MAX).is_err());
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    /// A 64 x 64 RGB JPEG, baseline or progressive.
+    fn jpeg(progressive: bool) -> Vec<u8> {
+        let pixels: Vec<u8> = (0..64 * 64 * 3).map(|i| (i * 13 % 251) as u8).collect();
+        let mut out = Vec::new();
+        let mut encoder = jpeg_encoder::Encoder::new(&mut out, 90);
+        encoder.set_progressive(progressive);
+        encoder
+            .encode(&pixels, 64, 64, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_progressive_jpeg_counts_its_coefficient_planes_against_the_budget() {
+        let output = 64 * 64 * 3;
+        // Baseline: the output is all the decoder holds.
+        decode_jpeg(&jpeg(false), 3, output).unwrap();
+        decode_jpeg(&jpeg(false), 3, output - 1).unwrap_err();
+        // Progressive: two bytes per sample of each of its three components on top.
+        let progressive = jpeg(true);
+        let err = decode_jpeg(&progressive, 3, output).unwrap_err();
+        assert!(
+            err.contains("over the decode budget") && err.contains(&(output * 3).to_string()),
+            "{err}"
+        );
+        // Decoded to grayscale, the file's three components still count.
+        decode_jpeg(&progressive, 1, 64 * 64 * 6).unwrap_err();
+        decode_jpeg(&progressive, 1, 64 * 64 * 7).unwrap();
+        decode_jpeg(&progressive, 3, output * 3).unwrap();
     }
 }

@@ -54,7 +54,8 @@ pub const MAX_IMAGE_SIDE: u32 = 16_384;
 pub const MAX_RESIZE_VALUES: u64 = DEFAULT_MAX_DECODE_PIXELS;
 
 /// Default pixel budget of one JPEG decode: width x height x channels of the decoded image, the
-/// bytes of its buffer. 4096 x 4096 x 3 (48 MiB) decodes a 16-megapixel RGB photo; ImageNet-class
+/// bytes of its buffer (plus, for a progressive JPEG, its coefficient planes: 2 bytes per sample
+/// of each of the file's components). 4096 x 4096 x 3 (48 MiB) decodes a 16-megapixel RGB photo; ImageNet-class
 /// images are a few hundred pixels on a side, so nearly all use well under 1% of it. Every
 /// compute thread of a worker may hold one decode, so a worker's decode memory is at most this
 /// times its threads. A worker changes it with `--max-decode-pixels`.
@@ -63,15 +64,15 @@ pub const DEFAULT_MAX_DECODE_PIXELS: u64 = 4096 * 4096 * 3;
 /// Largest TFRecord payload we accept. Protects against allocating a corrupt length.
 pub const MAX_RECORD_LEN: u64 = 1 << 30;
 
-/// Resynchronisation after a corrupt TFRecord header (`on_error = "skip"`), per bad region: the
-/// candidates whose header checksum verifies and whose payload is then read to check its
-/// checksum. Random garbage makes a false header one time in 2^32; a region crafted to be full of
-/// them gives up here instead of costing a read per byte.
+/// Resynchronisation after a corrupt TFRecord header (`on_error = "skip"`), per file (over all
+/// its bad regions): false candidates, whose header checksum verifies but whose payload, read to
+/// check its checksum, does not. Random garbage makes a false header one time in 2^32; a file
+/// crafted to be full of them gives up here instead of costing a read per byte.
 pub const RESYNC_MAX_CANDIDATES: u32 = 4096;
 
-/// Resynchronisation, per bad region: payload bytes read to verify candidates. With the header
-/// scan reading each byte of the region once, a bad region costs at most its own length plus
-/// this. A region that exhausts either budget ends the file: the rest of it is counted skipped.
+/// Resynchronisation, per file: payload bytes read to verify false candidates. With the header
+/// scan reading each byte of a bad region once, resyncing costs a file at most its own length
+/// plus this. Exhausting either budget ends the file: the rest of it is counted skipped.
 pub const RESYNC_MAX_VERIFY_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The bytes the header scan of a resync reads at a time.

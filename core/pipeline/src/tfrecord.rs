@@ -15,9 +15,11 @@
 //! - A header whose length checksum does not match is corrupt: the reader reports the file and the
 //!   byte offset. Under [`ErrorPolicy::Skip`] the index scan resynchronises at the next offset that
 //!   starts a record whose two checksums both verify, and counts the skipped bytes. The work of
-//!   one resync is bounded ([`ResyncWork`]): the region is read once, and at most
-//!   [`RESYNC_MAX_CANDIDATES`] false headers and [`RESYNC_MAX_VERIFY_BYTES`] of their payloads are
-//!   verified; past either budget the rest of the file is counted skipped.
+//!   resyncing is bounded per file ([`ResyncWork`], over all its bad regions): each region is
+//!   read once, and at most [`RESYNC_MAX_CANDIDATES`] false headers and
+//!   [`RESYNC_MAX_VERIFY_BYTES`] of their payloads are verified in the whole file; past either
+//!   budget the rest of the file is counted skipped. A file of many bad regions so costs at most
+//!   its own length plus that budget, not the budget once per region.
 //! - A payload whose checksum does not match is reported (or skipped) when the record is read; the
 //!   record keeps its id, so ids never shift because of content corruption.
 //! - A file that ends inside a record is truncated: the error names the offset of that record.
@@ -130,6 +132,8 @@ pub struct FileIndex {
     /// SHA-256 over the stored payload checksums of every indexed record, in order: a content
     /// fingerprint of the file that costs no extra reads.
     pub content_digest: [u8; 32],
+    /// What resynchronising after its bad regions cost (only under `Skip`).
+    pub resync: ResyncWork,
 }
 
 impl FileIndex {
@@ -145,6 +149,7 @@ impl FileIndex {
         let mut offsets = Vec::new();
         let mut skipped_bytes = 0;
         let mut skipped_regions = 0;
+        let mut resync_work = ResyncWork::default();
         let mut digest = Sha256::new();
         let mut offset = 0u64;
         while offset < size {
@@ -194,7 +199,9 @@ impl FileIndex {
             skipped_regions += 1;
             let next = match problem {
                 Problem::Truncated(_) => size,
-                Problem::Corrupt(_) => resync(reader.get_ref(), path, offset + 1, size)?.0,
+                Problem::Corrupt(_) => {
+                    resync(reader.get_ref(), path, offset + 1, size, &mut resync_work)?
+                }
             };
             skipped_bytes += next - offset;
             offset = next;
@@ -209,6 +216,7 @@ impl FileIndex {
             skipped_bytes,
             skipped_regions,
             content_digest: digest.finalize().into(),
+            resync: resync_work,
         })
     }
 
@@ -249,10 +257,11 @@ impl Problem {
     }
 }
 
-/// What one resynchronisation cost: bytes read by the header scan, candidates whose header
-/// checksum verified, and payload bytes read to verify them. Bounded per bad region by the
-/// region's length plus [`crate::limits::RESYNC_MAX_VERIFY_BYTES`] and
-/// [`crate::limits::RESYNC_MAX_CANDIDATES`].
+/// What resynchronising cost in one file: bytes read by the header scans, false candidates (a
+/// header checksum that verified, a payload that did not), and payload bytes read to verify
+/// them. Bounded per file by the file's length plus [`crate::limits::RESYNC_MAX_VERIFY_BYTES`]
+/// and [`crate::limits::RESYNC_MAX_CANDIDATES`]; the record a resync finds costs its own length,
+/// once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ResyncWork {
     pub scanned_bytes: u64,
@@ -261,11 +270,11 @@ pub struct ResyncWork {
 }
 
 /// Finds the next offset at or after `from` where a record starts whose header and payload
-/// checksums both verify; `size` if there is none, or if the region exhausts its budget of
-/// candidates or verified bytes (the rest of the file then counts as skipped). The header scan
-/// reads the region once, [`RESYNC_CHUNK_BYTES`] at a time, and checks every offset in memory.
-fn resync(file: &File, path: &Path, from: u64, size: u64) -> Result<(u64, ResyncWork)> {
-    let mut work = ResyncWork::default();
+/// checksums both verify; `size` if there is none, or if the file exhausts its budget of false
+/// candidates or verified bytes (`work`, the file's resyncs so far; the rest of the file then
+/// counts as skipped). The header scan reads the region once, [`RESYNC_CHUNK_BYTES`] at a time,
+/// and checks every offset in memory.
+fn resync(file: &File, path: &Path, from: u64, size: u64, work: &mut ResyncWork) -> Result<u64> {
     let mut chunk = Vec::new();
     let mut start = from;
     while start + HEADER_LEN + FOOTER_LEN <= size {
@@ -286,27 +295,27 @@ fn resync(file: &File, path: &Path, from: u64, size: u64) -> Result<(u64, Resync
             if candidate + HEADER_LEN + len + FOOTER_LEN > size {
                 continue;
             }
-            work.candidates += 1;
-            work.verified_bytes += len + FOOTER_LEN;
-            if work.candidates > RESYNC_MAX_CANDIDATES
-                || work.verified_bytes > RESYNC_MAX_VERIFY_BYTES
+            if work.candidates >= RESYNC_MAX_CANDIDATES
+                || work.verified_bytes + len + FOOTER_LEN > RESYNC_MAX_VERIFY_BYTES
             {
                 tracing::warn!(
                     path = %path.display(),
                     from,
                     candidates = work.candidates,
                     verified_bytes = work.verified_bytes,
-                    "resync budget exhausted: the rest of the file is skipped"
+                    "the file's resync budget is exhausted: the rest of it is skipped"
                 );
-                return Ok((size, work));
+                return Ok(size);
             }
             if read_record_at(file, path, candidate).is_ok() {
-                return Ok((candidate, work));
+                return Ok(candidate);
             }
+            work.candidates += 1;
+            work.verified_bytes += len + FOOTER_LEN;
         }
         start += RESYNC_CHUNK_BYTES as u64;
     }
-    Ok((size, work))
+    Ok(size)
 }
 
 /// Reads the record whose header starts at `offset`, verifying both checksums.
@@ -537,7 +546,8 @@ mod tests {
         bytes.extend(frame_record(b"after two"));
         std::fs::write(&path, &bytes).unwrap();
         let file = File::open(&path).unwrap();
-        let (next, work) = resync(&file, &path, 1, bytes.len() as u64).unwrap();
+        let mut work = ResyncWork::default();
+        let next = resync(&file, &path, 1, bytes.len() as u64, &mut work).unwrap();
         assert_eq!(next, garbage);
         // Each byte of the region read about once (chunks overlap by a header), not once per
         // candidate offset.
@@ -566,13 +576,11 @@ mod tests {
         let size = bytes.len() as u64;
         std::fs::write(&path, &bytes).unwrap();
         let file = File::open(&path).unwrap();
-        let (next, work) = resync(&file, &path, 1, size).unwrap();
+        let mut work = ResyncWork::default();
+        let next = resync(&file, &path, 1, size, &mut work).unwrap();
         assert_eq!(next, size, "the rest of the file is given up");
-        assert!(work.candidates <= RESYNC_MAX_CANDIDATES + 1, "{work:?}");
-        assert!(
-            work.verified_bytes <= RESYNC_MAX_VERIFY_BYTES + (1 << 20) + FOOTER_LEN,
-            "{work:?}"
-        );
+        assert!(work.candidates <= RESYNC_MAX_CANDIDATES, "{work:?}");
+        assert!(work.verified_bytes <= RESYNC_MAX_VERIFY_BYTES, "{work:?}");
         // Under the candidate budget: a few false headers, then a good record, is found.
         let mut bytes = vec![0u8; 64 * 16];
         for at in (0..bytes.len()).step_by(16) {
@@ -582,8 +590,54 @@ mod tests {
         bytes.extend(frame_record(b"found"));
         std::fs::write(&path, &bytes).unwrap();
         let file = File::open(&path).unwrap();
-        let (next, work) = resync(&file, &path, 1, bytes.len() as u64).unwrap();
+        let mut work = ResyncWork::default();
+        let next = resync(&file, &path, 1, bytes.len() as u64, &mut work).unwrap();
         assert_eq!(next, good);
-        assert!(work.candidates >= 63 && work.candidates <= 66, "{work:?}");
+        assert!(work.candidates >= 62 && work.candidates <= 65, "{work:?}");
+    }
+
+    #[test]
+    fn many_bad_regions_share_one_budget_per_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("regions");
+        // Regions of false headers (each claiming 1 MiB, so each costs a 1 MiB verify read),
+        // each followed by a good record: per region, every one fits the budget; together they
+        // would cost the budget many times over.
+        let per_region = 64usize;
+        let regions = 2 * (RESYNC_MAX_VERIFY_BYTES >> 20) as usize / per_region;
+        let mut bytes = Vec::new();
+        let mut payload_pad = vec![0u8; (1 << 20) + 64];
+        for _ in 0..regions {
+            // A zero header is corrupt (its checksum is not zero): the region starts there.
+            let start = bytes.len() + 16;
+            bytes.resize(start + per_region * 16, 0);
+            for at in (start..bytes.len()).step_by(16) {
+                false_header(&mut bytes, at, 1 << 20);
+            }
+            bytes.extend(frame_record(b"good"));
+        }
+        // The false headers' claimed payloads must fit in the file for them to be candidates.
+        bytes.append(&mut payload_pad);
+        std::fs::write(&path, &bytes).unwrap();
+        let index = FileIndex::build(&path, ErrorPolicy::Skip).unwrap();
+        assert!(
+            index.resync.verified_bytes <= RESYNC_MAX_VERIFY_BYTES,
+            "{:?}",
+            index.resync
+        );
+        assert!(
+            index.resync.candidates <= RESYNC_MAX_CANDIDATES,
+            "{:?}",
+            index.resync
+        );
+        // The budget ran out part way: the records of the early regions were found, the rest
+        // of the file counted skipped.
+        assert!(!index.offsets.is_empty(), "{index:?}");
+        assert!(
+            index.offsets.len() < regions,
+            "{} of {regions}",
+            index.offsets.len()
+        );
+        assert!(index.skipped_bytes > 0);
     }
 }

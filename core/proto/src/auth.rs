@@ -320,7 +320,36 @@ pub fn is_refusal(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
         tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
-    )
+    ) || is_tls_refusal(status)
+}
+
+/// What rustls says, somewhere in a failed call's error chain, when one side of the TLS
+/// handshake refused the other's certificate: the server refused ours (it sends a fatal alert),
+/// or ours did not verify the server's. The transport reports these as any broken connection
+/// (`Unavailable`, `Unknown`); retrying with the same certificates cannot succeed.
+const TLS_REFUSALS: &[&str] = &[
+    "received fatal alert: CertificateRequired",
+    "received fatal alert: BadCertificate",
+    "received fatal alert: UnknownCA",
+    "received fatal alert: CertificateUnknown",
+    "received fatal alert: UnsupportedCertificate",
+    "received fatal alert: CertificateRevoked",
+    "received fatal alert: CertificateExpired",
+    "received fatal alert: AccessDenied",
+    "invalid peer certificate",
+];
+
+/// Whether a failed call's status (its message and every error in its source chain) says a
+/// TLS certificate was refused ([`TLS_REFUSALS`]).
+pub fn is_tls_refusal(status: &tonic::Status) -> bool {
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(s) = source {
+        text.push('\n');
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    TLS_REFUSALS.iter().any(|m| text.contains(m))
 }
 
 #[cfg(test)]

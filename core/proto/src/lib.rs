@@ -104,6 +104,7 @@ pub fn endpoint_with(address: &str, security: &security::Security) -> Result<End
             .tls_config(tls.clone())
             .map_err(|e| WireError(format!("TLS to `{address}`: {e}")))?;
     }
+    security::warn_if_plaintext(address, security);
     Ok(Endpoint {
         inner,
         token: auth::SendToken::new(security.token().cloned()),

@@ -242,10 +242,27 @@ pub struct DataRootFlags {
 }
 
 impl DataRootFlags {
-    /// The data root the flags name (the working directory without any).
+    /// The data root the flags name (the working directory without any, which is said in the
+    /// log: loudly when that directory is `/`, as under a service manager).
     pub fn data_root(&self) -> Result<cachew_pipeline::DataRoot, String> {
-        cachew_pipeline::data_root::from_flags(&self.data_root)
-            .map_err(|e| format!("--data-root: {e}"))
+        let root = cachew_pipeline::data_root::from_flags(&self.data_root)
+            .map_err(|e| format!("--data-root: {e}"))?;
+        if self.data_root.is_empty() {
+            let dirs = root.dirs();
+            if dirs.iter().any(|d| d.parent().is_none()) {
+                tracing::warn!(
+                    "SECURITY: no --data-root, and the working directory is /: a job's spec \
+                     may name any file on this host. Give --data-root with the datasets' \
+                     directory."
+                );
+            } else {
+                tracing::warn!(
+                    data_root = ?dirs,
+                    "no --data-root: specs may name files under the working directory only"
+                );
+            }
+        }
+        Ok(root)
     }
 }
 

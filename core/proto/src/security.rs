@@ -283,6 +283,49 @@ pub fn warn_if_exposed(address: SocketAddr, security: &Security) {
     }
 }
 
+/// Logs a loud warning (once per process) when this process calls a peer beyond loopback in
+/// plaintext although it was given credentials: a token sent without TLS (`--token-file`
+/// without `--tls-ca`) can be read off the wire, and a server identity without `--tls-ca` makes
+/// this process's own calls plain.
+pub fn warn_if_plaintext(address: &str, security: &Security) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if security.client_tls() || !(security.token.is_some() || security.server_tls()) {
+        return;
+    }
+    if is_loopback_address(address) {
+        return;
+    }
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "SECURITY: calling {address} without TLS (no --tls-ca){}: anyone on the path can \
+             read {}. Give --tls-ca (the CA that signed the servers' certificates).",
+            if security.token.is_some() {
+                " although this process sends a token"
+            } else {
+                " although this process serves TLS"
+            },
+            if security.token.is_some() {
+                "the token and the data"
+            } else {
+                "the data"
+            }
+        );
+    });
+}
+
+/// Whether `address` (`host:port`) names this host: a loopback IP or `localhost`.
+fn is_loopback_address(address: &str) -> bool {
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The clap flags every binary offers for TLS and tokens.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SecurityFlags {
@@ -353,5 +396,25 @@ impl SecurityFlags {
             args.push(name.clone());
         }
         args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_address;
+
+    #[test]
+    fn loopback_addresses_are_this_host_and_others_are_not() {
+        for a in ["127.0.0.1:50051", "127.0.0.9:1", "localhost:7", "[::1]:80"] {
+            assert!(is_loopback_address(a), "{a}");
+        }
+        for a in [
+            "10.0.0.2:50051",
+            "[fe80::1]:80",
+            "dispatcher:50051",
+            "0.0.0.0:1",
+        ] {
+            assert!(!is_loopback_address(a), "{a}");
+        }
     }
 }

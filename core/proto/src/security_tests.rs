@@ -152,6 +152,17 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
     );
     let rogue = list(&address, &load(&pki.flags(Some("rogue")), Side::CallsOnly)).await;
     assert!(rogue.is_err(), "a certificate of another CA was accepted");
+    // A call (not only a connection) refused for its certificate is known as a refusal: callers
+    // stop instead of retrying it forever as a broken connection.
+    for who in [None, Some("rogue")] {
+        let status = fetch(&address, &load(&pki.flags(who), Side::CallsOnly))
+            .await
+            .expect_err("served without a certificate of the CA");
+        assert!(
+            crate::auth::is_refusal(&status),
+            "{who:?}: not recognised as a refusal: {status:?}"
+        );
+    }
     let plain = list(&address, &Security::none()).await;
     assert!(
         plain.is_err(),
@@ -170,6 +181,8 @@ async fn clients_verify_the_servers_ip_address_or_the_name_they_are_given() {
         list(&address, &client).await.is_err(),
         "a certificate for another IP address was accepted"
     );
+    let status = fetch(&address, &client).await.expect_err("served");
+    assert!(crate::auth::is_refusal(&status), "{status:?}");
     let named = SecurityFlags {
         tls_server_name: Some("elsewhere".into()),
         ..pki.flags(Some("trainer"))

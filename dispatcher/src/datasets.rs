@@ -10,8 +10,8 @@
 //! 512), and a spec indexed while its request waited is not indexed again.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// How many specs' indexes are kept.
 pub const INDEX_KEPT: usize = 256;
@@ -22,8 +22,23 @@ pub const INDEXING_AT_ONCE: usize = 2;
 /// What is kept per canonical spec: (dataset id, records, last use).
 type Indexed = HashMap<String, (String, u64, u64)>;
 
-use cachew_pipeline::{DataRoot, OpenedSpec, PipelineSpec};
+use cachew_pipeline::{DataRoot, OpenedSpec, PipelineError, PipelineSpec};
 use tonic::Status;
+
+/// The status of a spec that cannot be indexed: `InvalidArgument` (the spec, a file outside the
+/// root, a missing, unreadable or corrupt file: asking again will not help), or `Unavailable`
+/// for an I/O error that may clear up (a file system not answering), which clients retry.
+fn refusal(e: PipelineError) -> Status {
+    use std::io::ErrorKind::{NotFound, PermissionDenied};
+    match &e {
+        PipelineError::Io { source, .. }
+            if !matches!(source.kind(), NotFound | PermissionDenied) =>
+        {
+            Status::unavailable(e.to_string())
+        }
+        _ => Status::invalid_argument(e.to_string()),
+    }
+}
 
 use crate::state::DatasetEntry;
 
@@ -33,10 +48,16 @@ use crate::state::DatasetEntry;
 pub struct DatasetIndex {
     indexed: Mutex<(Indexed, u64)>,
     root: DataRoot,
-    /// Turns to index ([`INDEXING_AT_ONCE`]).
-    turns: tokio::sync::Semaphore,
+    /// Turns to index ([`INDEXING_AT_ONCE`]). A turn is held by the indexing thread itself, so
+    /// a request cancelled meanwhile (its client gone) does not free it early.
+    turns: Arc<tokio::sync::Semaphore>,
     /// Indexings running now, and the most ever run at once.
-    running: AtomicUsize,
+    running: Arc<Running>,
+}
+
+#[derive(Debug, Default)]
+struct Running {
+    now: AtomicUsize,
     peak: AtomicUsize,
 }
 
@@ -52,16 +73,15 @@ impl DatasetIndex {
         DatasetIndex {
             indexed: Mutex::default(),
             root,
-            turns: tokio::sync::Semaphore::new(INDEXING_AT_ONCE),
-            running: AtomicUsize::new(0),
-            peak: AtomicUsize::new(0),
+            turns: Arc::new(tokio::sync::Semaphore::new(INDEXING_AT_ONCE)),
+            running: Arc::default(),
         }
     }
 
     /// The most indexings that ever ran at once (at most [`INDEXING_AT_ONCE`]).
     #[cfg(test)]
     fn peak_indexing(&self) -> usize {
-        self.peak.load(Ordering::Relaxed)
+        self.running.peak.load(Ordering::Relaxed)
     }
 
     /// `InvalidArgument` naming the first file of the spec outside the data root (on a blocking
@@ -74,7 +94,7 @@ impl DatasetIndex {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::invalid_argument(e.to_string()))
+        .map_err(refusal)
     }
 
     /// Indexes the dataset of a canonical spec (once per spec, the files checked against the
@@ -83,20 +103,17 @@ impl DatasetIndex {
         if let Some(entry) = self.known_entry(spec_json)? {
             return Ok(entry);
         }
-        let _turn = self
+        let turn = self
             .turns
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         // Another request may have indexed the spec while this one waited for its turn.
         if let Some(entry) = self.known_entry(spec_json)? {
             return Ok(entry);
         }
-        let running = self.running.fetch_add(1, Ordering::Relaxed) + 1;
-        self.peak.fetch_max(running, Ordering::Relaxed);
-        let entry = self.index(spec_json).await;
-        self.running.fetch_sub(1, Ordering::Relaxed);
-        let entry = entry?;
+        let entry = self.index(spec_json, turn).await?;
         self.remember(spec_json, &entry.id, entry.num_records);
         Ok(entry)
     }
@@ -117,12 +134,22 @@ impl DatasetIndex {
         Ok(None)
     }
 
-    /// Indexes a spec's files (on a blocking thread).
-    async fn index(&self, spec_json: &str) -> Result<DatasetEntry, Status> {
+    /// Indexes a spec's files on a blocking thread, which holds `turn` until it is done.
+    async fn index(
+        &self,
+        spec_json: &str,
+        turn: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<DatasetEntry, Status> {
         let json = spec_json.to_string();
         let root = self.root.clone();
-        let entry = tokio::task::spawn_blocking(move || -> Result<DatasetEntry, String> {
-            let opened = OpenedSpec::from_json_under(&json, &root).map_err(|e| e.to_string())?;
+        let running = self.running.clone();
+        let entry = tokio::task::spawn_blocking(move || -> Result<DatasetEntry, PipelineError> {
+            let _turn = turn;
+            let now = running.now.fetch_add(1, Ordering::Relaxed) + 1;
+            running.peak.fetch_max(now, Ordering::Relaxed);
+            let opened = OpenedSpec::from_json_under(&json, &root);
+            running.now.fetch_sub(1, Ordering::Relaxed);
+            let opened = opened?;
             Ok(DatasetEntry {
                 id: opened.id,
                 spec_json: json,
@@ -133,7 +160,7 @@ impl DatasetIndex {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(Status::invalid_argument)?;
+        .map_err(refusal)?;
         Ok(entry)
     }
 
@@ -229,6 +256,14 @@ mod tests {
             assert!(index.check_root(&json).await.is_err());
         }
         assert_eq!(index.count(), 0, "nothing was indexed");
+        // A missing file under the root: refused (asking again will not help), naming it.
+        let missing = root.join("missing.tfrecord");
+        let status = index.entry(&spec_naming(&missing)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains(&missing.display().to_string()),
+            "{status:?}"
+        );
         // Under the root, the check passes.
         let inside = root.join("a.tfrecord");
         std::fs::write(&inside, b"").unwrap();

@@ -18,6 +18,14 @@ use std::path::{Component, Path, PathBuf};
 use crate::error::{PipelineError, Result};
 use crate::spec::PipelineSpec;
 
+/// Why a path does not pass.
+enum Refused {
+    /// Outside every root (or not absolute, or with `..`): the reason.
+    Outside(String),
+    /// It could not be resolved to check where it leads.
+    Unresolved(std::io::Error),
+}
+
 /// One root: as given (absolute) and resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Root {
@@ -69,44 +77,57 @@ impl DataRoot {
 
     /// Checks one file path; the error says why it is refused and names the roots.
     pub fn check(&self, path: &Path) -> std::result::Result<(), String> {
+        self.check_path(path).map_err(|e| match e {
+            Refused::Outside(reason) => reason,
+            Refused::Unresolved(e) => format!("`{}`: cannot resolve: {e}", path.display()),
+        })
+    }
+
+    fn check_path(&self, path: &Path) -> std::result::Result<(), Refused> {
         let Some(roots) = &self.roots else {
             return Ok(());
         };
         let shown = path.display();
         if !path.is_absolute() {
-            return Err(format!("`{shown}` is not an absolute path"));
+            return Err(Refused::Outside(format!(
+                "`{shown}` is not an absolute path"
+            )));
         }
         if path.components().any(|c| c == Component::ParentDir) {
-            return Err(format!("`{shown}` has a `..` component"));
+            return Err(Refused::Outside(format!("`{shown}` has a `..` component")));
         }
         if !roots
             .iter()
             .any(|r| path.starts_with(&r.given) || path.starts_with(&r.resolved))
         {
-            return Err(format!(
+            return Err(Refused::Outside(format!(
                 "`{shown}` is outside the data root {}",
                 self.named()
-            ));
+            )));
         }
-        let resolved =
-            std::fs::canonicalize(path).map_err(|e| format!("`{shown}`: cannot resolve: {e}"))?;
+        let resolved = std::fs::canonicalize(path).map_err(Refused::Unresolved)?;
         if !roots.iter().any(|r| resolved.starts_with(&r.resolved)) {
-            return Err(format!(
+            return Err(Refused::Outside(format!(
                 "`{shown}` resolves to `{}`, outside the data root {}",
                 resolved.display(),
                 self.named()
-            ));
+            )));
         }
         Ok(())
     }
 
-    /// Checks every file a (resolved) spec names.
+    /// Checks every file a (resolved) spec names. A path outside the root is a spec error; one
+    /// that cannot be resolved (missing, unreadable, a file system not answering) an I/O error
+    /// naming the file, which may clear up.
     pub fn check_spec(&self, spec: &PipelineSpec) -> Result<()> {
         for (i, f) in spec.source.files.iter().enumerate() {
-            self.check(Path::new(f))
-                .map_err(|reason| PipelineError::Spec {
-                    field: format!("source.files[{i}]"),
-                    reason: format!("{reason} (--data-root)"),
+            self.check_path(Path::new(f))
+                .map_err(|refused| match refused {
+                    Refused::Outside(reason) => PipelineError::Spec {
+                        field: format!("source.files[{i}]"),
+                        reason: format!("{reason} (--data-root)"),
+                    },
+                    Refused::Unresolved(source) => PipelineError::io(f, source),
                 })?;
         }
         Ok(())
@@ -165,6 +186,37 @@ mod tests {
         assert!(
             err.contains("/etc/passwd") && err.contains(&root.display().to_string()),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_resolved_is_an_io_error_and_one_outside_a_spec_error() {
+        let (dir, root) = tree();
+        let r = DataRoot::new(&[&root]).unwrap();
+        let spec = |file: &Path| {
+            let json = serde_json::json!({
+                "outputs": ["label"],
+                "source": { "files": [file.display().to_string()], "split_records": 4 },
+                "ops": [{ "op": "parse_example",
+                          "features": [{ "key": "label", "dtype": "int64" }] }],
+            });
+            PipelineSpec::from_json(&json.to_string()).unwrap()
+        };
+        // Missing (or on a file system not answering): may clear up, so an I/O error that
+        // keeps its kind and names the file.
+        let missing = root.join("sub/missing.tfrecord");
+        match r.check_spec(&spec(&missing)).unwrap_err() {
+            PipelineError::Io { path, source } => {
+                assert_eq!(path, missing);
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("{other:?}"),
+        }
+        let outside = dir.path().join("outside");
+        let err = r.check_spec(&spec(&outside)).unwrap_err();
+        assert!(
+            matches!(&err, PipelineError::Spec { field, .. } if field == "source.files[0]"),
+            "{err:?}"
         );
     }
 

@@ -323,10 +323,12 @@ pub fn is_refusal(status: &tonic::Status) -> bool {
     ) || is_tls_refusal(status)
 }
 
-/// What rustls says, somewhere in a failed call's error chain, when one side of the TLS
-/// handshake refused the other's certificate: the server refused ours (it sends a fatal alert),
-/// or ours did not verify the server's. The transport reports these as any broken connection
-/// (`Unavailable`, `Unknown`); retrying with the same certificates cannot succeed.
+/// What rustls says, somewhere in a failed call's error chain, when the peer refused this
+/// process's certificate (it sends a fatal alert). The transport reports these as any broken
+/// connection (`Unavailable`, `Unknown`); retrying with the same certificate cannot succeed.
+/// A server certificate this process cannot verify (`invalid peer certificate`) is not among
+/// them: it may clear up (a clock not yet synchronised at boot, a load balancer's default
+/// certificate while the dispatcher starts, an address reused), so it is retried.
 const TLS_REFUSALS: &[&str] = &[
     "received fatal alert: CertificateRequired",
     "received fatal alert: BadCertificate",
@@ -336,7 +338,6 @@ const TLS_REFUSALS: &[&str] = &[
     "received fatal alert: CertificateRevoked",
     "received fatal alert: CertificateExpired",
     "received fatal alert: AccessDenied",
-    "invalid peer certificate",
 ];
 
 /// Whether a failed call's status (its message and every error in its source chain) says a

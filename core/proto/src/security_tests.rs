@@ -181,8 +181,9 @@ async fn clients_verify_the_servers_ip_address_or_the_name_they_are_given() {
         list(&address, &client).await.is_err(),
         "a certificate for another IP address was accepted"
     );
+    // Not verifying the server's certificate is retried (it may clear up), not final.
     let status = fetch(&address, &client).await.expect_err("served");
-    assert!(crate::auth::is_refusal(&status), "{status:?}");
+    assert!(!crate::auth::is_refusal(&status), "{status:?}");
     let named = SecurityFlags {
         tls_server_name: Some("elsewhere".into()),
         ..pki.flags(Some("trainer"))

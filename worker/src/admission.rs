@@ -94,9 +94,11 @@ impl Admissions {
         self.lock().clear();
     }
 
-    /// How many tasks are being prepared: each will take one of the engine's slots.
-    pub fn preparing(&self) -> usize {
-        self.lock().values().filter(|e| e.refusal.is_none()).count()
+    /// How many slots these tasks take: one each. A task being prepared will take its slot in
+    /// the engine; a refused one keeps its slot until the dispatcher drops it, so a worker that
+    /// refuses a job's tasks is not handed all the others meanwhile.
+    pub fn slots(&self) -> usize {
+        self.lock().len()
     }
 
     /// The heartbeat's reports of these tasks (nothing computed yet), leaving out keys in
@@ -147,7 +149,7 @@ mod tests {
         assert!(!a.begin(&s), "the same lease is not prepared twice");
         assert!(!a.begin(&spec(0, 4)), "nor an older one");
         assert!(a.is_preparing(&s.key, 5));
-        assert_eq!(a.preparing(), 1);
+        assert_eq!(a.slots(), 1);
         let reports = a.reports(&[]);
         assert_eq!(reports.len(), 1);
         assert_eq!(
@@ -159,7 +161,7 @@ mod tests {
         assert!(a.reports(&running).is_empty());
         a.finish(&s.key, 5);
         assert!(!a.is_preparing(&s.key, 5));
-        assert_eq!(a.preparing(), 0);
+        assert_eq!(a.slots(), 0);
     }
 
     #[test]
@@ -174,8 +176,8 @@ mod tests {
         );
         assert_eq!(a.refusal(&s.key, 8), None);
         assert!(!a.is_preparing(&s.key, 9));
-        assert_eq!(a.preparing(), 0, "a refused task takes no slot");
-        assert_eq!(a.reports(&[]).len(), 1, "but is still held");
+        assert_eq!(a.slots(), 1, "a refused task keeps its slot");
+        assert_eq!(a.reports(&[]).len(), 1, "and is still held");
         assert!(!a.begin(&s), "and is not prepared again under its lease");
         // A newer lease (the dispatcher moved the task back here) is prepared anew.
         assert!(a.begin(&spec(1, 10)));

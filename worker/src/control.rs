@@ -260,11 +260,16 @@ async fn heartbeat_loop(
         let draining = drain.is_requested();
         if draining {
             lifecycle.draining();
+            // A draining worker hands its splits over: none it has not started is kept.
+            engine.admissions().clear();
         }
         // Tasks being prepared (or refused) count as held: otherwise the dispatcher would
         // answer every heartbeat at once with their assignment again.
+        // Admissions first: a task that moves to the engine meanwhile is then in the engine's
+        // reports (it is added there before it leaves the admissions), never in neither.
+        let mut admitted = engine.admissions().reports(&[]);
         let running = engine.reports();
-        let admitted = engine.admissions().reports(&running);
+        admitted.retain(|a| !running.iter().any(|r| r.key == a.key));
         let tasks: Vec<v1::TaskProgress> = running
             .iter()
             .chain(&admitted)
@@ -361,6 +366,7 @@ async fn heartbeat_loop(
             // The dispatcher no longer counts this worker alive (declared dead, or restarted
             // without it): every lease it held is void, its tasks fenced.
             engine.drop_all(crate::ledger::Discard::Fenced);
+            engine.admissions().clear();
             // A draining worker the dispatcher no longer knows has nothing to hand over.
             return if draining {
                 Ended::Left
@@ -432,20 +438,24 @@ async fn heartbeat_loop(
     }
 }
 
-/// The engine's free slots less the tasks being prepared (each will take one).
+/// The engine's free slots less the admitted tasks' (`Admissions::slots`).
 fn free_slots(engine: &Engine) -> u32 {
     engine
         .free_slots()
-        .saturating_sub(engine.admissions().preparing()) as u32
+        .saturating_sub(engine.admissions().slots()) as u32
 }
 
 /// The longest pause between two attempts to prepare a task after a transient failure.
 const PREPARE_RETRY_CAP: Duration = Duration::from_secs(10);
 
+/// Attempts to prepare a task before a transient failure is taken as final (about 70 s with the
+/// backoff): a file that stays unreadable ends the job with the reason instead of stalling it.
+const PREPARE_ATTEMPTS: u32 = 12;
+
 /// Prepares an admitted task's dataset and hands the task to the engine. A transient failure
-/// (the dispatcher or a file unreachable) is retried with backoff for as long as the task stays
-/// admitted; a final one ([`WorkerError::Refused`]) refuses the task: its client is told why,
-/// naming this worker (`me`).
+/// (the dispatcher or a file unreachable) is retried with backoff while the task stays admitted,
+/// up to [`PREPARE_ATTEMPTS`]; a final one ([`WorkerError::Refused`]), or the last attempt's,
+/// refuses the task: its client is told why, naming this worker (`me`).
 async fn admit(
     mut client: DispatcherClient<Channel>,
     (cache, engine, drain): (&Arc<PreparedCache>, &Engine, &Drain),
@@ -455,10 +465,25 @@ async fn admit(
     let (key, lease) = (spec.key, spec.lease);
     let mut backoff = Backoff::new(Duration::from_millis(200), PREPARE_RETRY_CAP);
     loop {
+        if drain.is_requested() {
+            engine.admissions().finish(&key, lease);
+            return; // a draining worker takes no new task
+        }
         let prepared = prepare(&mut client, cache, &spec.dataset_id).await;
         if !engine.admissions().is_preparing(&key, lease) {
             return; // dropped or replaced meanwhile
         }
+        let prepared = match prepared {
+            Err(e)
+                if !matches!(e, WorkerError::Refused(_))
+                    && backoff.attempts() + 1 >= PREPARE_ATTEMPTS =>
+            {
+                Err(WorkerError::Refused(format!(
+                    "{e} (gave up after {PREPARE_ATTEMPTS} attempts)"
+                )))
+            }
+            other => other,
+        };
         match prepared {
             // A drain that started meanwhile takes no new task.
             Ok(_) if drain.is_requested() => {}
@@ -467,6 +492,8 @@ async fn admit(
                 tracing::error!(dataset = %spec.dataset_id, ?key, lease, "task refused: {e}");
                 let reason = format!("worker {me}: {e}");
                 engine.admissions().refuse(&key, lease, reason);
+                // Fetches waiting for the task to arrive hear the refusal now.
+                engine.wake_fetches();
                 return;
             }
             Err(e) => {

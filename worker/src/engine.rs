@@ -280,8 +280,9 @@ impl Engine {
         let len = order.len() as u32;
         let start = spec.start_index.min(len);
         let mut st = self.lock();
+        // The same lease again, or an older one arriving late (leases only grow): nothing to do.
         if let Some(existing) = st.tasks.get(&spec.key)
-            && existing.spec.lease == spec.lease
+            && existing.spec.lease >= spec.lease
         {
             return;
         }
@@ -469,6 +470,11 @@ impl Engine {
     /// The tasks assigned here that the engine does not run (yet).
     pub fn admissions(&self) -> &Admissions {
         &self.shared.admissions
+    }
+
+    /// Wakes fetches waiting for a task to arrive (one was refused: they answer that now).
+    pub fn wake_fetches(&self) {
+        self.shared.task_added.notify_waiters();
     }
 
     pub fn has_task(&self, key: &TaskKey, lease: u64) -> bool {

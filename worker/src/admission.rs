@@ -101,12 +101,10 @@ impl Admissions {
         self.lock().len()
     }
 
-    /// The heartbeat's reports of these tasks (nothing computed yet), leaving out keys in
-    /// `running` (a task that just moved to the engine is reported from there).
-    pub fn reports(&self, running: &[TaskReport]) -> Vec<TaskReport> {
+    /// The heartbeat's reports of these tasks (nothing computed yet).
+    pub fn reports(&self) -> Vec<TaskReport> {
         self.lock()
             .iter()
-            .filter(|(key, _)| !running.iter().any(|r| r.key == **key))
             .map(|(key, e)| TaskReport {
                 key: *key,
                 lease: e.lease,
@@ -150,15 +148,12 @@ mod tests {
         assert!(!a.begin(&spec(0, 4)), "nor an older one");
         assert!(a.is_preparing(&s.key, 5));
         assert_eq!(a.slots(), 1);
-        let reports = a.reports(&[]);
+        let reports = a.reports();
         assert_eq!(reports.len(), 1);
         assert_eq!(
             (reports[0].lease, reports[0].acked, reports[0].len),
             (5, 3, 0)
         );
-        // Once the engine runs it, it is reported from there only.
-        let running = reports.clone();
-        assert!(a.reports(&running).is_empty());
         a.finish(&s.key, 5);
         assert!(!a.is_preparing(&s.key, 5));
         assert_eq!(a.slots(), 0);
@@ -177,18 +172,18 @@ mod tests {
         assert_eq!(a.refusal(&s.key, 8), None);
         assert!(!a.is_preparing(&s.key, 9));
         assert_eq!(a.slots(), 1, "a refused task keeps its slot");
-        assert_eq!(a.reports(&[]).len(), 1, "and is still held");
+        assert_eq!(a.reports().len(), 1, "and is still held");
         assert!(!a.begin(&s), "and is not prepared again under its lease");
         // A newer lease (the dispatcher moved the task back here) is prepared anew.
         assert!(a.begin(&spec(1, 10)));
         assert_eq!(a.refusal(&s.key, 10), None);
         a.forget(&s.key, 10);
-        assert!(a.reports(&[]).is_empty());
+        assert!(a.reports().is_empty());
         // A drop under an older lease leaves a newer admission alone.
         assert!(a.begin(&spec(1, 11)));
         a.forget(&s.key, 10);
-        assert_eq!(a.reports(&[]).len(), 1);
+        assert_eq!(a.reports().len(), 1);
         a.clear();
-        assert!(a.reports(&[]).is_empty());
+        assert!(a.reports().is_empty());
     }
 }

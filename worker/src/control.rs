@@ -267,7 +267,7 @@ async fn heartbeat_loop(
         // answer every heartbeat at once with their assignment again.
         // Admissions first: a task that moves to the engine meanwhile is then in the engine's
         // reports (it is added there before it leaves the admissions), never in neither.
-        let mut admitted = engine.admissions().reports(&[]);
+        let mut admitted = engine.admissions().reports();
         let running = engine.reports();
         admitted.retain(|a| !running.iter().any(|r| r.key == a.key));
         let tasks: Vec<v1::TaskProgress> = running

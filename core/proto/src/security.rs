@@ -295,20 +295,16 @@ pub fn warn_if_plaintext(address: &str, security: &Security) {
     if is_loopback_address(address) {
         return;
     }
+    let (although, exposed) = if security.token.is_some() {
+        ("sends a token", "the token and the data")
+    } else {
+        ("serves TLS", "the data")
+    };
     WARNED.call_once(|| {
         tracing::warn!(
-            "SECURITY: calling {address} without TLS (no --tls-ca){}: anyone on the path can \
-             read {}. Give --tls-ca (the CA that signed the servers' certificates).",
-            if security.token.is_some() {
-                " although this process sends a token"
-            } else {
-                " although this process serves TLS"
-            },
-            if security.token.is_some() {
-                "the token and the data"
-            } else {
-                "the data"
-            }
+            "SECURITY: calling {address} without TLS (no --tls-ca) although this process \
+             {although}: anyone on the path can read {exposed}. Give --tls-ca (the CA that \
+             signed the servers' certificates)."
         );
     });
 }
